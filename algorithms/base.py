@@ -1,0 +1,68 @@
+"""The agent interface every algorithm implements, built-in or a user's own.
+
+An agent is constructed for one cell and one batch of instances, with its hyperparameters and its own
+seeded generator, and then plays exactly one trial on the whole batch:
+
+    agent = MyAgent(spec, batch_size, rng, **setting)
+    obs = env.reset()
+    while not done:
+        actions = agent.act(obs)                        # (batch,) int array
+        step = env.step(actions)
+        agent.observe(actions, step.reward, step.obs, step.episode_done)
+
+State lives in arrays over the batch (counts, posteriors, Q tables, hidden states); never loop over
+instances in Python. Register with ``@rl2bench.register_algorithm`` or pass ``--algos module:Class``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rl2bench.tasks.base import Cell, EnvSpec
+
+Setting = dict[str, Any]
+
+
+def grid_product(**axes: list[Any]) -> list[Setting]:
+    """All combinations of the given hyperparameter values, as a list of settings."""
+    names = list(axes)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+class Agent(ABC):
+    """Base class for a vectorized agent. Subclasses set ``name`` and ``families``."""
+
+    name: ClassVar[str]
+    families: ClassVar[tuple[str, ...]]
+    #: Left out of ``--algos all`` (e.g. slow or experimental variants); still runnable by name.
+    exclude_from_all: ClassVar[bool] = False
+    #: Relative cost per step and instance, used only to schedule expensive jobs first.
+    cost: ClassVar[float] = 1.0
+
+    @classmethod
+    def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:
+        """Hyperparameter settings searched per cell on tuning instances; [{}] means none."""
+        return [{}]
+
+    @classmethod
+    def prepare(cls, cell: Cell, spec: EnvSpec, settings: list[Setting]) -> None:
+        """Build shared caches (index tables, checkpoints) once, in the parent process, before jobs."""
+
+    def __init__(self, spec: EnvSpec, batch_size: int, rng: np.random.Generator):
+        """Subclasses take their hyperparameters as keyword-only arguments after these three."""
+        self.spec = spec
+        self.batch_size = batch_size
+        self.rng = rng
+
+    @abstractmethod
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for the whole batch given the current observations."""
+
+    def observe(
+        self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, episode_done: np.ndarray
+    ) -> None:
+        """Update the agent's state after a step (default: nothing to learn)."""

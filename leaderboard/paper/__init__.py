@@ -1,0 +1,1 @@
+"""The paper's reference tables (data files only; see README.md)."""

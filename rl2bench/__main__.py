@@ -1,0 +1,5 @@
+import sys
+
+from rl2bench.cli import main
+
+sys.exit(main())

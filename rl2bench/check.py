@@ -1,0 +1,72 @@
+"""Regression check of a run against the paper's tables (or against another run).
+
+For every (task, cell, algorithm) present in both, z = (ours - reference) / (sqrt(2) * se), where se is
+our standard error and stands in for the reference's too (the paper prints none; both are means over
+1000 instances of the same distribution). Paper values are rounded to one decimal, so differences up to
+0.05 count as zero. A row passes with |z| <= tolerance (3 by default); rows listed with a reason in
+``leaderboard/paper/known_differences.csv`` are reported as explained instead of failing.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from rl2bench.errors import UserError
+from rl2bench.results import RunStore
+from rl2bench.stats import summarize
+
+DEFAULT_TOLERANCE = 3.0
+PAPER_ROUNDING = 0.05
+
+
+def paper_table() -> pd.DataFrame:
+    folder = resources.files("rl2bench.paper")
+    frames = [pd.read_csv(folder / name) for name in ("table1_mab.csv", "table2_mdp.csv")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def known_differences() -> pd.DataFrame:
+    path = resources.files("rl2bench.paper") / "known_differences.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["task", "cell", "algorithm", "reason"])
+    return pd.read_csv(path)
+
+
+def compare(ours: pd.DataFrame, reference: pd.DataFrame, rounding: float, tolerance: float) -> pd.DataFrame:
+    """Join our summary (mean, se) with reference values; add delta, z and status columns."""
+    merged = ours.merge(reference, on=["task", "cell", "algorithm"], how="inner")
+    delta = merged["mean"] - merged["value"]
+    excess = np.maximum(delta.abs() - rounding, 0.0)
+    merged["delta"] = delta
+    merged["z"] = np.sign(delta) * excess / (np.sqrt(2.0) * merged["se"])
+    merged["status"] = np.where(merged["z"].abs() <= tolerance, "ok", "FAIL")
+    known = known_differences()
+    if len(known):
+        key = merged.set_index(["task", "cell", "algorithm"]).index
+        explained = key.isin(known.set_index(["task", "cell", "algorithm"]).index)
+        merged.loc[explained & (merged["status"] == "FAIL"), "status"] = "explained"
+    return merged
+
+
+def check_run(run: Path, against: str, tolerance: float = DEFAULT_TOLERANCE) -> tuple[pd.DataFrame, bool]:
+    ours = summarize(RunStore.existing(run).results())
+    if against == "paper":
+        reference, rounding = paper_table(), PAPER_ROUNDING
+    else:
+        other = summarize(RunStore.existing(Path(against)).results())
+        reference, rounding = other.rename(columns={"mean": "value"})[["task", "cell", "algorithm", "value"]], 0.0
+    table = compare(ours, reference, rounding, tolerance)
+    if table.empty:
+        raise UserError(f"no (task, cell, algorithm) of {run} appears in {against!r}")
+    return table, bool((table["status"] != "FAIL").all())
+
+
+def render(table: pd.DataFrame) -> str:
+    rows = table[["task", "cell", "algorithm", "mean", "value", "delta", "se", "z", "status"]]
+    return tabulate(rows.values.tolist(), ["task", "cell", "algorithm", "ours", "reference", "delta", "se", "z",
+                                           "status"], floatfmt=".3g", tablefmt="simple")

@@ -1,0 +1,185 @@
+"""Command line: ``python -m rl2bench {list,run,table,check}``.
+
+Every user mistake ends in one line on stderr naming the valid choices and exit code 2, never a
+traceback; Ctrl-C keeps every finished job on disk and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rl2bench.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints the whole usage otherwise)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rl2bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="task families, cells, algorithms and their hyperparameter grids")
+    p.add_argument("--task", help="only this task family")
+
+    p = sub.add_parser("run", help="tune and evaluate algorithms on a task's cells, write a leaderboard")
+    p.add_argument("--task", required=True, help="task family (see `list`)")
+    p.add_argument("--algos", default="all", help="'all' or a comma list of names and module:Class paths")
+    p.add_argument("--cells", default="paper", help="'paper' (the paper's cells) or a comma list, e.g. n200-k20")
+    p.add_argument("--instances", type=_positive_int, default=1000, help="evaluation instances per cell")
+    p.add_argument("--tune-instances", type=_positive_int, default=None,
+                   help="tuning instances per cell (disjoint from evaluation; default: the family's)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of every random stream")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished jobs")
+    p.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("table", help="re-render the leaderboard of a stored run")
+    p.add_argument("run", type=Path)
+
+    p = sub.add_parser("check", help="compare a run with the paper (or another run); exit 1 on a regression")
+    p.add_argument("run", type=Path)
+    p.add_argument("--against", default="paper", help="'paper' or another run folder")
+    p.add_argument("--tolerance", type=float, default=None, help="largest accepted |z| (default 3)")
+    return parser
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from rl2bench.registry import algorithms, families, get_family
+
+    fams = [get_family(args.task)] if args.task else list(families().values())
+    for fam in fams:
+        print(f"task {fam.name}: cells {fam.cell_help}")
+        print(f"  paper cells: {', '.join(fam.default_cells)}")
+        rows = []
+        example = fam.parse_cell(fam.default_cells[0])
+        for name, cls in algorithms(fam.name).items():
+            grid = cls.grid(example, fam.spec(example))
+            shown = "-" if grid == [{}] else f"{len(grid)} settings: " + "; ".join(
+                ", ".join(f"{k}={v}" for k, v in s.items()) for s in grid[:4]) + (" ..." if len(grid) > 4 else "")
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            rows.append([name, shown, doc[:70]])
+        print(tabulate(rows, ["algorithm", f"grid (at {example.name})", "description"], tablefmt="simple"))
+        print()
+    return 0
+
+
+def _resolve_cells(family, spec: str) -> list[str]:
+    if spec.strip() in ("paper", "default", "all"):
+        return list(family.default_cells)
+    names = [c.strip() for c in spec.split(",") if c.strip()]
+    if not names:
+        raise UserError("no cell given; use --cells paper or a comma list such as n100-k10")
+    return [family.parse_cell(c).name for c in names]
+
+
+def cmd_run(args) -> int:
+    from rl2bench.leaderboard import build_summary, render_terminal, write_leaderboards
+    from rl2bench.protocol import RunConfig, default_n_jobs, run_benchmark
+    from rl2bench.registry import get_family, resolve_algorithms
+    from rl2bench.results import RunStore
+
+    family = get_family(args.task)
+    cells = _resolve_cells(family, args.cells)
+    algos = resolve_algorithms(args.algos, family.name)
+    out = args.out or Path("results") / f"{family.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    tune_instances = args.tune_instances or getattr(family, "tune_instances", args.instances)
+    config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
+                       args.jobs or default_n_jobs())
+    store = RunStore(out)
+    store.open(config.identity(), args.resume)
+    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    started = time.perf_counter()
+    try:
+        run_benchmark(config, store, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished jobs are saved in {out}; continue with the same command plus "
+              f"--resume --out {out}", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - started
+    results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
+                              "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs})
+    summary = build_summary(results)
+    write_leaderboards(summary, out, command)
+    print(render_terminal(summary))
+    print(f"\n{len(results)} rows in {out}/results.csv; leaderboard.{{md,csv,tex}} and run.json written "
+          f"({wall:.1f} s)")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from rl2bench.leaderboard import build_summary, render_terminal, write_leaderboards
+    from rl2bench.results import RunStore
+
+    store = RunStore.existing(args.run)
+    summary = build_summary(store.results())
+    command = ""
+    run_json = args.run / "run.json"
+    if run_json.exists():
+        import json
+
+        command = json.loads(run_json.read_text()).get("command", "")
+    write_leaderboards(summary, args.run, command)
+    print(render_terminal(summary))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from rl2bench.check import DEFAULT_TOLERANCE, check_run, render
+
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if tolerance <= 0:
+        raise UserError("--tolerance must be positive")
+    if args.against != "paper" and not Path(args.against).is_dir():
+        raise UserError(f"--against must be 'paper' or a run folder; {args.against!r} is neither")
+    table, ok = check_run(args.run, args.against, tolerance)
+    print(render(table))
+    counts = table["status"].value_counts().to_dict()
+    print(f"\n{counts.get('ok', 0)} ok, {counts.get('explained', 0)} explained (see leaderboard/NOTES.md), "
+          f"{counts.get('FAIL', 0)} FAIL at |z| <= {tolerance:g}")
+    return 0 if ok else 1
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"rl2bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The common protocol: tune every algorithm per cell on tuning instances, evaluate the chosen setting on
+the evaluation instances that every algorithm of the cell shares.
+
+Work is cut into jobs (task, cell, algorithm, setting, phase). Jobs run through joblib (loky
+processes locally); each finished job is written to the run store before it counts as done, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from rl2bench import seeding
+from rl2bench.algorithms.base import Agent, Setting
+from rl2bench.registry import get_family
+from rl2bench.results import RunStore
+from rl2bench.tasks.base import Cell, TaskFamily
+
+
+def setting_key(setting: Setting) -> str:
+    """A stable text form of a setting, used in file names and tables."""
+    return json.dumps(setting, sort_keys=True)
+
+
+@dataclass
+class TrialOutcome:
+    returns: np.ndarray  # (instances,) total reward of the trial
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def play_trials(
+    family: TaskFamily,
+    cell: Cell,
+    agent_cls: type[Agent],
+    setting: Setting,
+    n_instances: int,
+    root_seed: int,
+    phase: str,
+) -> TrialOutcome:
+    """One trial on each of ``n_instances`` instances of ``cell``, all stepping together."""
+    start = time.perf_counter()
+    spec = family.spec(cell)
+    instances = family.sample(cell, seeding.instance_rng(root_seed, phase, family.name, cell.name), n_instances)
+    env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name))
+    try:
+        agent = agent_cls(
+            spec, n_instances, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name), **setting
+        )
+        obs = env.reset()
+        total = np.zeros(n_instances)
+        while True:
+            actions = agent.act(obs)
+            step = env.step(actions)
+            total += step.reward
+            agent.observe(actions, step.reward, step.obs, step.episode_done)
+            obs = step.obs
+            if step.trial_done.all():
+                break
+        metrics = env.trial_metrics()
+    finally:
+        env.close()
+    return TrialOutcome(total, metrics, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    cell: str
+    agent_cls: type[Agent]
+    setting: Setting
+    phase: str  # "tune" or "eval"
+    n_instances: int
+    root_seed: int
+
+    @property
+    def algorithm(self) -> str:
+        return self.agent_cls.name
+
+    def cost(self) -> float:
+        family = get_family(self.task)
+        spec = family.spec(family.parse_cell(self.cell))
+        factor = float(self.setting.get("samples", 1))
+        return self.agent_cls.cost * factor * spec.max_steps * spec.n_actions * self.n_instances
+
+
+def _execute(job: Job) -> tuple[Job, TrialOutcome]:
+    family = get_family(job.task)
+    cell = family.parse_cell(job.cell)
+    return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed, job.phase)
+
+
+def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome], None], desc: str,
+              progress: bool) -> None:
+    if not jobs:
+        return
+    jobs = sorted(jobs, key=lambda j: -j.cost())  # longest first balances the workers
+    bar = _progress_bar(len(jobs), desc, progress)
+    try:
+        if n_jobs == 1:
+            results: Iterable[tuple[Job, TrialOutcome]] = (_execute(j) for j in jobs)
+        else:
+            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_execute)(j) for j in jobs)
+        for job, outcome in results:
+            on_done(job, outcome)
+            bar.set_postfix_str(f"{job.cell} {job.algorithm}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="job", disable=not enabled, dynamic_ncols=True)
+
+
+@dataclass
+class RunConfig:
+    task: str
+    cells: list[str]
+    algorithms: list[type[Agent]]
+    instances: int = 1000
+    tune_instances: int = 1000
+    seed: int = 0
+    n_jobs: int = 2
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for ``--resume`` to reuse stored jobs."""
+        return {"task": self.task, "seed": self.seed, "instances": self.instances,
+                "tune_instances": self.tune_instances}
+
+
+def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> None:
+    """Tune and evaluate every (cell, algorithm) of ``config`` into ``store``, skipping stored jobs."""
+    family = get_family(config.task)
+    cells = [family.parse_cell(c) for c in config.cells]
+    grids = {(c.name, a.name): a.grid(c, family.spec(c)) for c in cells for a in config.algorithms}
+    for c in cells:
+        for a in config.algorithms:
+            a.prepare(c, family.spec(c), grids[c.name, a.name])
+
+    tune_jobs = [
+        Job(config.task, c.name, a, s, "tune", config.tune_instances, config.seed)
+        for c in cells for a in config.algorithms
+        if len(grids[c.name, a.name]) > 1
+        for s in grids[c.name, a.name]
+        if not store.has_tuning(c.name, a.name, setting_key(s))
+    ]
+
+    def save_tuning(job: Job, outcome: TrialOutcome) -> None:
+        store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, outcome.returns,
+                          outcome.seconds)
+
+    _run_jobs(tune_jobs, config.n_jobs, save_tuning, "tuning", progress)
+
+    eval_jobs = []
+    for c in cells:
+        for a in config.algorithms:
+            if store.has_eval(c.name, a.name):
+                continue
+            grid = grids[c.name, a.name]
+            chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
+            eval_jobs.append(Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed))
+
+    def save_eval(job: Job, outcome: TrialOutcome) -> None:
+        store.save_eval(job.task, job.cell, job.algorithm, job.setting, outcome.returns, outcome.metrics,
+                        outcome.seconds)
+
+    _run_jobs(eval_jobs, config.n_jobs, save_eval, "evaluation", progress)
+
+
+def default_n_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 2))

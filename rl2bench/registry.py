@@ -1,0 +1,112 @@
+"""Registries of task families and algorithms.
+
+Built-in families and algorithms register themselves on import (``@register_family``,
+``@register_algorithm``). A user's algorithm plugs in three ways, none of which edits this package:
+the decorator in their own module, ``--algos my_module:MyAgent`` on the command line, or an entry
+point in the ``rl2bench.algorithms`` group of their package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, TypeVar
+
+from rl2bench.errors import UserError
+
+if TYPE_CHECKING:
+    from rl2bench.algorithms.base import Agent
+    from rl2bench.tasks.base import TaskFamily
+
+_FAMILIES: dict[str, TaskFamily] = {}
+_ALGORITHMS: dict[str, type[Agent]] = {}
+_loaded = False
+
+F = TypeVar("F", bound="type[TaskFamily]")
+A = TypeVar("A", bound="type[Agent]")
+
+
+def register_family(cls: F) -> F:
+    _FAMILIES[cls.name] = cls()
+    return cls
+
+
+def register_algorithm(cls: A) -> A:
+    """Class decorator: make ``cls`` available as ``--algos <cls.name>``."""
+    existing = _ALGORITHMS.get(cls.name)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(f"algorithm name {cls.name!r} is already registered by {existing.__module__}")
+    _ALGORITHMS[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("rl2bench.tasks")
+    importlib.import_module("rl2bench.algorithms")
+    for ep in entry_points(group="rl2bench.algorithms"):
+        try:
+            register_algorithm(ep.load())
+        except Exception as exc:  # a broken third-party plugin must not break the harness
+            print(f"warning: could not load algorithm entry point {ep.name!r}: {exc}")
+
+
+def families() -> dict[str, TaskFamily]:
+    _load_builtins()
+    return dict(_FAMILIES)
+
+
+def get_family(name: str) -> TaskFamily:
+    fams = families()
+    if name not in fams:
+        raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(fams))}")
+    return fams[name]
+
+
+def algorithms(family: str | None = None) -> dict[str, type[Agent]]:
+    _load_builtins()
+    return {n: c for n, c in _ALGORITHMS.items() if family is None or family in c.families}
+
+
+def load_algorithm_path(path: str) -> type[Agent]:
+    """Import ``module:Class`` (the module must be importable, e.g. on PYTHONPATH or the cwd)."""
+    from rl2bench.algorithms.base import Agent
+
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"cannot import algorithm module {module_name!r}: {exc}") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise UserError(f"{path!r} is not an rl2bench Agent subclass")
+    return register_algorithm(cls)
+
+
+def resolve_algorithms(spec: str, family: str) -> list[type[Agent]]:
+    """Parse ``--algos``: 'all', or a comma list of registered names and ``module:Class`` paths."""
+    available = algorithms(family)
+    if spec.strip() == "all":
+        return [available[n] for n in available if not available[n].exclude_from_all]
+    chosen: list[type[Agent]] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if ":" in item:
+            cls = load_algorithm_path(item)
+            if family not in cls.families:
+                raise UserError(f"algorithm {cls.name!r} does not support task {family!r}")
+        elif item in available:
+            cls = available[item]
+        else:
+            raise UserError(
+                f"unknown algorithm {item!r} for task {family!r}; valid: all, {', '.join(available)}"
+            )
+        if cls not in chosen:
+            chosen.append(cls)
+    if not chosen:
+        raise UserError("no algorithm given; use --algos all or a comma list")
+    return chosen

@@ -1,0 +1,178 @@
+"""The results store: one folder per run, written job by job, atomically, so nothing finished is lost.
+
+    <run>/config.json                      what the run is (checked on --resume)
+    <run>/parts/tune/<cell>/<algo>.jsonl   one line per tuned setting (mean, se, seconds)
+    <run>/parts/eval/<cell>/<algo>.csv     per-instance returns of the chosen setting
+    <run>/parts/eval/<cell>/<algo>.json    chosen setting, seconds
+    <run>/results.csv                      all evaluation rows: task, cell, algorithm, instance, return, ...
+    <run>/run.json                         seeds, versions, git revision, chosen settings, timings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rl2bench.errors import UserError
+
+RESULT_COLUMNS = ["task", "cell", "algorithm", "instance", "return"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self, identity: dict[str, Any], resume: bool) -> None:
+        """Create the run folder, or check that ``--resume`` continues the same run."""
+        cfg = self.root / "config.json"
+        if cfg.exists():
+            stored = json.loads(cfg.read_text())
+            if not resume:
+                raise UserError(f"{self.root} already holds a run; pass --resume to continue it or choose "
+                                f"another --out")
+            diff = {k: (stored.get(k), v) for k, v in identity.items() if stored.get(k) != v}
+            if diff:
+                detail = ", ".join(f"{k}: stored {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
+                raise UserError(f"cannot resume {self.root}: {detail}")
+        else:
+            write_text_atomic(cfg, json.dumps(identity, indent=2))
+
+    @classmethod
+    def existing(cls, root: Path | str) -> RunStore:
+        store = cls(root)
+        if not (store.root / "config.json").exists():
+            raise UserError(f"{store.root} is not an rl2bench run folder (no config.json)")
+        return store
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.root / "config.json").read_text())
+
+    # -- tuning ----------------------------------------------------------------------------------
+    def _tune_path(self, cell: str, algo: str) -> Path:
+        return self.root / "parts" / "tune" / _safe(cell) / f"{_safe(algo)}.jsonl"
+
+    def tuning_rows(self, cell: str, algo: str) -> dict[str, dict[str, Any]]:
+        path = self._tune_path(cell, algo)
+        rows: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill: that job simply reruns
+                    continue
+                rows[row["key"]] = row
+        return rows
+
+    def has_tuning(self, cell: str, algo: str, key: str) -> bool:
+        return key in self.tuning_rows(cell, algo)
+
+    def save_tuning(self, cell: str, algo: str, key: str, setting: dict, returns: np.ndarray,
+                    seconds: float) -> None:
+        row = {"key": key, "setting": setting, "mean": float(returns.mean()),
+               "se": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
+               "instances": len(returns), "seconds": seconds}
+        path = self._tune_path(cell, algo)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def best_setting(self, cell: str, algo: str, keys: list[str]) -> dict:
+        """The setting with the highest tuning mean (first in grid order on ties)."""
+        rows = self.tuning_rows(cell, algo)
+        missing = [k for k in keys if k not in rows]
+        if missing:
+            raise RuntimeError(f"tuning of {cell}/{algo} incomplete: {missing}")
+        best = max(keys, key=lambda k: (rows[k]["mean"], -keys.index(k)))
+        return rows[best]["setting"]
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _eval_path(self, cell: str, algo: str, suffix: str) -> Path:
+        return self.root / "parts" / "eval" / _safe(cell) / f"{_safe(algo)}{suffix}"
+
+    def has_eval(self, cell: str, algo: str) -> bool:
+        return self._eval_path(cell, algo, ".json").exists()
+
+    def save_eval(self, task: str, cell: str, algo: str, setting: dict, returns: np.ndarray,
+                  metrics: dict[str, np.ndarray], seconds: float) -> None:
+        frame = pd.DataFrame({"task": task, "cell": cell, "algorithm": algo,
+                              "instance": np.arange(len(returns)), "return": returns, **metrics})
+        write_text_atomic(self._eval_path(cell, algo, ".csv"), frame.to_csv(index=False))
+        tuning = self.tuning_rows(cell, algo)
+        meta = {"task": task, "cell": cell, "algorithm": algo, "setting": setting, "eval_seconds": seconds,
+                "tune_seconds": sum(r["seconds"] for r in tuning.values()),
+                "tuning": [{"setting": r["setting"], "mean": r["mean"], "se": r["se"]} for r in tuning.values()]}
+        # The .json marks the job complete, so it is written last.
+        write_text_atomic(self._eval_path(cell, algo, ".json"), json.dumps(meta, indent=2))
+
+    def eval_meta(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / "parts" / "eval").glob("*/*.json"))]
+
+    def results(self) -> pd.DataFrame:
+        """All evaluation rows; from results.csv if the run was assembled, else from the parts."""
+        frames = [pd.read_csv(p.with_suffix(".csv")) for p in sorted((self.root / "parts" / "eval").glob("*/*.json"))]
+        if not frames:
+            merged = self.root / "results.csv"
+            if merged.exists():
+                return pd.read_csv(merged)
+            raise UserError(f"{self.root} holds no finished evaluation yet")
+        return pd.concat(frames, ignore_index=True)
+
+    def assemble(self, extra: dict[str, Any]) -> pd.DataFrame:
+        """Write results.csv and run.json from the parts."""
+        frame = self.results()
+        write_text_atomic(self.root / "results.csv", frame.to_csv(index=False))
+        meta = self.eval_meta()
+        run = {**self.config(), **extra, "versions": package_versions(), "git_revision": git_revision(),
+               "chosen_settings": {f"{m['cell']}/{m['algorithm']}": m["setting"] for m in meta},
+               "seconds": {f"{m['cell']}/{m['algorithm']}": {"tune": round(m["tune_seconds"], 3),
+                                                            "eval": round(m["eval_seconds"], 3)} for m in meta},
+               "tuning": {f"{m['cell']}/{m['algorithm']}": m["tuning"] for m in meta if m["tuning"]}}
+        write_text_atomic(self.root / "run.json", json.dumps(run, indent=2))
+        return frame
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("rl2bench", "numpy", "scipy", "pandas", "joblib", "torch", "vizdoom"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,55 @@
+"""Statistics as small pure functions over per-instance returns (scipy.stats does the tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+
+
+def mean_and_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, dtype=float)
+    se = float(stats.sem(x)) if len(x) > 1 else float("nan")
+    return float(x.mean()), se
+
+
+def p_worse_than_best(best: np.ndarray, other: np.ndarray) -> float:
+    """One-sided Welch t-test of H1: mean(best) > mean(other). The paper marks every algorithm whose
+    p-value is at least 0.05 (not significantly worse than the row's best)."""
+    if np.array_equal(best, other):
+        return 1.0
+    result = stats.ttest_ind(best, other, equal_var=False, alternative="greater")
+    p = float(result.pvalue)
+    return 1.0 if np.isnan(p) else p  # identical constant samples: no evidence of a difference
+
+
+def summarize(results: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """One row per (cell, algorithm): mean, se, n, p-value against the cell's best, and ``marked``
+    (the best, or not significantly worse than it)."""
+    rows = []
+    for (task, cell), group in results.groupby(["task", "cell"], sort=False):
+        by_algo = {a: g["return"].to_numpy() for a, g in group.groupby("algorithm", sort=False)}
+        means = {a: float(x.mean()) for a, x in by_algo.items()}
+        best = max(means, key=means.__getitem__)
+        for algo, x in by_algo.items():
+            mean, se = mean_and_se(x)
+            p = p_worse_than_best(by_algo[best], x)
+            rows.append({"task": task, "cell": cell, "algorithm": algo, "mean": mean, "se": se, "n": len(x),
+                         "best": algo == best, "p_value": p, "marked": algo == best or p >= alpha})
+    return pd.DataFrame(rows)
+
+
+def normalized_scores(summary: pd.DataFrame, lower: str, upper: str) -> pd.Series:
+    """(mean - mean[lower]) / (mean[upper] - mean[lower]) per cell (paper Figures 2-3: random = 0,
+    Gittins or OPSRL = 1); NaN where a reference algorithm is missing from the cell."""
+    means = summary.pivot_table(index="cell", columns="algorithm", values="mean")
+    out = []
+    for _, row in summary.iterrows():
+        if lower in means.columns and upper in means.columns:
+            lo, hi = means.at[row["cell"], lower], means.at[row["cell"], upper]
+            out.append((row["mean"] - lo) / (hi - lo) if hi != lo else np.nan)
+        else:
+            out.append(np.nan)
+    return pd.Series(out, index=summary.index, name="normalized")

@@ -1,0 +1,138 @@
+"""The task-family interface every family (bandits, tabular MDPs, mazes) implements.
+
+A *family* knows its cells (parameter settings such as ``n100-k10``), draws hidden instance parameters
+as arrays, and builds a vectorized environment that steps a whole batch of instances together.
+A *trial* is ``n_episodes`` episodes of at most ``horizon`` steps on one instance; bandits are the
+degenerate case (one state, episodes of length 1).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rl2bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an agent may know about a cell before acting: sizes, not hidden parameters."""
+
+    family: str
+    n_states: int
+    n_actions: int
+    horizon: int  # steps per episode (upper bound where episodes can end early)
+    n_episodes: int  # episodes per trial
+    obs_shape: tuple[int, ...] = ()  # () means the observation is a discrete state index
+
+    @property
+    def max_steps(self) -> int:
+        return self.horizon * self.n_episodes
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A family's parameter setting, named so that the name alone rebuilds it.
+
+    Subclasses declare integer fields with a one-letter ``_prefix`` map; the name is the fields
+    joined by '-', e.g. ``n100-k10``. Fields left at their default are omitted from the name.
+    """
+
+    _prefixes: ClassVar[dict[str, str]] = {}
+
+    @property
+    def name(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "n" or value != f.default:
+                parts.append(f"{self._prefixes.get(f.name, f.name)}{value}")
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, name: str) -> Cell:
+        by_prefix = {prefix: fname for fname, prefix in cls._prefixes.items()}
+        values: dict[str, int] = {}
+        for part in name.strip().split("-"):
+            m = re.fullmatch(r"([a-z]+)(\d+)", part)
+            if not m or m.group(1) not in by_prefix or by_prefix[m.group(1)] in values:
+                raise ValueError(part)
+            values[by_prefix[m.group(1)]] = int(m.group(2))
+        cell = cls(**values)  # missing required fields raise TypeError
+        cell.validate()
+        return cell
+
+    def validate(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class StepResult:
+    """One synchronous step of a batch; every array has the batch as its first axis."""
+
+    obs: np.ndarray
+    reward: np.ndarray  # float, 0 for instances whose trial is already over
+    episode_done: np.ndarray  # bool: this step ended an episode
+    trial_done: np.ndarray  # bool: this instance has finished its n episodes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class VecEnv(ABC):
+    """A batch of instances stepping together. Hidden parameters never leave the environment."""
+
+    spec: EnvSpec
+    batch_size: int
+
+    @abstractmethod
+    def reset(self) -> np.ndarray:
+        """Start a new trial on every instance; returns the first observation."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray) -> StepResult: ...
+
+    def trial_metrics(self) -> dict[str, np.ndarray]:
+        """Per-instance extra result columns after a trial (e.g. maze success per episode)."""
+        return {}
+
+    def close(self) -> None:
+        """Release external resources (engine processes); a no-op for array environments."""
+
+
+class TaskFamily(ABC):
+    """A registered family of tasks; see the module docstring."""
+
+    name: ClassVar[str]
+    cell_type: ClassVar[type[Cell]]
+    default_cells: ClassVar[tuple[str, ...]]
+    cell_help: ClassVar[str]  # the name pattern, shown in errors and `list`
+    # (lower, upper) reference algorithms for normalized scores: (x - lower) / (upper - lower).
+    normalize_by: ClassVar[tuple[str, str] | None] = None
+
+    def parse_cell(self, name: str) -> Cell:
+        try:
+            return self.cell_type.parse(name)
+        except (ValueError, TypeError):
+            raise UserError(
+                f"invalid {self.name} cell {name!r}: expected {self.cell_help} "
+                f"(paper cells: {', '.join(self.default_cells)})"
+            ) from None
+
+    @abstractmethod
+    def spec(self, cell: Cell) -> EnvSpec: ...
+
+    @abstractmethod
+    def sample(self, cell: Cell, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+        """Draw ``count`` instances' hidden parameters, each array with the instance as first axis."""
+
+    @abstractmethod
+    def make_env(self, cell: Cell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> VecEnv:
+        """An environment over the given instances; ``rng`` drives reward and transition noise."""
