@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from rl2bench.tasks.base import TaskFamily
 
 _FAMILIES: dict[str, TaskFamily] = {}
-_ALGORITHMS: dict[str, type[Agent]] = {}
+# family -> name -> class: the same name (``random``, ``greedy``) may mean different classes per family.
+_ALGORITHMS: dict[str, dict[str, type[Agent]]] = {}
 _loaded = False
 
 F = TypeVar("F", bound="type[TaskFamily]")
@@ -32,11 +33,13 @@ def register_family(cls: F) -> F:
 
 
 def register_algorithm(cls: A) -> A:
-    """Class decorator: make ``cls`` available as ``--algos <cls.name>``."""
-    existing = _ALGORITHMS.get(cls.name)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"algorithm name {cls.name!r} is already registered by {existing.__module__}")
-    _ALGORITHMS[cls.name] = cls
+    """Class decorator: make ``cls`` available as ``--algos <cls.name>`` for each of ``cls.families``."""
+    for family in cls.families:
+        by_name = _ALGORITHMS.setdefault(family, {})
+        existing = by_name.get(cls.name)
+        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"algorithm {cls.name!r} for {family!r} is already registered by {existing.__module__}")
+        by_name[cls.name] = cls
     return cls
 
 
@@ -66,9 +69,10 @@ def get_family(name: str) -> TaskFamily:
     return fams[name]
 
 
-def algorithms(family: str | None = None) -> dict[str, type[Agent]]:
+def algorithms(family: str) -> dict[str, type[Agent]]:
+    """The algorithms registered for ``family``, by name, in registration order."""
     _load_builtins()
-    return {n: c for n, c in _ALGORITHMS.items() if family is None or family in c.families}
+    return dict(_ALGORITHMS.get(family, {}))
 
 
 def load_algorithm_path(path: str) -> type[Agent]:
