@@ -42,6 +42,14 @@ class Agent(ABC):
     exclude_from_all: ClassVar[bool] = False
     #: Relative cost per step and instance, used only to schedule expensive jobs first.
     cost: ClassVar[float] = 1.0
+    #: Cap on tuning instances for algorithms whose grid is expensive; set it only together with a
+    #: benchmark showing the chosen setting is stable at that size (see benchmarks/).
+    max_tune_instances: ClassVar[int | None] = None
+
+    @classmethod
+    def job_cost(cls, setting: Setting) -> float:
+        """Relative cost of one setting (scheduling only)."""
+        return cls.cost
 
     @classmethod
     def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:

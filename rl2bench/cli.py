@@ -112,7 +112,7 @@ def cmd_run(args) -> int:
     cells = _resolve_cells(family, args.cells)
     algos = resolve_algorithms(args.algos, family.name)
     out = args.out or Path("results") / f"{family.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    tune_instances = args.tune_instances or getattr(family, "tune_instances", args.instances)
+    tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
                        args.jobs or default_n_jobs())
     store = RunStore(out)

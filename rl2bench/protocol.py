@@ -37,6 +37,12 @@ class TrialOutcome:
     seconds: float = 0.0
 
 
+def chunks(n_instances: int, chunk_size: int) -> list[range]:
+    """The fixed split of a phase's instances into jobs. It depends only on the instance count and the
+    family's chunk size, never on the number of workers, so results do not depend on the backend."""
+    return [range(i, min(i + chunk_size, n_instances)) for i in range(0, n_instances, chunk_size)]
+
+
 def play_trials(
     family: TaskFamily,
     cell: Cell,
@@ -45,18 +51,24 @@ def play_trials(
     n_instances: int,
     root_seed: int,
     phase: str,
+    chunk: int = 0,
 ) -> TrialOutcome:
-    """One trial on each of ``n_instances`` instances of ``cell``, all stepping together."""
+    """One trial on each instance of chunk ``chunk`` of the phase's ``n_instances`` instances of
+    ``cell``, all stepping together. Instance parameters are drawn for the whole phase and sliced, so
+    instance i is the same whatever the chunking; env and agent noise have a stream per chunk."""
     start = time.perf_counter()
     spec = family.spec(cell)
-    instances = family.sample(cell, seeding.instance_rng(root_seed, phase, family.name, cell.name), n_instances)
-    env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name))
+    rows = chunks(n_instances, family.chunk_size)[chunk]
+    everything = family.sample(cell, seeding.instance_rng(root_seed, phase, family.name, cell.name), n_instances)
+    instances = {k: v[rows.start:rows.stop] for k, v in everything.items()}
+    batch = len(rows)
+    env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name, chunk))
     try:
         agent = agent_cls(
-            spec, n_instances, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name), **setting
+            spec, batch, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk), **setting
         )
         obs = env.reset()
-        total = np.zeros(n_instances)
+        total = np.zeros(batch)
         while True:
             actions = agent.act(obs)
             step = env.step(actions)
@@ -80,6 +92,7 @@ class Job:
     phase: str  # "tune" or "eval"
     n_instances: int
     root_seed: int
+    chunk: int = 0
 
     @property
     def algorithm(self) -> str:
@@ -88,14 +101,15 @@ class Job:
     def cost(self) -> float:
         family = get_family(self.task)
         spec = family.spec(family.parse_cell(self.cell))
-        factor = float(self.setting.get("samples", 1))
-        return self.agent_cls.cost * factor * spec.max_steps * spec.n_actions * self.n_instances
+        return self.agent_cls.job_cost(self.setting) * spec.max_steps * spec.n_actions * min(
+            self.n_instances, family.chunk_size)
 
 
 def _execute(job: Job) -> tuple[Job, TrialOutcome]:
     family = get_family(job.task)
     cell = family.parse_cell(job.cell)
-    return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed, job.phase)
+    return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed, job.phase,
+                            job.chunk)
 
 
 def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome], None], desc: str,
@@ -139,6 +153,11 @@ class RunConfig:
                 "tune_instances": self.tune_instances}
 
 
+def tune_instances_for(agent_cls: type[Agent], config: RunConfig) -> int:
+    cap = agent_cls.max_tune_instances
+    return config.tune_instances if cap is None else min(cap, config.tune_instances)
+
+
 def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> None:
     """Tune and evaluate every (cell, algorithm) of ``config`` into ``store``, skipping stored jobs."""
     family = get_family(config.task)
@@ -148,20 +167,25 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
         for a in config.algorithms:
             a.prepare(c, family.spec(c), grids[c.name, a.name])
 
-    tune_jobs = [
-        Job(config.task, c.name, a, s, "tune", config.tune_instances, config.seed)
-        for c in cells for a in config.algorithms
-        if len(grids[c.name, a.name]) > 1
-        for s in grids[c.name, a.name]
-        if not store.has_tuning(c.name, a.name, setting_key(s))
-    ]
+    tune_jobs = []
+    for c in cells:
+        for a in config.algorithms:
+            grid = grids[c.name, a.name]
+            if len(grid) == 1:
+                continue
+            n_tune = tune_instances_for(a, config)
+            for s in grid:
+                done = store.tuning_chunks(c.name, a.name, setting_key(s))
+                tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i)
+                              for i in range(len(chunks(n_tune, family.chunk_size))) if i not in done]
 
     def save_tuning(job: Job, outcome: TrialOutcome) -> None:
-        store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, outcome.returns,
-                          outcome.seconds)
+        store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, job.chunk,
+                          outcome.returns, outcome.seconds)
 
     _run_jobs(tune_jobs, config.n_jobs, save_tuning, "tuning", progress)
 
+    n_chunks = len(chunks(config.instances, family.chunk_size))
     eval_jobs = []
     for c in cells:
         for a in config.algorithms:
@@ -169,11 +193,17 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
                 continue
             grid = grids[c.name, a.name]
             chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
-            eval_jobs.append(Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed))
+            done = store.eval_chunks(c.name, a.name)
+            eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
+                          for i in range(n_chunks) if i not in done]
+            if len(done) == n_chunks:  # all chunks stored but not marked complete (killed in between)
+                store.complete_eval(config.task, c.name, a.name, chosen, n_chunks)
 
     def save_eval(job: Job, outcome: TrialOutcome) -> None:
-        store.save_eval(job.task, job.cell, job.algorithm, job.setting, outcome.returns, outcome.metrics,
-                        outcome.seconds)
+        store.save_eval_chunk(job.cell, job.algorithm, job.chunk, job.task, outcome.returns,
+                              outcome.metrics, outcome.seconds, chunk_size=family.chunk_size)
+        if len(store.eval_chunks(job.cell, job.algorithm)) == n_chunks:
+            store.complete_eval(job.task, job.cell, job.algorithm, job.setting, n_chunks)
 
     _run_jobs(eval_jobs, config.n_jobs, save_eval, "evaluation", progress)
 

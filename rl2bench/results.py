@@ -71,30 +71,46 @@ class RunStore:
     def _tune_path(self, cell: str, algo: str) -> Path:
         return self.root / "parts" / "tune" / _safe(cell) / f"{_safe(algo)}.jsonl"
 
-    def tuning_rows(self, cell: str, algo: str) -> dict[str, dict[str, Any]]:
+    def _tune_lines(self, cell: str, algo: str) -> list[dict[str, Any]]:
         path = self._tune_path(cell, algo)
-        rows: dict[str, dict[str, Any]] = {}
+        lines = []
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill: that job simply reruns
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: that chunk simply reruns
                     continue
-                rows[row["key"]] = row
+        return lines
+
+    def tuning_chunks(self, cell: str, algo: str, key: str) -> set[int]:
+        return {line["chunk"] for line in self._tune_lines(cell, algo) if line["key"] == key}
+
+    def tuning_rows(self, cell: str, algo: str) -> dict[str, dict[str, Any]]:
+        """Per setting: mean and standard error over every stored chunk, and total seconds."""
+        rows: dict[str, dict[str, Any]] = {}
+        for line in self._tune_lines(cell, algo):
+            row = rows.setdefault(line["key"], {"setting": line["setting"], "chunks": set(), "sum": 0.0,
+                                                "sumsq": 0.0, "instances": 0, "seconds": 0.0})
+            if line["chunk"] in row["chunks"]:
+                continue
+            row["chunks"].add(line["chunk"])
+            for field in ("sum", "sumsq", "instances", "seconds"):
+                row[field] += line[field]
+        for row in rows.values():
+            n = row["instances"]
+            row["mean"] = row["sum"] / n
+            var = max(row["sumsq"] / n - row["mean"] ** 2, 0.0) * n / max(n - 1, 1)
+            row["se"] = (var / n) ** 0.5
         return rows
 
-    def has_tuning(self, cell: str, algo: str, key: str) -> bool:
-        return key in self.tuning_rows(cell, algo)
-
-    def save_tuning(self, cell: str, algo: str, key: str, setting: dict, returns: np.ndarray,
+    def save_tuning(self, cell: str, algo: str, key: str, setting: dict, chunk: int, returns: np.ndarray,
                     seconds: float) -> None:
-        row = {"key": key, "setting": setting, "mean": float(returns.mean()),
-               "se": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0,
-               "instances": len(returns), "seconds": seconds}
+        line = {"key": key, "setting": setting, "chunk": chunk, "sum": float(returns.sum()),
+                "sumsq": float((returns**2).sum()), "instances": len(returns), "seconds": seconds}
         path = self._tune_path(cell, algo)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(line) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -108,30 +124,48 @@ class RunStore:
         return rows[best]["setting"]
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _eval_path(self, cell: str, algo: str, suffix: str) -> Path:
-        return self.root / "parts" / "eval" / _safe(cell) / f"{_safe(algo)}{suffix}"
+    def _eval_dir(self, cell: str, algo: str) -> Path:
+        return self.root / "parts" / "eval" / _safe(cell) / _safe(algo)
+
+    def _eval_marker(self, cell: str, algo: str) -> Path:
+        return self.root / "parts" / "eval" / _safe(cell) / f"{_safe(algo)}.json"
 
     def has_eval(self, cell: str, algo: str) -> bool:
-        return self._eval_path(cell, algo, ".json").exists()
+        return self._eval_marker(cell, algo).exists()
 
-    def save_eval(self, task: str, cell: str, algo: str, setting: dict, returns: np.ndarray,
-                  metrics: dict[str, np.ndarray], seconds: float) -> None:
+    def eval_chunks(self, cell: str, algo: str) -> set[int]:
+        folder = self._eval_dir(cell, algo)
+        return {int(p.stem[1:]) for p in folder.glob("c*.csv")} if folder.exists() else set()
+
+    def save_eval_chunk(self, cell: str, algo: str, chunk: int, task: str, returns: np.ndarray,
+                        metrics: dict[str, np.ndarray], seconds: float, chunk_size: int) -> None:
         frame = pd.DataFrame({"task": task, "cell": cell, "algorithm": algo,
-                              "instance": np.arange(len(returns)), "return": returns, **metrics})
-        write_text_atomic(self._eval_path(cell, algo, ".csv"), frame.to_csv(index=False))
+                              "instance": chunk * chunk_size + np.arange(len(returns)), "return": returns,
+                              **metrics})
+        write_text_atomic(self._eval_dir(cell, algo) / f"c{chunk}.csv", frame.to_csv(index=False))
+        write_text_atomic(self._eval_dir(cell, algo) / f"c{chunk}.seconds", f"{seconds}")
+
+    def complete_eval(self, task: str, cell: str, algo: str, setting: dict, n_chunks: int) -> None:
+        """Mark (cell, algo) evaluated: merge its chunks and write the marker that --resume trusts."""
+        folder = self._eval_dir(cell, algo)
+        frame = pd.concat([pd.read_csv(folder / f"c{i}.csv") for i in range(n_chunks)], ignore_index=True)
+        write_text_atomic(folder.with_suffix(".csv"), frame.to_csv(index=False))
+        seconds = sum(float((folder / f"c{i}.seconds").read_text()) for i in range(n_chunks)
+                      if (folder / f"c{i}.seconds").exists())
         tuning = self.tuning_rows(cell, algo)
         meta = {"task": task, "cell": cell, "algorithm": algo, "setting": setting, "eval_seconds": seconds,
                 "tune_seconds": sum(r["seconds"] for r in tuning.values()),
-                "tuning": [{"setting": r["setting"], "mean": r["mean"], "se": r["se"]} for r in tuning.values()]}
-        # The .json marks the job complete, so it is written last.
-        write_text_atomic(self._eval_path(cell, algo, ".json"), json.dumps(meta, indent=2))
+                "tuning": [{"setting": r["setting"], "mean": r["mean"], "se": r["se"], "instances": r["instances"]}
+                           for r in tuning.values()]}
+        write_text_atomic(self._eval_marker(cell, algo), json.dumps(meta, indent=2))
 
     def eval_meta(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted((self.root / "parts" / "eval").glob("*/*.json"))]
 
     def results(self) -> pd.DataFrame:
         """All evaluation rows; from results.csv if the run was assembled, else from the parts."""
-        frames = [pd.read_csv(p.with_suffix(".csv")) for p in sorted((self.root / "parts" / "eval").glob("*/*.json"))]
+        markers = sorted((self.root / "parts" / "eval").glob("*/*.json"))
+        frames = [pd.read_csv(p.with_suffix(".csv")) for p in markers]
         if not frames:
             merged = self.root / "results.csv"
             if merged.exists():

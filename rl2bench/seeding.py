@@ -30,14 +30,15 @@ def instance_rng(root_seed: int, phase: str, task: str, cell: str) -> np.random.
     return generator(root_seed, "instances", phase, task, cell)
 
 
-def env_rng(root_seed: int, phase: str, task: str, cell: str) -> np.random.Generator:
-    """Reward and transition noise; also shared by every algorithm of a cell."""
+def env_rng(root_seed: int, phase: str, task: str, cell: str, chunk: int = 0) -> np.random.Generator:
+    """Reward and transition noise of one chunk of instances; shared by every algorithm of a cell."""
     assert phase in PHASES, phase
-    return generator(root_seed, "env", phase, task, cell)
+    return generator(root_seed, "env", phase, task, cell, str(chunk))
 
 
-def agent_rng(root_seed: int, phase: str, task: str, cell: str, algorithm: str) -> np.random.Generator:
-    """The agent's own randomness; the same for every setting of its grid, so settings are compared
-    on common random numbers too."""
+def agent_rng(root_seed: int, phase: str, task: str, cell: str, algorithm: str, chunk: int = 0
+              ) -> np.random.Generator:
+    """The agent's own randomness on one chunk; the same for every setting of its grid, so settings
+    are compared on common random numbers too."""
     assert phase in PHASES, phase
-    return generator(root_seed, "agent", phase, task, cell, algorithm)
+    return generator(root_seed, "agent", phase, task, cell, algorithm, str(chunk))

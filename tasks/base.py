@@ -116,6 +116,10 @@ class TaskFamily(ABC):
     cell_help: ClassVar[str]  # the name pattern, shown in errors and `list`
     # (lower, upper) reference algorithms for normalized scores: (x - lower) / (upper - lower).
     normalize_by: ClassVar[tuple[str, str] | None] = None
+    #: Instances per job: the fixed split that lets one (cell, algorithm) use every worker.
+    chunk_size: ClassVar[int] = 250
+    #: Default tuning instances per cell (None: as many as evaluation instances).
+    tune_instances: ClassVar[int | None] = None
 
     def parse_cell(self, name: str) -> Cell:
         try:
