@@ -16,7 +16,6 @@ from rl2bench.registry import register_algorithm
 from .bandit_common import BetaCountsAgent
 from .base import grid_product
 
-
 TINY = np.float32(np.finfo(np.float32).tiny)
 
 

@@ -38,7 +38,8 @@ def register_algorithm(cls: A) -> A:
         by_name = _ALGORITHMS.setdefault(family, {})
         existing = by_name.get(cls.name)
         if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"algorithm {cls.name!r} for {family!r} is already registered by {existing.__module__}")
+            raise UserError(f"algorithm {cls.name!r} for {family!r} is already registered by "
+                            f"{existing.__module__}; give yours another name")
         by_name[cls.name] = cls
     return cls
 
@@ -84,6 +85,10 @@ def load_algorithm_path(path: str) -> type[Agent]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UserError(f"cannot import algorithm module {module_name!r}: {exc}") from None
+    except UserError:
+        raise
+    except Exception as exc:  # the user's module failed while importing: say where, not a traceback
+        raise UserError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise UserError(f"{path!r} is not an rl2bench Agent subclass")

@@ -10,8 +10,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
 from rl2bench.registry import register_family
+
+from .base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
 
 
 @dataclass(frozen=True)

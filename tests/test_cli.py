@@ -1,0 +1,115 @@
+"""The command line as a user meets it: clear one-line errors with exit code 2, and plug-in agents."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rl2bench.cli import main
+
+
+def run_cli(*args, cwd=None, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "rl2bench", *args], capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--task", "nope"], "valid tasks: "),
+        (["run", "--task", "mab", "--cells", "n10-x5"], "n<pulls>-k<arms>"),
+        (["run", "--task", "mab", "--algos", "ucb1,bogus"], "valid: all, "),
+        (["run", "--task", "mab", "--algos", "nomodule_xyz:Agent"], "cannot import"),
+        (["run", "--task", "mab", "--instances", "0"], "positive integer"),
+        (["run", "--task", "mab", "--seed", "minus"], "non-negative integer"),
+        (["frobnicate"], "invalid choice"),
+        (["table", "/nonexistent/run"], "not an rl2bench run folder"),
+        (["check", "/nonexistent/run"], "not an rl2bench run folder"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_names_families_cells_and_grids(capsys):
+    assert main(["list", "--task", "mab"]) == 0
+    out = capsys.readouterr().out
+    for word in ("n500-k50", "ucb1", "gittins", "ots", "c=0.1", "samples=1"):
+        assert word in out
+
+
+def test_run_table_check_and_a_user_algorithm_from_module_path(tmp_path):
+    (tmp_path / "my_agents.py").write_text(textwrap.dedent('''
+        import numpy as np
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        class AlwaysLast(BetaCountsAgent):
+            """Pulls the last arm, always."""
+            name = "always-last"
+
+            def act(self, obs):
+                return np.full(self.batch_size, self.spec.n_actions - 1)
+    '''))
+    out = tmp_path / "run"
+    result = run_cli("run", "--task", "mab", "--algos", "random,greedy,my_agents:AlwaysLast", "--cells", "n10-k5",
+                     "--instances", "300", "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "always-last" in result.stdout
+    for name in ("results.csv", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "run.json"):
+        assert (out / name).exists(), name
+    import pandas as pd
+
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.columns) >= {"task", "cell", "algorithm", "instance", "return"}
+    assert len(rows) == 900 and rows["instance"].nunique() == 300
+
+    again = run_cli("run", "--task", "mab", "--algos", "random", "--cells", "n10-k5", "--out", str(out),
+                    cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    table = run_cli("table", str(out), cwd=tmp_path)
+    assert table.returncode == 0 and "greedy" in table.stdout
+
+    check = run_cli("check", str(out), "--against", "paper", cwd=tmp_path)
+    assert check.returncode in (0, 1) and "random" in check.stdout
+
+
+def test_a_clashing_user_algorithm_is_a_clear_error(tmp_path):
+    (tmp_path / "clash.py").write_text(textwrap.dedent('''
+        from rl2bench import register_algorithm
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        @register_algorithm
+        class MyGreedy(BetaCountsAgent):
+            name = "greedy"
+
+            def act(self, obs):
+                return None
+    '''))
+    result = run_cli("run", "--task", "mab", "--algos", "clash:MyGreedy", cwd=tmp_path)
+    assert result.returncode == 2 and "already registered" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_fails_on_a_regression(tmp_path):
+    """Sabotage greedy's stored returns: `check` must report FAIL and exit 1."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    result = run_cli("run", "--task", "mab", "--algos", "random,greedy", "--cells", "n100-k5", "--instances", "500",
+                     "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert run_cli("check", str(out), cwd=tmp_path).returncode == 0
+    part = out / "parts" / "eval" / "n100-k5" / "greedy.csv"
+    frame = pd.read_csv(part)
+    frame["return"] *= 0.9
+    frame.to_csv(part, index=False)
+    check = run_cli("check", str(out), cwd=tmp_path)
+    assert check.returncode == 1 and "FAIL" in check.stdout

@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rl2bench import seeding
+from rl2bench.protocol import RunConfig, chunks, play_trials, run_benchmark
+from rl2bench.registry import algorithms, get_family
+from rl2bench.results import RunStore
+
+FAM = get_family("mab")
+ALGOS = algorithms("mab")
+
+
+def test_streams_are_independent_and_reproducible():
+    a = seeding.instance_rng(0, "eval", "mab", "n10-k5").random(5)
+    b = seeding.instance_rng(0, "eval", "mab", "n10-k5").random(5)
+    c = seeding.instance_rng(0, "tune", "mab", "n10-k5").random(5)
+    d = seeding.instance_rng(1, "eval", "mab", "n10-k5").random(5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.isin(a, c).any() and not np.isin(a, d).any()
+
+
+def test_chunks_cover_every_instance_once():
+    parts = chunks(1000, 250)
+    assert [len(p) for p in parts] == [250] * 4
+    assert sorted(i for p in parts for i in p) == list(range(1000))
+    assert [len(p) for p in chunks(10, 4)] == [4, 4, 2]
+
+
+def test_instances_do_not_depend_on_chunking():
+    cell = FAM.parse_cell("n5-k3")
+    whole = FAM.sample(cell, seeding.instance_rng(0, "eval", "mab", cell.name), 1000)["arm_means"]
+    again = FAM.sample(cell, seeding.instance_rng(0, "eval", "mab", cell.name), 1000)["arm_means"]
+    np.testing.assert_array_equal(whole, again)
+
+
+def test_seeded_trials_are_deterministic_and_seed_sensitive():
+    cell = FAM.parse_cell("n30-k5")
+    one = play_trials(FAM, cell, ALGOS["ts"], {}, 300, 7, "eval", chunk=1).returns
+    two = play_trials(FAM, cell, ALGOS["ts"], {}, 300, 7, "eval", chunk=1).returns
+    other = play_trials(FAM, cell, ALGOS["ts"], {}, 300, 8, "eval", chunk=1).returns
+    np.testing.assert_array_equal(one, two)
+    assert len(one) == 50 and not np.array_equal(one, other)
+
+
+def _config(**kw):
+    base = dict(task="mab", cells=["n10-k3", "n20-k2"], algorithms=[ALGOS["random"], ALGOS["ucb1"], ALGOS["ts"]],
+                instances=300, tune_instances=200, seed=3, n_jobs=1)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_is_identical_with_one_or_two_workers(tmp_path):
+    frames = []
+    for jobs in (1, 2):
+        store = RunStore(tmp_path / f"j{jobs}")
+        cfg = _config(n_jobs=jobs)
+        store.open(cfg.identity(), resume=False)
+        run_benchmark(cfg, store, progress=False)
+        frames.append(store.results().sort_values(["cell", "algorithm", "instance"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert len(frames[0]) == 2 * 3 * 300
+
+
+def test_tuning_uses_tuning_instances_and_records_the_choice(tmp_path):
+    store = RunStore(tmp_path / "r")
+    cfg = _config()
+    store.open(cfg.identity(), resume=False)
+    run_benchmark(cfg, store, progress=False)
+    rows = store.tuning_rows("n10-k3", "ucb1")
+    assert len(rows) == 11 and all(r["instances"] == 200 for r in rows.values())
+    best = max(rows.values(), key=lambda r: r["mean"])
+    meta = json.loads((tmp_path / "r/parts/eval/n10-k3/ucb1.json").read_text())
+    assert meta["setting"] == best["setting"]
+
+
+def test_resume_skips_finished_work(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "r")
+    cfg = _config()
+    store.open(cfg.identity(), resume=False)
+    import rl2bench.protocol as protocol
+
+    real = protocol._execute
+    calls = {"n": 0}
+
+    def dying(job):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(protocol, "_execute", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, store, progress=False)
+    done_before = sum(len(store.tuning_chunks("n10-k3", "ucb1", k)) for k in store.tuning_rows("n10-k3", "ucb1"))
+    done_before += sum(len(store.tuning_chunks("n20-k2", "ucb1", k)) for k in store.tuning_rows("n20-k2", "ucb1"))
+    assert done_before == 10
+
+    calls["n"] = -10**9
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)
+    total_jobs = 2 * 11 + 2 * 3 * 2  # tuning chunks (1 chunk of 200) + eval chunks (2 of 250/50)
+    assert calls["n"] == -10**9 + total_jobs - 10
+    resumed = store.results()
+
+    fresh = RunStore(tmp_path / "fresh")
+    fresh.open(cfg.identity(), resume=False)
+    monkeypatch.setattr(protocol, "_execute", real)
+    run_benchmark(cfg, fresh, progress=False)
+    key = ["cell", "algorithm", "instance"]
+    pd.testing.assert_frame_equal(resumed.sort_values(key).reset_index(drop=True),
+                                  fresh.results().sort_values(key).reset_index(drop=True))
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    from rl2bench.errors import UserError
+
+    store = RunStore(tmp_path / "r")
+    store.open(_config().identity(), resume=False)
+    with pytest.raises(UserError, match="--resume"):
+        store.open(_config().identity(), resume=False)
+    with pytest.raises(UserError, match="seed"):
+        store.open(_config(seed=4).identity(), resume=True)

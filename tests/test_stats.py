@@ -1,0 +1,36 @@
+import numpy as np
+import pandas as pd
+from scipy import stats as sst
+
+from rl2bench import stats
+
+
+def test_one_sided_welch_against_textbook_formula():
+    best = np.array([5.1, 4.9, 5.3, 5.0, 5.2, 4.8])
+    other = np.array([4.0, 4.6, 4.4, 4.9, 4.1, 4.3, 4.5])
+    m1, m2 = best.mean(), other.mean()
+    v1, v2 = best.var(ddof=1) / len(best), other.var(ddof=1) / len(other)
+    t = (m1 - m2) / np.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1**2 / (len(best) - 1) + v2**2 / (len(other) - 1))
+    assert np.isclose(stats.p_worse_than_best(best, other), sst.t.sf(t, df))
+
+
+def test_summary_marks_best_and_ties_but_not_clearly_worse():
+    rng = np.random.default_rng(0)
+    rows = []
+    for algo, mu in [("a", 10.0), ("b", 9.99), ("c", 8.0)]:
+        x = rng.normal(mu, 1.0, 1000)
+        rows += [{"task": "mab", "cell": "n1-k2", "algorithm": algo, "instance": i, "return": v}
+                 for i, v in enumerate(x)]
+    summary = stats.summarize(pd.DataFrame(rows)).set_index("algorithm")
+    assert summary.loc["a", "best"] or summary.loc["b", "best"]
+    assert summary.loc["a", "marked"] and summary.loc["b", "marked"]
+    assert not summary.loc["c", "marked"] and summary.loc["c", "p_value"] < 1e-10
+    assert np.isclose(summary.loc["c", "se"], summary.loc["c", "se"])
+    np.testing.assert_allclose(summary["n"], 1000)
+
+
+def test_normalized_scores():
+    summary = pd.DataFrame({"cell": ["x"] * 3, "algorithm": ["random", "gittins", "ucb1"],
+                            "mean": [5.0, 7.0, 6.5]})
+    np.testing.assert_allclose(stats.normalized_scores(summary, "random", "gittins"), [0.0, 1.0, 0.75])
