@@ -111,3 +111,105 @@ class Gittins(BetaCountsAgent):
         else:
             index = self.table[self.successes.astype(np.int64), self.failures.astype(np.int64)]
         return np.argmax(index, axis=1)
+
+
+FH_LAMBDAS = 256  # lambda grid of the finite-horizon table; the break-even is interpolated between points
+FH_BLOCK = 32  # lambdas per pass (bounds memory: block x (n+1)^2 float32)
+
+
+def _triangle_offsets(size: int) -> np.ndarray:
+    """Row offsets of a packed triangle {(A, B): A + B <= size - 1} stored row by row."""
+    rows = np.arange(size)
+    return rows * size - rows * (rows - 1) // 2
+
+
+def compute_finite_horizon_table(horizon: int) -> np.ndarray:
+    """Exact finite-horizon Gittins indices of Beta(a, b) arms for every m = 1..horizon pulls left.
+
+    With a retirement reward lambda and the first pull forced, the value of m pulls left is
+    V_1 = mu - lambda, V_m(a, b) = mu - lambda + mu max(0, V_{m-1}(a+1, b)) + (1-mu) max(0, V_{m-1}(a, b+1));
+    the index is the lambda where V_m(a, b) = 0 (it is decreasing in lambda). One pass over m per lambda
+    block covers every state; states with a + b - 2 > horizon - m cannot occur in a trial of that
+    horizon and are not stored. Returns the packed triangles of m = 1..horizon, concatenated
+    (see ``FiniteHorizonGittins._lookup``).
+    """
+    n = horizon
+    lambdas = (np.arange(FH_LAMBDAS, dtype=np.float32) + 0.5) / FH_LAMBDAS
+    index = [np.full((n - m + 1, n - m + 1), np.nan, dtype=np.float32) for m in range(1, n + 1)]
+    carry: list[np.ndarray | None] = [None] * n  # V at the previous block's last lambda, per m
+    for start in range(0, FH_LAMBDAS, FH_BLOCK):
+        lam = lambdas[start:start + FH_BLOCK]
+        value = None
+        for m in range(1, n + 1):
+            size = n - m + 1
+            a = np.arange(1, size + 1, dtype=np.float32)[:, None]
+            b = np.arange(1, size + 1, dtype=np.float32)[None, :]
+            mu = (a / (a + b))[None]
+            v = mu - lam[:, None, None]
+            if value is not None:
+                success = np.maximum(value[:, 1:size + 1, :size], 0)  # V_{m-1}(a+1, b)
+                failure = np.maximum(value[:, :size, 1:size + 1], 0)  # V_{m-1}(a, b+1)
+                v += mu * success + (1 - mu) * failure
+            if carry[m - 1] is None:
+                grid, vals = lam, v
+            else:
+                grid, vals = lambdas[start - 1:start + FH_BLOCK], np.concatenate([carry[m - 1][None], v])
+            above = (vals > 0).sum(axis=0)
+            crossing = (above > 0) & (above < len(grid))
+            if crossing.any():
+                j = np.clip(above - 1, 0, len(grid) - 2)
+                lo = np.take_along_axis(vals, j[None], 0)[0]
+                hi = np.take_along_axis(vals, j[None] + 1, 0)[0]
+                est = grid[j] + lo / (lo - hi) * (grid[j + 1] - grid[j])
+                index[m - 1][crossing] = est[crossing]
+            carry[m - 1] = v[-1]
+            value = v
+    packed = []
+    for m in range(1, n + 1):
+        size = n - m + 1
+        square = index[m - 1]
+        # below the first grid point (never above the last: the index is < 1)
+        square[np.isnan(square)] = lambdas[0] / 2
+        packed.append(np.concatenate([square[r, :size - r] for r in range(size)]))
+    return np.concatenate(packed)
+
+
+def finite_horizon_table(horizon: int) -> tuple[int, np.ndarray]:
+    """A cached table covering ``horizon`` (any cached table of a longer horizon also covers it)."""
+    folder = cache_dir() / "gittins"
+    for path in sorted(folder.glob("finite_horizon_n*.npy"), key=lambda p: int(p.stem.split("_n")[1])):
+        built_for = int(path.stem.split("_n")[1])
+        if built_for >= horizon:
+            return built_for, np.load(path, mmap_mode="r")
+    table = compute_finite_horizon_table(horizon)
+    save_array_atomic(folder / f"finite_horizon_n{horizon}.npy", table)
+    return horizon, table
+
+
+@register_algorithm
+class FiniteHorizonGittins(BetaCountsAgent):
+    """The exact finite-horizon Gittins index (Kaufmann 2016): the Bayesian index policy for a known
+    number of pulls. Not in the paper; the strongest classical Bayesian baseline here."""
+
+    name = "gittins-fh"
+    cost = 2.0
+
+    @classmethod
+    def prepare(cls, cell, spec, settings):
+        finite_horizon_table(spec.n_episodes)
+
+    def __init__(self, spec, batch_size, rng):
+        super().__init__(spec, batch_size, rng)
+        self.table_horizon, self.table = finite_horizon_table(spec.n_episodes)
+        sizes = np.arange(self.table_horizon, 0, -1)  # triangle side for m = 1..N
+        self.m_offsets = np.concatenate([[0], np.cumsum(sizes * (sizes + 1) // 2)[:-1]])
+        self.row_offsets = {int(s): _triangle_offsets(int(s)) for s in sizes[:spec.n_episodes]}
+
+    def _lookup(self, m: int) -> np.ndarray:
+        size = self.table_horizon - m + 1
+        A = self.successes.astype(np.int64) - 1
+        B = self.failures.astype(np.int64) - 1
+        return self.table[self.m_offsets[m - 1] + self.row_offsets[size][A] + B]
+
+    def act(self, obs):
+        return np.argmax(self._lookup(self.spec.n_episodes - self.t), axis=1)

@@ -1,5 +1,7 @@
 """Each bandit baseline on cases whose right answer can be worked out by hand."""
 
+import functools
+
 import numpy as np
 import pytest
 from rl2bench.algorithms.gittins import compute_calibrated_index_table, whittle_index
@@ -144,3 +146,48 @@ def test_every_algorithm_beats_random_on_an_easy_cell(name):
         assert abs(out.returns.mean() - 25) < 1.5
     else:
         assert out.returns.mean() > rand.returns.mean() + 2
+
+
+def _fh_index_brute_force(a, b, m):
+    """Bisection on lambda of the forced-first-pull stopping value, by plain recursion."""
+
+    def value(lam):
+        @functools.cache
+        def v(a, b, m):
+            mu = a / (a + b)
+            if m == 1:
+                return mu - lam
+            return mu - lam + mu * max(0.0, v(a + 1, b, m - 1)) + (1 - mu) * max(0.0, v(a, b + 1, m - 1))
+        return v(a, b, m)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if value(mid) > 0 else (lo, mid)
+    return lo
+
+
+def test_finite_horizon_gittins_matches_brute_force():
+    from rl2bench.algorithms.gittins import _triangle_offsets, compute_finite_horizon_table
+
+    horizon = 12
+    table = compute_finite_horizon_table(horizon)
+    offset = 0
+    for m in range(1, horizon + 1):
+        size = horizon - m + 1
+        rows = _triangle_offsets(size)
+        for a, b in [(1, 1), (2, 1), (1, 3), (4, 2)]:
+            if a + b - 2 <= horizon - m:
+                assert abs(table[offset + rows[a - 1] + b - 1] - _fh_index_brute_force(a, b, m)) < 2e-3, (a, b, m)
+        offset += size * (size + 1) // 2
+    # hand-checked: one pull left -> the posterior mean; Beta(1,1) with two left -> 5/9
+    assert abs(table[0] - 0.5) < 1e-6 and abs(table[horizon * (horizon + 1) // 2] - 5 / 9) < 1e-3
+
+
+def test_finite_horizon_agent_is_at_least_as_good_as_greedy_on_n20_k3():
+    from rl2bench.protocol import play_trials
+
+    cell = FAM.parse_cell("n20-k3")
+    fh = play_trials(FAM, cell, ALGOS["gittins-fh"], {}, 250, 1, "tune").returns
+    greedy = play_trials(FAM, cell, ALGOS["greedy"], {}, 250, 1, "tune").returns
+    assert fh.mean() >= greedy.mean() - 0.1
