@@ -162,7 +162,7 @@ def compute_finite_horizon_table(horizon: int) -> np.ndarray:
                 hi = np.take_along_axis(vals, j[None] + 1, 0)[0]
                 est = grid[j] + lo / (lo - hi) * (grid[j + 1] - grid[j])
                 index[m - 1][crossing] = est[crossing]
-            carry[m - 1] = v[-1]
+            carry[m - 1] = v[-1].copy()  # a view would keep the whole block alive
             value = v
     packed = []
     for m in range(1, n + 1):
