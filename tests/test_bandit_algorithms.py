@@ -191,3 +191,30 @@ def test_finite_horizon_agent_is_at_least_as_good_as_greedy_on_n20_k3():
     fh = play_trials(FAM, cell, ALGOS["gittins-fh"], {}, 250, 1, "tune").returns
     greedy = play_trials(FAM, cell, ALGOS["greedy"], {}, 250, 1, "tune").returns
     assert fh.mean() >= greedy.mean() - 0.1
+
+
+def test_textbook_ucb1_pulls_every_arm_once_first():
+    agent = make("ucb1-textbook", cell="n10-k3", batch=2)
+    seen = []
+    for _ in range(3):
+        arm = agent.act(None)
+        seen.append(int(arm[0]))
+        feed(agent, arm[0], 0)
+    assert seen == [0, 1, 2]
+    feed(agent, 1, 1)  # arm 1: 1 success in 2 pulls; others 0 in 1
+    # index_1 = 0.5 + sqrt(2 ln 4 / 2) = 1.677 ; index_0 = 0 + sqrt(2 ln 4) = 1.665
+    assert (agent.act(None) == 1).all()
+
+
+def test_random_ties_spread_over_tied_arms():
+    agent = make("greedy-random-ties", cell="n10-k4", batch=8000)
+    acts = agent.act(None)
+    np.testing.assert_allclose(np.bincount(acts, minlength=4) / 8000, 0.25, atol=0.02)
+
+
+def test_variants_are_not_in_all():
+    from rl2bench.registry import resolve_algorithms
+
+    names = {a.name for a in resolve_algorithms("all", "mab")}
+    assert {"ucb1-textbook", "greedy-random-ties", "ots-max"}.isdisjoint(names)
+    assert {"random", "gittins", "gittins-fh", "ts", "ots", "ucb1", "eps-greedy", "greedy"} <= names
