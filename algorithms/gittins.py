@@ -114,13 +114,24 @@ class Gittins(BetaCountsAgent):
 
 
 FH_LAMBDAS = 256  # lambda grid of the finite-horizon table; the break-even is interpolated between points
-FH_BLOCK = 32  # lambdas per pass (bounds memory: block x (n+1)^2 float32)
+FH_BLOCK = 32  # lambdas per pass (bounds memory: block x states float32)
 
 
-def _triangle_offsets(size: int) -> np.ndarray:
-    """Row offsets of a packed triangle {(A, B): A + B <= size - 1} stored row by row."""
-    rows = np.arange(size)
-    return rows * size - rows * (rows - 1) // 2
+def lattice_position(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Position of state (a, b) in the lattice flattened diagonal by diagonal (s = a + b - 2, then a).
+
+    Diagonals are stored in order, so the states with a + b - 2 <= K are a prefix of every longer
+    flattening, and the successors of (a, b) sit at fixed offsets on the next diagonal.
+    """
+    s = a + b - 2
+    return s * (s + 1) // 2 + (a - 1)
+
+
+def _lattice(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of the first ``size`` diagonals, flattened."""
+    s = np.repeat(np.arange(size), np.arange(1, size + 1))
+    a = np.arange(len(s)) - s * (s + 1) // 2 + 1
+    return a, s + 2 - a
 
 
 def compute_finite_horizon_table(horizon: int) -> np.ndarray:
@@ -129,29 +140,29 @@ def compute_finite_horizon_table(horizon: int) -> np.ndarray:
     With a retirement reward lambda and the first pull forced, the value of m pulls left is
     V_1 = mu - lambda, V_m(a, b) = mu - lambda + mu max(0, V_{m-1}(a+1, b)) + (1-mu) max(0, V_{m-1}(a, b+1));
     the index is the lambda where V_m(a, b) = 0 (it is decreasing in lambda). One pass over m per lambda
-    block covers every state; states with a + b - 2 > horizon - m cannot occur in a trial of that
-    horizon and are not stored. Returns the packed triangles of m = 1..horizon, concatenated
-    (see ``FiniteHorizonGittins._lookup``).
+    block covers every state. States with a + b - 2 > horizon - m cannot occur in a trial of that
+    horizon and are not stored: the table for m holds the first horizon - m + 1 diagonals, and the
+    tables for m = 1..horizon are concatenated (see ``finite_horizon_offsets``).
     """
     n = horizon
     lambdas = (np.arange(FH_LAMBDAS, dtype=np.float32) + 0.5) / FH_LAMBDAS
-    index = [np.full((n - m + 1, n - m + 1), np.nan, dtype=np.float32) for m in range(1, n + 1)]
+    a, b = _lattice(n)
+    mu = (a / (a + b)).astype(np.float32)
+    here = lattice_position(a, b)
+    succ, fail = here + (a + b - 2) + 2, here + (a + b - 2) + 1  # (a+1, b) and (a, b+1)
+    sizes = [(n - m + 1) * (n - m + 2) // 2 for m in range(1, n + 1)]
+    index = [np.full(size, np.nan, dtype=np.float32) for size in sizes]
     carry: list[np.ndarray | None] = [None] * n  # V at the previous block's last lambda, per m
     for start in range(0, FH_LAMBDAS, FH_BLOCK):
-        lam = lambdas[start:start + FH_BLOCK]
-        value = None
+        lam = lambdas[start:start + FH_BLOCK, None]
+        positive = None  # max(0, V_{m-1})
         for m in range(1, n + 1):
-            size = n - m + 1
-            a = np.arange(1, size + 1, dtype=np.float32)[:, None]
-            b = np.arange(1, size + 1, dtype=np.float32)[None, :]
-            mu = (a / (a + b))[None]
-            v = mu - lam[:, None, None]
-            if value is not None:
-                success = np.maximum(value[:, 1:size + 1, :size], 0)  # V_{m-1}(a+1, b)
-                failure = np.maximum(value[:, :size, 1:size + 1], 0)  # V_{m-1}(a, b+1)
-                v += mu * success + (1 - mu) * failure
+            size = sizes[m - 1]
+            v = mu[:size] - lam
+            if positive is not None:
+                v += mu[:size] * positive[:, succ[:size]] + (1 - mu[:size]) * positive[:, fail[:size]]
             if carry[m - 1] is None:
-                grid, vals = lam, v
+                grid, vals = lambdas[start:start + FH_BLOCK], v
             else:
                 grid, vals = lambdas[start - 1:start + FH_BLOCK], np.concatenate([carry[m - 1][None], v])
             above = (vals > 0).sum(axis=0)
@@ -163,26 +174,28 @@ def compute_finite_horizon_table(horizon: int) -> np.ndarray:
                 est = grid[j] + lo / (lo - hi) * (grid[j + 1] - grid[j])
                 index[m - 1][crossing] = est[crossing]
             carry[m - 1] = v[-1].copy()  # a view would keep the whole block alive
-            value = v
-    packed = []
-    for m in range(1, n + 1):
-        size = n - m + 1
-        square = index[m - 1]
-        # below the first grid point (never above the last: the index is < 1)
-        square[np.isnan(square)] = lambdas[0] / 2
-        packed.append(np.concatenate([square[r, :size - r] for r in range(size)]))
-    return np.concatenate(packed)
+            positive = np.maximum(v, 0)
+    for table in index:
+        table[np.isnan(table)] = lambdas[0] / 2  # below the first grid point (never above the last)
+    return np.concatenate(index)
+
+
+def finite_horizon_offsets(table_horizon: int) -> np.ndarray:
+    """Start of the table for m pulls left (entry m - 1) inside the concatenated table."""
+    sizes = np.array([(table_horizon - m + 1) * (table_horizon - m + 2) // 2 for m in range(1, table_horizon + 1)])
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
 
 def finite_horizon_table(horizon: int) -> tuple[int, np.ndarray]:
     """A cached table covering ``horizon`` (any cached table of a longer horizon also covers it)."""
     folder = cache_dir() / "gittins"
-    for path in sorted(folder.glob("finite_horizon_n*.npy"), key=lambda p: int(p.stem.split("_n")[1])):
+    cached = sorted(folder.glob("finite_horizon_v2_n*.npy"), key=lambda p: int(p.stem.split("_n")[1]))
+    for path in cached:
         built_for = int(path.stem.split("_n")[1])
         if built_for >= horizon:
             return built_for, np.load(path, mmap_mode="r")
     table = compute_finite_horizon_table(horizon)
-    save_array_atomic(folder / f"finite_horizon_n{horizon}.npy", table)
+    save_array_atomic(folder / f"finite_horizon_v2_n{horizon}.npy", table)
     return horizon, table
 
 
@@ -201,15 +214,11 @@ class FiniteHorizonGittins(BetaCountsAgent):
     def __init__(self, spec, batch_size, rng):
         super().__init__(spec, batch_size, rng)
         self.table_horizon, self.table = finite_horizon_table(spec.n_episodes)
-        sizes = np.arange(self.table_horizon, 0, -1)  # triangle side for m = 1..N
-        self.m_offsets = np.concatenate([[0], np.cumsum(sizes * (sizes + 1) // 2)[:-1]])
-        self.row_offsets = {int(s): _triangle_offsets(int(s)) for s in sizes[:spec.n_episodes]}
-
-    def _lookup(self, m: int) -> np.ndarray:
-        size = self.table_horizon - m + 1
-        A = self.successes.astype(np.int64) - 1
-        B = self.failures.astype(np.int64) - 1
-        return self.table[self.m_offsets[m - 1] + self.row_offsets[size][A] + B]
+        self.offsets = finite_horizon_offsets(self.table_horizon)
 
     def act(self, obs):
-        return np.argmax(self._lookup(self.spec.n_episodes - self.t), axis=1)
+        pulls_left = self.spec.n_episodes - self.t
+        # a + b - 2 <= t = n - m <= table_horizon - m: always inside the table for m
+        where = self.offsets[pulls_left - 1] + lattice_position(self.successes.astype(np.int64),
+                                                                self.failures.astype(np.int64))
+        return np.argmax(self.table[where], axis=1)

@@ -168,20 +168,19 @@ def _fh_index_brute_force(a, b, m):
 
 
 def test_finite_horizon_gittins_matches_brute_force():
-    from rl2bench.algorithms.gittins import _triangle_offsets, compute_finite_horizon_table
+    from rl2bench.algorithms.gittins import compute_finite_horizon_table, finite_horizon_offsets, lattice_position
 
     horizon = 12
     table = compute_finite_horizon_table(horizon)
-    offset = 0
+    offsets = finite_horizon_offsets(horizon)
     for m in range(1, horizon + 1):
-        size = horizon - m + 1
-        rows = _triangle_offsets(size)
         for a, b in [(1, 1), (2, 1), (1, 3), (4, 2)]:
             if a + b - 2 <= horizon - m:
-                assert abs(table[offset + rows[a - 1] + b - 1] - _fh_index_brute_force(a, b, m)) < 2e-3, (a, b, m)
-        offset += size * (size + 1) // 2
+                got = table[offsets[m - 1] + lattice_position(a, b)]
+                assert abs(got - _fh_index_brute_force(a, b, m)) < 2e-3, (a, b, m)
     # hand-checked: one pull left -> the posterior mean; Beta(1,1) with two left -> 5/9
-    assert abs(table[0] - 0.5) < 1e-6 and abs(table[horizon * (horizon + 1) // 2] - 5 / 9) < 1e-3
+    assert abs(table[lattice_position(3, 2)] - 0.6) < 1e-6
+    assert abs(table[offsets[1] + lattice_position(1, 1)] - 5 / 9) < 1e-3
 
 
 def test_finite_horizon_agent_is_at_least_as_good_as_greedy_on_n20_k3():
