@@ -93,8 +93,43 @@ def render_terminal(summary: pd.DataFrame) -> str:
     return tabulate(rows, headers, tablefmt="simple", stralign="right") + "\n(* = best or not significantly worse)"
 
 
+def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
+    """Grouped bars of normalized scores per cell (the paper's Figures 2-3 scale); False if none."""
+    if "normalized" not in summary or not summary["normalized"].notna().any():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells, algos = _order(summary)
+    pivot = summary.pivot_table(index="cell", columns="algorithm", values="normalized").reindex(index=cells)
+    algos = [a for a in algos if a in pivot.columns]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cells)), 4))
+    width = 0.8 / len(algos)
+    for i, algo in enumerate(algos):
+        ax.bar(np.arange(len(cells)) + (i - (len(algos) - 1) / 2) * width, pivot[algo].to_numpy(), width,
+               label=algo)
+    lo, hi = get_family(summary["task"].iloc[0]).normalize_by
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(cells)), cells, rotation=30)
+    ax.set_ylabel(f"normalized score ({lo} = 0, {hi} = 1)")
+    finite = pivot[algos].to_numpy()
+    finite = finite[np.isfinite(finite)]
+    ax.set_ylim(max(-0.1, float(finite.min()) - 0.05) if finite.size else -0.1, 1.1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "") -> None:
     title = f"rl2bench leaderboard: {summary['task'].iloc[0]}"
-    write_text_atomic(folder / "leaderboard.md", render_markdown(summary, title, command))
+    markdown = render_markdown(summary, title, command)
+    if plot_normalized(summary, folder / "leaderboard.png"):
+        markdown += "\n![normalized scores](leaderboard.png)\n"
+    write_text_atomic(folder / "leaderboard.md", markdown)
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
