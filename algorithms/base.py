@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
+
 from rl2bench.tasks.base import Cell, EnvSpec
 
 Setting = dict[str, Any]

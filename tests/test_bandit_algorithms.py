@@ -4,9 +4,9 @@ import functools
 
 import numpy as np
 import pytest
+
 from rl2bench.algorithms.gittins import compute_calibrated_index_table, whittle_index
 from rl2bench.algorithms.thompson import beta_log_density_unnormalized, sample_beta_gammas
-
 from rl2bench.registry import algorithms, get_family
 
 FAM = get_family("mab")
@@ -217,3 +217,23 @@ def test_variants_are_not_in_all():
     names = {a.name for a in resolve_algorithms("all", "mab")}
     assert {"ucb1-textbook", "greedy-random-ties", "ots-max"}.isdisjoint(names)
     assert {"random", "gittins", "gittins-fh", "ts", "ots", "ucb1", "eps-greedy", "greedy"} <= names
+
+
+@pytest.mark.parametrize("a, b", [(1, 1), (1, 4), (5, 1), (3, 7), (40, 2)])
+def test_sample_beta_is_beta_and_its_density_is_right(a, b):
+    """Both paths (closed-form inverse CDF where a or b is 1, Gamma ratio elsewhere) against scipy."""
+    from scipy import stats
+
+    from rl2bench.algorithms.thompson import sample_beta
+
+    rng = np.random.default_rng(5)
+    counts_a, counts_b = np.full((2, 3), float(a)), np.full((2, 3), float(b))
+    theta, density = sample_beta(rng, counts_a, counts_b, 20000, with_log_density=True)
+    assert theta.shape == density.shape == (20000, 2, 3)
+    sample = theta[:, 1, 2].astype(np.float64)
+    assert stats.kstest(sample, stats.beta(a, b).cdf).pvalue > 1e-3
+    ref = stats.beta.logpdf(np.clip(sample, 1e-7, 1 - 1e-7), a, b)
+    got = density[:, 1, 2].astype(np.float64)
+    ok = (sample > 1e-4) & (sample < 1 - 1e-4)
+    np.testing.assert_allclose((got - ref)[ok], np.median((got - ref)[ok]), atol=5e-3)
+
