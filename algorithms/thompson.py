@@ -33,12 +33,6 @@ def sample_beta_gammas(
     return x, y
 
 
-def beta_log_density_unnormalized(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sum over arms of (a-1) log theta + (b-1) log(1-theta), theta = x/(x+y), up to a constant."""
-    s = x + y
-    return ((a - 1) * np.log(x) + (b - 1) * np.log(y) - (a + b - 2) * np.log(s)).sum(axis=-1)
-
-
 def sample_beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int,
                 with_log_density: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """``draws`` independent Beta(a, b) samples of every entry of ``a``/``b`` (integer-valued counts),
