@@ -7,6 +7,7 @@ traceback; Ctrl-C keeps every finished job on disk and says how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"rl2bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rl2bench list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
