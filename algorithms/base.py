@@ -42,6 +42,10 @@ class Agent(ABC):
     exclude_from_all: ClassVar[bool] = False
     #: Relative cost per step and instance, used only to schedule expensive jobs first.
     cost: ClassVar[float] = 1.0
+    #: Oracle-type references only (never a learner): the protocol hands such an agent the hidden instance
+    #: parameters through ``receive_hidden_parameters`` before the trial. Every other agent sees only what
+    #: the environment shows.
+    uses_hidden_parameters: ClassVar[bool] = False
 
     @classmethod
     def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:
@@ -61,6 +65,10 @@ class Agent(ABC):
     @abstractmethod
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for the whole batch given the current observations."""
+
+    def receive_hidden_parameters(self, instances: dict[str, np.ndarray]) -> None:
+        """Called once before the trial, and only when ``uses_hidden_parameters`` is True."""
+        raise NotImplementedError(f"{type(self).__name__} sets uses_hidden_parameters but does not take them")
 
     def observe(
         self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, episode_done: np.ndarray

@@ -55,6 +55,8 @@ def play_trials(
         agent = agent_cls(
             spec, n_instances, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name), **setting
         )
+        if agent_cls.uses_hidden_parameters:  # oracle references only; see Agent.uses_hidden_parameters
+            agent.receive_hidden_parameters(instances)
         obs = env.reset()
         total = np.zeros(n_instances)
         while True:
