@@ -67,6 +67,8 @@ def play_trials(
         agent = agent_cls(
             spec, batch, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk), **setting
         )
+        if agent_cls.uses_hidden_parameters:  # oracle references only; see Agent.uses_hidden_parameters
+            agent.receive_hidden_parameters(instances)
         obs = env.reset()
         total = np.zeros(batch)
         while True:
