@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tabulate import tabulate
-
 from rl2bench.algorithms.rl2.policy import Policy, input_size
 from rl2bench.algorithms.rl2.rollout import collect, sample_instances, task_shape
 from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
+from tabulate import tabulate
 
 PAPER_BATCH = 250_000
 
@@ -91,8 +90,9 @@ def main() -> None:
                    "iteration_over_fwd_bwd": it / fb}
             records.append(rec)
             rows.append([task, cell, hidden, fvp, f"{rate / 1e6:.2f}", f"{fb:.3f}", f"{it:.2f}",
-                         f"{it * scale:.1f}" + (" (x%g)" % scale if scale != 1 else ""), f"{it / fb:.1f}"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}")
+                         f"{it * scale:.1f}" + (f" (x{scale:g})" if scale != 1 else ""), f"{it / fb:.1f}"])
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {cpu}")
     print(tabulate(rows, ["task", "cell", "GRU", "FVP share", "rollout Msteps/s", "GRU fwd+bwd s",
                           f"TRPO iter s @{steps}", "s/iter @250k", "iter / fwd+bwd"], tablefmt="simple"))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,13 @@ def policy_path(task: str, cell: str) -> Path:
 
 
 def train_hint(task: str, cell: str) -> str:
-    return (f"python -m rl2bench train --task {task} --cell {cell} --preset fast "
-            f"--out {zoo_dir() / task / cell}")
+    """The command that trains the missing policy straight into the zoo (path relative when under cwd)."""
+    out = zoo_dir() / task / cell
+    try:
+        out = out.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python -m rl2bench train --task {task} --cell {cell} --preset fast --out {out}"
 
 
 @lru_cache(maxsize=16)
