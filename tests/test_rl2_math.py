@@ -92,3 +92,50 @@ def test_policy_init_follows_appendix_a():
     # weight norm without data-dependent init: gains are the initial rows' norms
     gain = net.gru.parametrizations.weight_hh_l0.original0.detach().squeeze()
     assert np.allclose(gain.numpy(), w_hh.norm(dim=1).numpy(), atol=1e-6)
+
+
+class _Logits(torch.nn.Module):
+    """A bare categorical distribution: the parameters are the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+
+
+def _kl_to(old_p: torch.Tensor, module: _Logits) -> torch.Tensor:
+    logp = torch.log_softmax(module.theta, -1)
+    return (old_p * (old_p.log() - logp)).sum()
+
+
+def test_trpo_step_respects_the_trust_region():
+    from rl2bench.algorithms.rl2.trpo import trpo_step
+
+    net = _Logits()
+    adv = torch.tensor([1.0, 0.0, 0.0, -1.0], dtype=torch.float64)
+    old_p = torch.softmax(net.theta.detach(), -1)
+
+    def evaluate():
+        p = torch.softmax(net.theta, -1)
+        return (p / old_p * old_p * adv).sum(), _kl_to(old_p, net)
+
+    info = trpo_step(net, evaluate, lambda: _kl_to(old_p, net), max_kl=0.01, damping=0.0)
+    assert info.accepted and 0.0 < info.kl <= 0.01 and info.surrogate_after > info.surrogate_before
+    assert info.kl_full_step == pytest.approx(0.01, rel=0.1)  # the quadratic model is close for a small step
+    theta = net.theta.detach()
+    assert float(theta[0]) > 0 > float(theta[3])
+
+
+def test_trpo_step_keeps_old_parameters_when_no_step_improves():
+    from rl2bench.algorithms.rl2.trpo import trpo_step
+
+    net = _Logits()
+    adv = torch.tensor([1.0, 0.0, 0.0, -1.0], dtype=torch.float64)
+    old_p = torch.softmax(net.theta.detach(), -1)
+
+    def evaluate():  # gradient points uphill, but the objective falls off at once in every direction
+        d = net.theta
+        return (adv * d).sum() - 1e6 * (d ** 2).sum(), _kl_to(old_p, net)
+
+    info = trpo_step(net, evaluate, lambda: _kl_to(old_p, net), max_kl=0.01)
+    assert not info.accepted and info.backtracks == 15 and info.kl == 0.0
+    assert float(net.theta.detach().abs().max()) == 0.0
