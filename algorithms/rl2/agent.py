@@ -77,11 +77,9 @@ class RL2(Agent):
             raise UserError(f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
                             f"train one with: {train_hint(spec.family, cell.name)}")
         _, meta = load_policy(str(path))
-        if (meta["n_states"] if spec.n_states > 1 else 1) != max(spec.n_states, 1) or \
-                meta["n_actions"] != spec.n_actions:
+        if (meta["n_states"], meta["n_actions"]) != (spec.n_states, spec.n_actions):
             raise UserError(f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} "
-                            f"actions, "
-                            f"not {spec.n_states} x {spec.n_actions}; retrain with: "
+                            f"actions, not {spec.n_states} x {spec.n_actions}; retrain with: "
                             f"{train_hint(spec.family, cell.name)}")
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
