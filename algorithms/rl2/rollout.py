@@ -69,9 +69,21 @@ def task_shape(task: str, cell: str) -> TaskShape:
         spec = family.spec(parsed)
         return TaskShape("mab", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
     if task == "mdp":
+        family = _mdp_family()
+        if family is not None:  # the family's own cell names and sizes, once it is merged
+            parsed = family.parse_cell(cell)
+            spec = family.spec(parsed)
+            return TaskShape("mdp", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
         v = parse_mdp_cell(cell)
         return TaskShape("mdp", cell.strip(), v["states"], v["actions"], v["horizon"], v["n"])
     raise UserError(f"rl2 trains on tasks {', '.join(TASKS)}; got {task!r}")
+
+
+def _mdp_family():
+    """The registered ``mdp`` family, or None while it is not part of this checkout."""
+    from rl2bench.registry import families
+
+    return families().get("mdp")
 
 
 def sample_instances(shape: TaskShape, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
