@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     mdp_psrl,
     mdp_simple,
     mdp_ucrl2,
+    rl2,
     thompson,
 )
 from .base import Agent, grid_product
