@@ -61,6 +61,12 @@ class Agent(ABC):
         return [{}]
 
     @classmethod
+    def unavailable(cls, cell: Cell, spec: EnvSpec) -> str | None:
+        """Why this algorithm cannot run on ``cell`` (e.g. no trained policy), or None. ``--algos all``
+        skips such cells with a notice; naming the algorithm explicitly makes it an error."""
+        return None
+
+    @classmethod
     def prepare(cls, cell: Cell, spec: EnvSpec, settings: list[Setting]) -> None:
         """Build shared caches (index tables, checkpoints) once, in the parent process, before jobs."""
 

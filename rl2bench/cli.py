@@ -128,7 +128,7 @@ def cmd_run(args) -> int:
     out = args.out or Path("results") / f"{family.name}-{datetime.now():%Y%m%d-%H%M%S}"
     tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
-                       args.jobs or default_n_jobs())
+                       args.jobs or default_n_jobs(), skip_unavailable=args.algos.strip() == "all")
     store = RunStore(out)
     store.open(config.identity(), args.resume)
     command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])

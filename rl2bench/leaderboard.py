@@ -34,9 +34,9 @@ def _order(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     cells = default + sorted(set(cells) - set(default), key=lambda c: (len(c), c))
     from rl2bench.registry import algorithms
 
-    registered = list(algorithms(task))
-    algos = list(dict.fromkeys(summary["algorithm"]))
-    algos = [a for a in registered if a in algos] + [a for a in algos if a not in registered]
+    preferred = [a for a in family.column_order if a in algorithms(task)] + list(algorithms(task))
+    present = list(dict.fromkeys(summary["algorithm"]))
+    algos = [a for a in dict.fromkeys(preferred) if a in present] + [a for a in present if a not in preferred]
     return cells, algos
 
 

@@ -86,6 +86,7 @@ class MDPFamily(TaskFamily):
     default_cells = ("n10", "n25", "n50", "n75", "n100")
     cell_help = "n<episodes>[-s<states>][-a<actions>][-t<horizon>] (defaults s10, a5, t10), e.g. n20-s5-a3-t5"
     normalize_by = ("random", "opsrl")
+    column_order = ("random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "rl2")
     # Tuning instances per setting (evaluation keeps 1000): stable choices shown by
     # benchmarks/mdp_tune_stability.py, recorded in leaderboard/NOTES.md.
     tune_instances: ClassVar[int] = 200

@@ -71,16 +71,22 @@ class RL2(Agent):
         return [{"policy": f"{spec.family}/{cell.name}"}]
 
     @classmethod
-    def prepare(cls, cell, spec, settings) -> None:
+    def unavailable(cls, cell, spec) -> str | None:
         path = policy_path(spec.family, cell.name)
         if not path.exists():
-            raise UserError(f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
-                            f"train one with: {train_hint(spec.family, cell.name)}")
+            return (f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
+                    f"train one with: {train_hint(spec.family, cell.name)}")
         _, meta = load_policy(str(path))
         if (meta["n_states"], meta["n_actions"]) != (spec.n_states, spec.n_actions):
-            raise UserError(f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} "
-                            f"actions, not {spec.n_states} x {spec.n_actions}; retrain with: "
-                            f"{train_hint(spec.family, cell.name)}")
+            return (f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} actions, not "
+                    f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
+        return None
+
+    @classmethod
+    def prepare(cls, cell, spec, settings) -> None:
+        reason = cls.unavailable(cell, spec)
+        if reason:
+            raise UserError(reason)
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
         super().__init__(spec, batch_size, rng)
