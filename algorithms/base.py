@@ -49,6 +49,10 @@ class Agent(ABC):
     def job_cost(cls, setting: Setting) -> float:
         """Relative cost of one setting (scheduling only)."""
         return cls.cost
+    #: Reference agents only (oracles): the protocol also hands them the environment's hidden state
+    #: through ``see_privileged(env.privileged_info())`` after every reset and step. Never set this on
+    #: an agent that competes on the leaderboard's terms.
+    privileged: ClassVar[bool] = False
 
     @classmethod
     def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:
@@ -73,3 +77,6 @@ class Agent(ABC):
         self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, episode_done: np.ndarray
     ) -> None:
         """Update the agent's state after a step (default: nothing to learn)."""
+
+    def see_privileged(self, info: dict[str, Any]) -> None:
+        """Hidden environment state; called only for classes with ``privileged = True``."""

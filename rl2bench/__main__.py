@@ -2,4 +2,6 @@ import sys
 
 from rl2bench.cli import main
 
-sys.exit(main())
+# Guarded: worker processes started with "spawn" (the maze engines) import the main module again.
+if __name__ == "__main__":
+    sys.exit(main())

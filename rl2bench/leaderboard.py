@@ -125,11 +125,17 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "") -> None:
+def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
+                       results: pd.DataFrame | None = None) -> None:
+    """leaderboard.md (the family's own page where it has one, e.g. Table 3 for mazes), .tex, .csv."""
     title = f"rl2bench leaderboard: {summary['task'].iloc[0]}"
-    markdown = render_markdown(summary, title, command)
-    if plot_normalized(summary, folder / "leaderboard.png"):
-        markdown += "\n![normalized scores](leaderboard.png)\n"
+    markdown = None
+    if results is not None:
+        markdown = get_family(summary["task"].iloc[0]).render_markdown(results, title, command)
+    if markdown is None:
+        markdown = render_markdown(summary, title, command)
+        if plot_normalized(summary, folder / "leaderboard.png"):
+            markdown += "\n![normalized scores](leaderboard.png)\n"
     write_text_atomic(folder / "leaderboard.md", markdown)
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
