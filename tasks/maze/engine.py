@@ -12,10 +12,12 @@ actions, as in the paper's Section 3.3.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import shutil
 import signal
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -34,6 +36,16 @@ FORWARD, LEFT, RIGHT = 0, 1, 2
 SCREEN_H, SCREEN_W, DOWNSCALE = 120, 160, 4
 OBS_SHAPE = (3, SCREEN_H // DOWNSCALE, SCREEN_W // DOWNSCALE)  # (3, 30, 40): the paper's 40 x 30 RGB
 HIT_FRACTION = 0.5  # a forward stride that advances less than this along the heading hit a wall
+TURNS_PER_QUARTER = round(90 / TURN_DEGREES)
+# Strides from a neighbour's centre until the player's centre is inside the target cell's open square.
+ENTER_STRIDES = math.floor((WALL + GEOMETRY.cell / 2) / STRIDE) + 1
+
+
+def shortest_actions(moves: int, quarter_turns: int) -> int:
+    """Low-level actions of the shortest cell-centre walk of ``moves`` cell-to-cell moves (the BFS path
+    length): each quarter turn is TURNS_PER_QUARTER turns (at a centre), each move but the last
+    STRIDES_PER_CELL strides, the last ENTER_STRIDES (the episode ends as the player enters the target)."""
+    return TURNS_PER_QUARTER * quarter_turns + STRIDES_PER_CELL * (moves - 1) + ENTER_STRIDES
 
 
 def import_vizdoom():
@@ -69,11 +81,23 @@ def kill_engines(pids: list[int], shm: list[str]) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    deadline = time.monotonic() + 5.0  # SIGKILL is delivered asynchronously: wait until they are gone
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
     for path in shm:
         try:
             os.unlink(path)
         except OSError:
             pass
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def downscale(screen: np.ndarray) -> np.ndarray:
@@ -143,10 +167,12 @@ class Engines:
             self.shm += sorted(set(glob.glob("/dev/shm/ViZDoom*")) - before_shm)
             self.games.append(game)
         self.active = np.zeros(len(self.games), dtype=bool)
+        self.pose = np.zeros((len(self.games), 3))  # last observed (x, y, angle) per game
 
     def _read(self, g: int) -> tuple[np.ndarray, float, float, float]:
         state = self.games[g].get_state()
         x, y, angle = state.game_variables
+        self.pose[g] = (x, y, angle)
         return downscale(state.screen_buffer), x, y, angle
 
     def _empty(self) -> StepOut:
@@ -176,10 +202,11 @@ class Engines:
         out = self._empty()
         for g in np.flatnonzero(self.active & (actions >= 0)):
             game = self.games[g]
-            state = game.get_state()
-            x0, y0, angle0 = state.game_variables
-            for buttons, tics in self._patterns[int(actions[g])]:
-                game.make_action(buttons, tics)
+            x0, y0, angle0 = self.pose[g]
+            pattern = self._patterns[int(actions[g])]
+            for k, (buttons, tics) in enumerate(pattern):
+                game.set_action(buttons)
+                game.advance_action(tics, k == len(pattern) - 1)  # render only the last segment
             obs, x, y, angle = self._read(g)
             if actions[g] == FORWARD:
                 rad = np.deg2rad(angle0)
@@ -209,6 +236,7 @@ def serve(fd: int) -> None:
     Ctrl-C in the terminal reaches only the parent, which then closes us."""
     from multiprocessing.connection import Connection
 
+    os.set_inheritable(fd, False)  # engines forked later must not hold our end (hiding a crash from the parent)
     conn = Connection(fd)
     workdir = tempfile.mkdtemp(prefix="rl2bench-maze-")
     engines = None

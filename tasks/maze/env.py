@@ -22,7 +22,7 @@ import sys
 import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -134,8 +134,8 @@ class MazeVecEnv(VecEnv):
         try:
             for w in range(self.n_workers):
                 self._start_worker(w)
-            for conn in self._conns:
-                _, pids, shm = self._recv(conn)
+            for w in range(self.n_workers):
+                _, pids, shm = self._recv(w)
                 self._engine_pids += pids
                 self._shm += shm
         except BaseException:
@@ -163,11 +163,15 @@ class MazeVecEnv(VecEnv):
         index = (k * self.group_size + w * self.games + g).ravel()
         return layout.take(self.layouts, np.minimum(index, self.n_total - 1))
 
-    def _recv(self, conn) -> tuple:
+    def _recv(self, w: int) -> tuple:
+        conn, proc = self._conns[w], self._procs[w]
         try:
+            while not conn.poll(1.0):  # a dead worker whose socket is still held open must not hang us
+                if proc.poll() is not None:
+                    raise EOFError
             message = conn.recv()
         except (EOFError, OSError):
-            message = ("error", "the worker process died")
+            message = ("error", f"worker {w} (pid {proc.pid}) died")
         if message[0] == "error":
             self.close()
             raise RuntimeError(f"maze engine worker failed:\n{message[1]}")
@@ -176,9 +180,13 @@ class MazeVecEnv(VecEnv):
     def _call(self, command: str, per_worker_args: list[tuple]) -> list[Any]:
         if self._closed:
             raise RuntimeError("environment is closed")
-        for conn, args in zip(self._conns, per_worker_args, strict=True):
-            conn.send((command, args))
-        return [self._recv(conn)[1] for conn in self._conns]
+        for w, args in enumerate(per_worker_args):
+            try:
+                self._conns[w].send((command, args))
+            except OSError:
+                self.close()
+                raise RuntimeError(f"maze engine worker {w} died") from None
+        return [self._recv(w)[1] for w in range(self.n_workers)]
 
     def _split(self, array: np.ndarray, fill) -> list[np.ndarray]:
         padded = np.full(self.n_workers * self.games, fill, dtype=array.dtype)
