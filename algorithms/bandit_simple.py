@@ -6,8 +6,8 @@ import numpy as np
 
 from rl2bench.registry import register_algorithm
 
-from .base import grid_product
 from .bandit_common import BetaCountsAgent
+from .base import grid_product
 
 TENTHS = [round(0.1 * i, 1) for i in range(11)]
 

@@ -69,7 +69,7 @@ class GridWalker(Agent):
         fx = (self.info["x"] - offset) / geo.pitch
         fy = (self.info["y"] - offset) / geo.pitch
         col, row = np.rint(fx).astype(np.int64), np.rint(fy).astype(np.int64)
-        at_centre = (np.abs(fx - col) * geo.pitch < CENTRE_TOLERANCE) & (np.abs(fy - row) * geo.pitch < CENTRE_TOLERANCE)
+        at_centre = np.maximum(np.abs(fx - col), np.abs(fy - row)) * geo.pitch < CENTRE_TOLERANCE
         sixteenths = np.rint(self.info["angle"] / self.info["turn_degrees"]).astype(np.int64) % 16
         size = self.info["open_dirs"].shape[1]
         return np.clip(row, 0, size - 1), np.clip(col, 0, size - 1), at_centre, sixteenths

@@ -183,7 +183,8 @@ def test_batches_larger_than_the_engine_pool():
     finally:
         env.close()
     assert sizes == [8, 8, 4]
-    np.testing.assert_allclose(np.concatenate(xs), GEOMETRY.centre(lay["start"][:, 0], lay["start"][:, 1])[0], atol=1e-3)
+    x_start = GEOMETRY.centre(lay["start"][:, 0], lay["start"][:, 1])[0]
+    np.testing.assert_allclose(np.concatenate(xs), x_start, atol=1e-3)
 
 
 def test_no_engine_survives_close_crash_or_interrupt():

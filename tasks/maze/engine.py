@@ -11,7 +11,6 @@ actions, as in the paper's Section 3.3.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import shutil
@@ -72,6 +71,20 @@ def child_pids(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 out.append(int(entry))
     return out
+
+
+def shared_memory_of(pid: int) -> list[str]:
+    """The /dev/shm objects of the engine ``pid`` (named after its ``+viz_instance_id``), which outlive
+    an engine that is killed."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+    if "+viz_instance_id" not in argv[:-1]:
+        return []
+    tag = argv[argv.index("+viz_instance_id") + 1]
+    return [f"/dev/shm/ViZDoom{kind}{tag}" for kind in ("SM", "MQCtr", "MQDoom")]
 
 
 def kill_engines(pids: list[int], shm: list[str]) -> None:
@@ -140,7 +153,6 @@ class Engines:
         }
         os.chdir(workdir)  # the engine writes ./_vizdoom/ here, never in the user's folder
         for g in range(min(n_games, len(self.names))):
-            before_shm = set(glob.glob("/dev/shm/ViZDoom*"))
             game = vzd.DoomGame()
             game.set_doom_config_path(os.path.join(workdir, "_vizdoom.ini"))
             game.set_doom_scenario_path(os.path.join(workdir, "mazes.wad"))
@@ -163,8 +175,9 @@ class Engines:
             game.set_mode(vzd.Mode.PLAYER)
             known = set(child_pids(os.getpid()))
             game.init()
-            self.engine_pids += sorted(set(child_pids(os.getpid())) - known)
-            self.shm += sorted(set(glob.glob("/dev/shm/ViZDoom*")) - before_shm)
+            new = sorted(set(child_pids(os.getpid())) - known)
+            self.engine_pids += new
+            self.shm += [path for pid in new for path in shared_memory_of(pid)]
             self.games.append(game)
         self.active = np.zeros(len(self.games), dtype=bool)
         self.pose = np.zeros((len(self.games), 3))  # last observed (x, y, angle) per game

@@ -123,7 +123,7 @@ def open_dirs(layouts: dict[str, np.ndarray]) -> np.ndarray:
 def bfs(dirs: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """Distance in cells from the nearest seed cell, through passages open in ``dirs`` (count, N, N, 4),
     for a whole batch at once (relaxation sweeps on arrays); unreachable cells get -1."""
-    count, size = dirs.shape[0], dirs.shape[1]
+    size = dirs.shape[1]
     big = size * size + 1
     dist = np.where(seeds, 0, big).astype(np.int64)
     for _ in range(size * size):
