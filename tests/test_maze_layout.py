@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rl2bench.tasks.maze import layout as L
-from rl2bench.tasks.maze.engine import ENTER_STRIDES, GEOMETRY, shortest_actions
+from rl2bench.tasks.maze.engine import ENTER_STRIDES, GEOMETRY, downscale, shortest_actions
 from rl2bench.tasks.maze.wad import textmap, write_wad
 
 from rl2bench.errors import UserError
@@ -116,3 +116,15 @@ def test_wad_directory(tmp_path):
     n, offset = np.frombuffer(data[4:12], dtype="<i4")
     lumps = [data[offset + 16 * i + 8: offset + 16 * i + 16].rstrip(b"\0").decode() for i in range(n)]
     assert lumps[:3] == ["MAP01", "TEXTMAP", "ENDMAP"] and lumps[-3:] == ["F_START", "RL2RED", "F_END"]
+
+
+def test_downscale_is_a_4x4_box_average():
+    screen = np.zeros((3, 120, 160), dtype=np.uint8)
+    screen[0, :4, :4] = 255  # one full red box
+    screen[1, 4:8, 0:4] = [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [255, 255, 255, 100]]  # (3*255+100)/16
+    screen[2, 116:, 156:] = 7
+    out = downscale(screen)
+    assert out.shape == (3, 30, 40) and out.dtype == np.uint8
+    assert out[0, 0, 0] == 255 and out[0].sum() == 255
+    assert out[1, 1, 0] == (3 * 255 + 100) // 16 and out[1].sum() == out[1, 1, 0]
+    assert out[2, 29, 39] == 7 and out[2].sum() == 7

@@ -114,10 +114,12 @@ def running(pid: int) -> bool:
 
 
 def downscale(screen: np.ndarray) -> np.ndarray:
-    """(3, 120, 160) uint8 -> (3, 30, 40) uint8 by 4x4 box averages (integer sums: ~10x faster than mean)."""
-    c, h, w = screen.shape
-    s = screen.reshape(c, h // DOWNSCALE, DOWNSCALE, w // DOWNSCALE, DOWNSCALE).sum(axis=(2, 4), dtype=np.uint16)
-    return (s // (DOWNSCALE * DOWNSCALE)).astype(np.uint8)
+    """(3, 120, 160) uint8 -> (3, 30, 40) uint8 by 4x4 box averages: integer sums of strided slices,
+    ~8x faster than a reshaped ``sum(axis=(2, 4))`` (which dominated a step)."""
+    x = screen.astype(np.uint16)
+    rows = x[:, 0::4] + x[:, 1::4] + x[:, 2::4] + x[:, 3::4]
+    box = rows[:, :, 0::4] + rows[:, :, 1::4] + rows[:, :, 2::4] + rows[:, :, 3::4]
+    return (box >> 4).astype(np.uint8)
 
 
 @dataclass
@@ -243,6 +245,10 @@ class Engines:
         kill_engines(self.engine_pids, self.shm)  # anything close() left behind
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def serve(fd: int) -> None:
     """A worker process's main: serve one ``Engines`` over the connection on ``fd`` until told to close or
     the parent disappears (EOF). Started by ``MazeVecEnv`` as ``python -c`` in a session of its own, so a
@@ -250,6 +256,7 @@ def serve(fd: int) -> None:
     from multiprocessing.connection import Connection
 
     os.set_inheritable(fd, False)  # engines forked later must not hold our end (hiding a crash from the parent)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # e.g. joblib shutting its workers down: close engines first
     conn = Connection(fd)
     workdir = tempfile.mkdtemp(prefix="rl2bench-maze-")
     engines = None
