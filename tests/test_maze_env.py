@@ -29,6 +29,13 @@ from rl2bench.protocol import play_trials
 from rl2bench.registry import get_family
 
 pytestmark = pytest.mark.maze
+try:
+    import vizdoom  # noqa: F401
+except ImportError:
+    # Without the extra these tests are skipped locally; CI sets RL2BENCH_REQUIRE_MAZE=1 so they must run.
+    if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
+        raise
+    pytest.skip('vizdoom not installed (pip install -e ".[test,maze]")', allow_module_level=True)
 FAMILY = get_family("maze")
 
 
