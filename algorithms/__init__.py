@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     bandit_simple,
     bandit_variants,
     gittins,
+    maze_agents,
     mdp_beb,
     mdp_oracle,
     mdp_psrl,

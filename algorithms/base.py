@@ -45,15 +45,15 @@ class Agent(ABC):
     #: Cap on tuning instances for algorithms whose grid is expensive; set it only together with a
     #: benchmark showing the chosen setting is stable at that size (see benchmarks/).
     max_tune_instances: ClassVar[int | None] = None
-    #: Oracle-type references only (never a learner): the protocol hands such an agent the hidden instance
-    #: parameters through ``receive_hidden_parameters`` before the trial. Every other agent sees only what
-    #: the environment shows.
-    uses_hidden_parameters: ClassVar[bool] = False
 
     @classmethod
     def job_cost(cls, setting: Setting) -> float:
         """Relative cost of one setting (scheduling only)."""
         return cls.cost
+    #: Reference agents only (oracles): the protocol also hands them the environment's hidden state
+    #: through ``see_privileged(env.privileged_info())`` after every reset and step. Never set this on
+    #: an agent that competes on the leaderboard's terms.
+    privileged: ClassVar[bool] = False
 
     @classmethod
     def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:
@@ -80,11 +80,10 @@ class Agent(ABC):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Actions for the whole batch given the current observations."""
 
-    def receive_hidden_parameters(self, instances: dict[str, np.ndarray]) -> None:
-        """Called once before the trial, and only when ``uses_hidden_parameters`` is True."""
-        raise NotImplementedError(f"{type(self).__name__} sets uses_hidden_parameters but does not take them")
-
     def observe(
         self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, episode_done: np.ndarray
     ) -> None:
         """Update the agent's state after a step (default: nothing to learn)."""
+
+    def see_privileged(self, info: dict[str, Any]) -> None:
+        """Hidden environment state; called only for classes with ``privileged = True``."""

@@ -1,9 +1,10 @@
 """The optimal policy of the true MDP: an upper reference (the headroom above every learner), not a
-learner. It is the one agent that receives the hidden instance parameters (Agent.uses_hidden_parameters)."""
+learner. As a privileged agent (Agent.privileged) it sees the hidden instance parameters; the
+leaderboard shows it but never counts it as a row's best."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
 from rl2bench.registry import register_algorithm
 
@@ -15,13 +16,13 @@ class OracleMDP(TabularAgent):
     """Knows the true MDP and follows its optimal finite-horizon policy (reference only)."""
 
     name = "oracle"
-    uses_hidden_parameters = True
-    exclude_from_all = True  # it would be the row's best everywhere and un-bold every real method
+    privileged = True
     cost = 0.1
+    _q_true = None
 
-    def receive_hidden_parameters(self, instances: dict[str, np.ndarray]) -> None:
-        reward, trans = instances["reward_means"], instances["transitions"]
-        self._q_true = backward_induction(reward, trans, self.spec.horizon)
+    def see_privileged(self, info: dict[str, Any]) -> None:
+        if self._q_true is None:  # the MDP is fixed for the trial: plan once
+            self._q_true = backward_induction(info["reward_means"], info["transitions"], self.spec.horizon)
 
     def plan(self):
         return self._q_true

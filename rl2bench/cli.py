@@ -143,7 +143,7 @@ def cmd_run(args) -> int:
     results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
                               "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs})
     summary = build_summary(results)
-    write_leaderboards(summary, out, command)
+    write_leaderboards(summary, out, command, results)
     print(render_terminal(summary))
     print(f"\n{len(results)} rows in {out}/results.csv; leaderboard.{{md,csv,tex}} and run.json written "
           f"({wall:.1f} s)")
@@ -155,14 +155,15 @@ def cmd_table(args) -> int:
     from rl2bench.results import RunStore
 
     store = RunStore.existing(args.run)
-    summary = build_summary(store.results())
+    results = store.results()
+    summary = build_summary(results)
     command = ""
     run_json = args.run / "run.json"
     if run_json.exists():
         import json
 
         command = json.loads(run_json.read_text()).get("command", "")
-    write_leaderboards(summary, args.run, command)
+    write_leaderboards(summary, args.run, command, results)
     print(render_terminal(summary))
     return 0
 

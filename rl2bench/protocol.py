@@ -61,29 +61,36 @@ def play_trials(
     start = time.perf_counter()
     spec = family.spec(cell)
     rows = chunks(n_instances, family.chunk_size)[chunk]
-    everything = family.sample(cell, seeding.instance_rng(root_seed, phase, family.name, cell.name), n_instances)
+    everything = family.sample_instances(cell, root_seed, phase, n_instances)
     instances = {k: v[rows.start:rows.stop] for k, v in everything.items()}
-    batch = len(rows)
     env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name, chunk))
+    agent_rng = seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk)
+    # Reference agents flagged ``privileged`` (oracles) also see the environment's hidden state.
+    privileged = getattr(agent_cls, "privileged", False)
+    totals, parts = [], []
     try:
-        agent = agent_cls(
-            spec, batch, seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk), **setting
-        )
-        if agent_cls.uses_hidden_parameters:  # oracle references only; see Agent.uses_hidden_parameters
-            agent.receive_hidden_parameters(instances)
-        obs = env.reset()
-        total = np.zeros(batch)
-        while True:
-            actions = agent.act(obs)
-            step = env.step(actions)
-            total += step.reward
-            agent.observe(actions, step.reward, step.obs, step.episode_done)
-            obs = step.obs
-            if step.trial_done.all():
-                break
-        metrics = env.trial_metrics()
+        for size in env.batches():  # one group of every instance, except engine-backed families
+            agent = agent_cls(spec, size, agent_rng, **setting)
+            obs = env.reset()
+            if privileged:
+                agent.see_privileged(env.privileged_info())
+            total = np.zeros(size)
+            while True:
+                actions = agent.act(obs)
+                step = env.step(actions)
+                total += step.reward
+                if privileged:
+                    agent.see_privileged(env.privileged_info())
+                agent.observe(actions, step.reward, step.obs, step.episode_done)
+                obs = step.obs
+                if step.trial_done.all():
+                    break
+            totals.append(total)
+            parts.append(env.trial_metrics())
     finally:
         env.close()
+    total = np.concatenate(totals)
+    metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return TrialOutcome(total, metrics, time.perf_counter() - start)
 
 

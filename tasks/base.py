@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from rl2bench import seeding
 from rl2bench.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,18 @@ class VecEnv(ABC):
     @abstractmethod
     def step(self, actions: np.ndarray) -> StepResult: ...
 
+    def batches(self) -> Iterator[int]:
+        """Play the instances in consecutive groups (an engine pool smaller than the batch): makes each
+        group current in turn and yields its size; the protocol runs one trial per group, a fresh
+        agent each. Default: one group of every instance."""
+        yield self.batch_size
+
+    def privileged_info(self) -> dict[str, Any]:
+        """Hidden state (layouts, live positions) for reference agents that set ``Agent.privileged``,
+        e.g. an oracle; the protocol hands it only to those. Families without such agents need not
+        implement it."""
+        raise NotImplementedError(f"{type(self).__name__} offers no privileged information")
+
     def trial_metrics(self) -> dict[str, np.ndarray]:
         """Per-instance extra result columns after a trial (e.g. maze success per episode)."""
         return {}
@@ -142,3 +159,13 @@ class TaskFamily(ABC):
     @abstractmethod
     def make_env(self, cell: Cell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> VecEnv:
         """An environment over the given instances; ``rng`` drives reward and transition noise."""
+
+    def sample_instances(self, cell: Cell, root_seed: int, phase: str, count: int) -> dict[str, np.ndarray]:
+        """The instances of ``phase`` ("eval", "tune", "train"); the protocol calls this. Default: ``sample``
+        on the phase's named stream. Families override it to make phases explicitly disjoint (mazes)."""
+        return self.sample(cell, seeding.instance_rng(root_seed, phase, self.name, cell.name), count)
+
+    def render_markdown(self, results: pd.DataFrame, title: str = "", command: str = "") -> str | None:
+        """The family's own leaderboard page from per-instance results (e.g. the paper's Table 3 layout
+        for mazes), or None for the common layout (mean total reward per cell and algorithm)."""
+        return None

@@ -53,6 +53,10 @@ class MDPEnv(VecEnv):
         self._h = 0
         self._episode = 0
 
+    def privileged_info(self) -> dict[str, np.ndarray]:
+        """The hidden MDPs, for the oracle reference only (see Agent.privileged)."""
+        return {"reward_means": self.reward_means, "transitions": self.transitions}
+
     def reset(self) -> np.ndarray:
         self._h = 0
         self._episode = 0

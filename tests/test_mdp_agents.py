@@ -93,7 +93,7 @@ def test_every_mdp_algorithm_is_registered_and_only_the_oracle_sees_hidden_param
     registered = algorithms("mdp")
     names = ["random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "oracle", "ucrl2-tabularl"]
     assert set(names) <= set(registered)
-    assert [n for n, c in registered.items() if c.uses_hidden_parameters] == ["oracle"]
+    assert [n for n, c in registered.items() if c.privileged] == ["oracle"]
     for cls in (RandomMDP, GreedyMDP, PSRL, OPSRL, UCRL2TabulaRL):
         assert "mdp" in cls.families
 

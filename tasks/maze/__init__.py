@@ -1,0 +1,6 @@
+"""ViZDoom mazes (paper Section 3.3), imported as ``rl2bench.tasks.maze``; vizdoom is imported only
+when an environment is built, so the other families work without it."""
+
+from .env import MazeCell, MazeFamily, MazeVecEnv
+
+__all__ = ["MazeCell", "MazeFamily", "MazeVecEnv"]

@@ -1,0 +1,332 @@
+"""The maze family (paper Section 3.3): ViZDoom mazes, the target cell in red, a trial of n episodes
+on one maze and target, each episode restarting at the start.
+
+Rewards: +1 on reaching the target (the episode ends), -0.001 per forward stride blocked by a wall,
+-0.04 per step. Horizon 250 on small (5x5) and 1000 on large (9x9). Observations: RGB 40 wide x 30
+high in [-1, 1], shape (3, 30, 40). Actions and the map geometry: see ``engine``.
+
+Engines run in worker processes (``MazeVecEnv``); a batch larger than the pool of games is played in
+consecutive groups (``VecEnv.batches``), each game switching map inside its WAD (a millisecond, where a
+new engine costs ~150 ms).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import weakref
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from rl2bench.registry import register_family
+
+from ..base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
+from . import layout
+from .engine import GEOMETRY, N_ACTIONS, OBS_SHAPE, STRIDE, TURN_DEGREES, import_vizdoom, kill_engines
+
+NAMED_SIZES = {"small": 5, "large": 9}
+DEFAULT_EPISODES = 5  # evaluation: Table 3 reports episodes 1..5; RL^2 trains on small-e2
+REWARD_TARGET, REWARD_WALL, REWARD_STEP = 1.0, -0.001, -0.04
+GAMES_PER_WORKER = 8
+
+
+def default_horizon(size: int) -> int:
+    """250 steps for 5x5; the paper multiplies by 4 for 9x9 (about the cell-count ratio, rounded up)."""
+    return 250 * math.ceil(size * size / 25)
+
+
+@dataclass(frozen=True)
+class MazeCell(Cell):
+    """``small`` (5x5), ``large`` (9x9) or ``g<size>``; ``-e<episodes>`` (default 5), ``-t<horizon>``."""
+
+    size: int
+    episodes: int = DEFAULT_EPISODES
+    horizon: int = 0  # 0: default_horizon(size)
+
+    @property
+    def geometry(self) -> str:
+        """The layout stream's name: depends on the maze size only, so small and small-e2 share mazes."""
+        names = {v: k for k, v in NAMED_SIZES.items()}
+        return names.get(self.size, f"g{self.size}")
+
+    @property
+    def steps(self) -> int:
+        return self.horizon or default_horizon(self.size)
+
+    @property
+    def name(self) -> str:
+        parts = [self.geometry]
+        if self.episodes != DEFAULT_EPISODES:
+            parts.append(f"e{self.episodes}")
+        if self.horizon and self.horizon != default_horizon(self.size):
+            parts.append(f"t{self.horizon}")
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, name: str) -> MazeCell:
+        head, *rest = name.strip().split("-")
+        if head in NAMED_SIZES:
+            size = NAMED_SIZES[head]
+        elif m := re.fullmatch(r"g(\d+)", head):
+            size = int(m.group(1))
+        else:
+            raise ValueError(head)
+        values: dict[str, int] = {}
+        for part in rest:
+            m = re.fullmatch(r"([et])(\d+)", part)
+            key = {"e": "episodes", "t": "horizon"}[m.group(1)] if m else None
+            if key is None or key in values:
+                raise ValueError(part)
+            values[key] = int(m.group(2))
+        cell = cls(size=size, **values)
+        cell.validate()
+        return cell
+
+    def validate(self) -> None:
+        if not 2 <= self.size <= 30 or self.episodes < 1 or self.horizon < 0:
+            raise ValueError(self.name)
+
+
+_LIVE: weakref.WeakSet[MazeVecEnv] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for env in list(_LIVE):
+        env.close()
+
+
+class MazeVecEnv(VecEnv):
+    """Instances stepped together by worker processes, each serving up to ``GAMES_PER_WORKER`` games.
+
+    Instances whose trial is finished get reward 0 and their actions are ignored. Engine processes are
+    always cleaned up: on ``close()`` (also called by the protocol on errors and Ctrl-C), when a worker
+    crashes, and at interpreter exit; a worker whose parent dies closes its games on the pipe's EOF.
+    """
+
+    def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
+                 games_per_worker: int = GAMES_PER_WORKER):
+        import_vizdoom()  # fail early, in the parent, with the install hint
+        self.spec = spec
+        self.layouts = layouts
+        self.n_total = len(layouts["target"])
+        workers = workers or max(1, min(os.cpu_count() or 1, 2))
+        self.group_size = min(self.n_total, workers * games_per_worker)
+        self.n_workers = min(workers, self.group_size)
+        self.games = math.ceil(self.group_size / self.n_workers)  # per worker
+        self.n_groups = math.ceil(self.n_total / self.group_size)
+        self.group = 0
+        self.batch_size = self.group_size
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        self._engine_pids: list[int] = []
+        self._shm: list[str] = []
+        self._closed = False
+        _LIVE.add(self)
+        try:
+            for w in range(self.n_workers):
+                self._start_worker(w)
+            for w in range(self.n_workers):
+                _, pids, shm = self._recv(w)
+                self._engine_pids += pids
+                self._shm += shm
+        except BaseException:
+            self.close()
+            raise
+
+    # -- worker plumbing -------------------------------------------------------------------------
+    def _start_worker(self, w: int) -> None:
+        """A fresh interpreter (no fork of a threaded parent, no re-import of the user's main module)
+        connected by a socket pair, in its own session so that Ctrl-C reaches only this process."""
+        ours, theirs = socket.socketpair()
+        code = f"from rl2bench.tasks.maze.engine import serve; serve({theirs.fileno()})"
+        proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), start_new_session=True,
+                                stdin=subprocess.DEVNULL)
+        theirs.close()
+        conn = Connection(ours.detach())
+        self._procs.append(proc)
+        self._conns.append(conn)
+        conn.send((self._share(w), self.games))
+
+    def _share(self, w: int) -> dict[str, np.ndarray]:
+        """Worker w plays positions [w*G, (w+1)*G) of every group: instance k*group_size + w*G + g is
+        its map k*G + g (indices past the end are padding, never activated)."""
+        k, g = np.meshgrid(np.arange(self.n_groups), np.arange(self.games), indexing="ij")
+        index = (k * self.group_size + w * self.games + g).ravel()
+        return layout.take(self.layouts, np.minimum(index, self.n_total - 1))
+
+    def _recv(self, w: int) -> tuple:
+        conn, proc = self._conns[w], self._procs[w]
+        try:
+            while not conn.poll(1.0):  # a dead worker whose socket is still held open must not hang us
+                if proc.poll() is not None:
+                    raise EOFError
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = ("error", f"worker {w} (pid {proc.pid}) died")
+        if message[0] == "error":
+            self.close()
+            raise RuntimeError(f"maze engine worker failed:\n{message[1]}")
+        return message
+
+    def _call(self, command: str, per_worker_args: list[tuple]) -> list[Any]:
+        if self._closed:
+            raise RuntimeError("environment is closed")
+        for w, args in enumerate(per_worker_args):
+            try:
+                self._conns[w].send((command, args))
+            except OSError:
+                self.close()
+                raise RuntimeError(f"maze engine worker {w} died") from None
+        return [self._recv(w)[1] for w in range(self.n_workers)]
+
+    def _split(self, array: np.ndarray, fill) -> list[np.ndarray]:
+        padded = np.full(self.n_workers * self.games, fill, dtype=array.dtype)
+        padded[: len(array)] = array
+        return list(padded.reshape(self.n_workers, self.games))
+
+    def _gather(self, outs: list) -> dict[str, np.ndarray]:
+        n = self.batch_size
+        return {name: np.concatenate([getattr(o, name) for o in outs])[:n]
+                for name in ("obs", "x", "y", "angle", "hit", "reached")}
+
+    # -- VecEnv ----------------------------------------------------------------------------------
+    def batches(self):
+        for k in range(self.n_groups):
+            self.group = k
+            self.batch_size = min(self.group_size, self.n_total - k * self.group_size)
+            yield self.batch_size
+
+    def _group_layouts(self) -> dict[str, np.ndarray]:
+        start = self.group * self.group_size
+        return layout.take(self.layouts, slice(start, start + self.batch_size))
+
+    def reset(self) -> np.ndarray:
+        n, episodes = self.batch_size, self.spec.n_episodes
+        counts = [int(np.clip(n - w * self.games, 0, self.games)) for w in range(self.n_workers)]
+        out = self._gather(self._call("load", [(self.group, c) for c in counts]))
+        self._t = np.zeros(n, dtype=np.int64)
+        self._episode = np.zeros(n, dtype=np.int64)
+        self._trial_done = np.zeros(n, dtype=bool)
+        self._lengths = np.zeros((n, episodes), dtype=np.int64)
+        self._success = np.zeros((n, episodes), dtype=bool)
+        self._wall_hits = np.zeros(n, dtype=np.int64)
+        self._pose = out
+        return self._observation(out["obs"])
+
+    @staticmethod
+    def _observation(frames: np.ndarray) -> np.ndarray:
+        return frames.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        active = ~self._trial_done
+        if not active.any():
+            raise RuntimeError("trial is over; call reset()")
+        actions = np.where(active, np.asarray(actions, dtype=np.int64), -1)
+        horizon_up = active & (self._t + 1 >= self.spec.horizon)
+        more = self._episode + 1 < self.spec.n_episodes
+        out = self._gather(self._call("step", list(zip(self._split(actions, -1), self._split(horizon_up, False),
+                                                       self._split(more, False), strict=True))))
+        reached = out["reached"] & active
+        hit = out["hit"] & active
+        reward = np.where(active, REWARD_STEP + REWARD_WALL * hit + REWARD_TARGET * reached, 0.0)
+        self._wall_hits += hit
+        self._t += active
+        done = active & (reached | horizon_up)
+        rows = np.flatnonzero(done)
+        self._lengths[rows, self._episode[rows]] = self._t[rows]
+        self._success[rows, self._episode[rows]] = reached[rows]
+        self._trial_done |= done & ~more
+        self._episode += done & more
+        self._t[done] = 0
+        # Finished instances keep their last pose and frame.
+        keep = ~active
+        for name in ("x", "y", "angle", "obs"):
+            out[name][keep] = self._pose[name][keep]
+        self._pose = out
+        return StepResult(self._observation(out["obs"]), reward, done, self._trial_done.copy(),
+                          {"wall_hit": hit, "reached": reached})
+
+    def trial_metrics(self) -> dict[str, np.ndarray]:
+        metrics: dict[str, np.ndarray] = {}
+        for e in range(self.spec.n_episodes):
+            metrics[f"len_ep{e + 1}"] = self._lengths[:, e].copy()
+        for e in range(self.spec.n_episodes):
+            metrics[f"success_ep{e + 1}"] = self._success[:, e].astype(np.int64)
+        metrics["wall_hits"] = self._wall_hits.copy()
+        return metrics
+
+    def privileged_info(self) -> dict[str, Any]:
+        """Hidden state, for reference agents flagged ``privileged`` only (see ``Agent.privileged``):
+        the current group's layouts (``open_dirs`` (B, N, N, 4), ``start``, ``heading``, ``target``),
+        the live pose (``x``, ``y`` map units, ``angle`` degrees) and the map's geometry."""
+        group = self._group_layouts()
+        return {"open_dirs": layout.open_dirs(group), "start": group["start"], "heading": group["heading"],
+                "target": group["target"], "x": self._pose["x"].copy(), "y": self._pose["y"].copy(),
+                "angle": self._pose["angle"].copy(), "geometry": GEOMETRY, "stride": STRIDE,
+                "turn_degrees": TURN_DEGREES, "episode": self._episode.copy(), "t": self._t.copy()}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.send(("close", ()))
+            except (OSError, ValueError):
+                pass
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for conn in self._conns:
+            conn.close()
+        kill_engines(self._engine_pids, self._shm)  # a crashed or killed worker leaves its engines behind
+        _LIVE.discard(self)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+@register_family
+class MazeFamily(TaskFamily):
+    name = "maze"
+    cell_type = MazeCell
+    default_cells = ("small", "large")
+    cell_help = "small (5x5), large (9x9) or g<size>, optionally -e<episodes> (default 5) -t<horizon>"
+    # The reference agents have no grid, so no tuning runs; a future RL^2 grid tunes on 100 mazes.
+    tune_instances = 100
+
+    def spec(self, cell: MazeCell) -> EnvSpec:
+        return EnvSpec(family=self.name, n_states=cell.size * cell.size, n_actions=N_ACTIONS, horizon=cell.steps,
+                       n_episodes=cell.episodes, obs_shape=OBS_SHAPE)
+
+    def sample(self, cell: MazeCell, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+        return layout.generate(cell.size, rng, count)
+
+    def sample_instances(self, cell: MazeCell, root_seed: int, phase: str, count: int) -> dict[str, np.ndarray]:
+        """Training configurations are the fixed pool of 1000 (paper); tuning and evaluation ones are
+        drawn from their own streams and rejected where they equal a training configuration."""
+        return layout.held_out_set(root_seed, phase, cell.geometry, cell.size, count)
+
+    def make_env(self, cell: MazeCell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> MazeVecEnv:
+        return MazeVecEnv(self.spec(cell), instances)
+
+    def render_markdown(self, results, title: str = "", command: str = "") -> str | None:
+        from .metrics import render_markdown
+
+        return render_markdown(results, title, command)
+
