@@ -119,12 +119,10 @@ def test_whittle_approximation_by_hand():
     np.testing.assert_allclose(whittle_index(a, b), expected)
 
 
-@pytest.mark.parametrize("name", sorted(ALGOS))
+@pytest.mark.parametrize("name", sorted(set(ALGOS) - {"rl2"}))  # rl2 needs a trained policy: test_rl2_*
 def test_every_algorithm_beats_random_on_an_easy_cell(name):
     from rl2bench.protocol import play_trials
 
-    if name == "rl2":
-        pytest.skip("rl2 needs a trained checkpoint; tested in test_rl2")
     cell = FAM.parse_cell("n50-k2")
     setting = {"method": "whittle"} if name == "gittins" else {}  # class defaults; no 10 s table build
     out = play_trials(FAM, cell, ALGOS[name], setting, 250, 0, "tune")
