@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/maze_env.py [--steps 300] [--instances 16] [--cell small]
 
 Random actions (forward strides are 15 engine tics, turns 1 tic), every instance active for the whole
-measurement (horizon raised so no trial ends). Prints a table and writes benchmarks/maze_env.json.
+measurement (horizon raised so no trial ends). Prints a table and writes benchmarks/results/maze_env.json.
 Timings depend on the machine's load: note what else ran when you record them.
 """
 
@@ -57,7 +57,8 @@ def main() -> None:
     load = os.getloadavg()
     record = {"rows": rows, "cpu_count": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
               "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = Path(__file__).with_name("maze_env.json")
+    out = Path(__file__).parent / "results" / "maze_env.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"load average {load[0]:.2f} (other processes share the CPUs); written {out}")
 
