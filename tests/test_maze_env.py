@@ -197,15 +197,16 @@ def test_batches_larger_than_the_engine_pool():
 def test_no_engine_survives_close_crash_or_interrupt():
     lay = FAMILY.sample_instances(FAMILY.parse_cell("small"), 0, "eval", 4)
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)
-    pids = list(env._engine_pids)
-    assert len(pids) == 4 and all(alive(p) for p in pids)
+    pids, workdirs = list(env._engine_pids), list(env._workdirs)
+    assert len(pids) == 4 and all(alive(p) for p in pids) and all(os.path.isdir(d) for d in workdirs)
     env.close()
     assert not any(alive(p) for p in pids)
+    assert not any(os.path.exists(d) for d in workdirs)
     assert not os.path.exists("_vizdoom.ini") and not os.path.exists("_vizdoom")
 
     # A crashed worker: the next step raises, and every engine is gone.
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)
-    pids, shm = list(env._engine_pids), list(env._shm)
+    pids, shm, workdirs = list(env._engine_pids), list(env._shm), list(env._workdirs)
     assert len(shm) == 4 * 3  # each engine's shared memory and two message queues
     env.reset()
     env._procs[0].kill()
@@ -213,7 +214,7 @@ def test_no_engine_survives_close_crash_or_interrupt():
     with pytest.raises(RuntimeError, match="worker"):
         env.step(np.zeros(4, dtype=np.int64))
     assert not any(alive(p) for p in pids)
-    assert not any(os.path.exists(p) for p in shm)
+    assert not any(os.path.exists(p) for p in shm + workdirs)
 
     # Ctrl-C inside a trial: the protocol's finally closes the environment.
     seen = {}

@@ -263,7 +263,7 @@ def serve(fd: int) -> None:
     try:
         layouts, n_games = conn.recv()
         engines = Engines(layouts, n_games, workdir)
-        conn.send(("ready", engines.engine_pids, engines.shm))
+        conn.send(("ready", engines.engine_pids, engines.shm, workdir))
         while True:
             try:
                 command, args = conn.recv()
