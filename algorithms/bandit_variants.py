@@ -14,7 +14,7 @@ from rl2bench.registry import register_algorithm
 
 from .bandit_common import BetaCountsAgent
 from .base import grid_product
-from .thompson import sample_beta_gammas
+from .thompson import sample_beta
 
 
 @register_algorithm
@@ -67,7 +67,5 @@ class MaxOfSamplesOTS(BetaCountsAgent):
         self.samples = int(samples)
 
     def act(self, obs):
-        a = self.successes.astype(np.float32)
-        b = self.failures.astype(np.float32)
-        x, y = sample_beta_gammas(self.rng, a, b, (self.samples, *a.shape))
-        return np.argmax((x / (x + y)).max(axis=0), axis=1)
+        theta, _ = sample_beta(self.rng, self.successes, self.failures, self.samples)
+        return np.argmax(theta.max(axis=0), axis=1)

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
+
 from rl2bench.tasks.base import Cell, EnvSpec
 
 Setting = dict[str, Any]
@@ -58,6 +59,12 @@ class Agent(ABC):
     def grid(cls, cell: Cell, spec: EnvSpec) -> list[Setting]:
         """Hyperparameter settings searched per cell on tuning instances; [{}] means none."""
         return [{}]
+
+    @classmethod
+    def unavailable(cls, cell: Cell, spec: EnvSpec) -> str | None:
+        """Why this algorithm cannot run on ``cell`` (e.g. no trained policy), or None. ``--algos all``
+        skips such cells with a notice; naming the algorithm explicitly makes it an error."""
+        return None
 
     @classmethod
     def prepare(cls, cell: Cell, spec: EnvSpec, settings: list[Setting]) -> None:

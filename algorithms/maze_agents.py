@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
-from rl2bench.tasks.maze.layout import STEPS, bfs
 
 from rl2bench.registry import register_algorithm
+from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+from rl2bench.tasks.maze.layout import STEPS, bfs
 
 from .base import Agent
 

@@ -3,8 +3,7 @@
 OTS as the paper's scripts implemented it is *not* May et al.'s max-of-samples: draw N posterior
 vectors, keep the one with the highest joint posterior density, act greedily on it.
 
-Sampling is the cost of Table 1, so both draw Beta variates as X / (X + Y) from float32 Gamma
-variates: the joint log-density then needs only log X, log Y and log(X + Y).
+Sampling is the cost of Table 1: see ``sample_beta`` for how it is kept cheap.
 """
 
 from __future__ import annotations
@@ -34,10 +33,48 @@ def sample_beta_gammas(
     return x, y
 
 
-def beta_log_density_unnormalized(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sum over arms of (a-1) log theta + (b-1) log(1-theta), theta = x/(x+y), up to a constant."""
-    s = x + y
-    return ((a - 1) * np.log(x) + (b - 1) * np.log(y) - (a + b - 2) * np.log(s)).sum(axis=-1)
+def sample_beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int,
+                with_log_density: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``draws`` independent Beta(a, b) samples of every entry of ``a``/``b`` (integer-valued counts),
+    float32 of shape (draws, *a.shape), and optionally each sample's log-density up to a per-entry
+    constant (the same for every draw, so it does not change which draw is most probable).
+
+    Most arms of a bandit trial have a = 1 or b = 1 (pulled rarely, or never rewarded), where the
+    inverse CDF is closed-form: Beta(1, b) = 1 - U^(1/b), Beta(a, 1) = U^(1/a), with log-density
+    ((b-1)/b) log U resp. ((a-1)/a) log U. One uniform replaces two Gamma variates there; the rest
+    are drawn as X / (X + Y) from Gamma variates.
+    """
+    shape = a.shape
+    a_flat, b_flat = a.reshape(-1), b.reshape(-1)
+    closed = (a_flat == 1) | (b_flat == 1)
+    theta = np.empty((draws, a_flat.size), dtype=np.float32)
+    density = np.empty_like(theta) if with_log_density else None
+
+    idx = np.flatnonzero(closed)
+    if idx.size:
+        a_c, b_c = a_flat[idx], b_flat[idx]
+        first_is_one = a_c == 1
+        shape_param = np.where(first_is_one, b_c, a_c).astype(np.float32)  # the exponent's denominator
+        log_u = rng.random((draws, idx.size), dtype=np.float32)
+        np.subtract(np.float32(1), log_u, out=log_u)  # (0, 1]
+        np.log(log_u, out=log_u)
+        root = np.exp(log_u / shape_param)
+        theta[:, idx] = np.where(first_is_one, np.float32(1) - root, root)
+        if density is not None:
+            density[:, idx] = log_u * ((shape_param - 1) / shape_param)
+
+    idx = np.flatnonzero(~closed)
+    if idx.size:
+        a_g = a_flat[idx].astype(np.float32)
+        b_g = b_flat[idx].astype(np.float32)
+        x, y = sample_beta_gammas(rng, a_g, b_g, (draws, idx.size))
+        s = x + y
+        theta[:, idx] = x / s
+        if density is not None:
+            density[:, idx] = (a_g - 1) * np.log(x) + (b_g - 1) * np.log(y) - (a_g + b_g - 2) * np.log(s)
+
+    theta = theta.reshape(draws, *shape)
+    return theta, None if density is None else density.reshape(draws, *shape)
 
 
 @register_algorithm
@@ -48,10 +85,8 @@ class ThompsonSampling(BetaCountsAgent):
     cost = 8.0
 
     def act(self, obs):
-        a = self.successes.astype(np.float32)
-        b = self.failures.astype(np.float32)
-        x, y = sample_beta_gammas(self.rng, a, b, a.shape)
-        return np.argmax(x / (x + y), axis=1)
+        theta, _ = sample_beta(self.rng, self.successes, self.failures, 1)
+        return np.argmax(theta[0], axis=1)
 
 
 @register_algorithm
@@ -77,11 +112,6 @@ class OptimisticThompsonSampling(BetaCountsAgent):
         self.samples = int(samples)
 
     def act(self, obs):
-        a = self.successes.astype(np.float32)
-        b = self.failures.astype(np.float32)
-        size = (self.samples, *a.shape)
-        x, y = sample_beta_gammas(self.rng, a, b, size)
-        best = np.argmax(beta_log_density_unnormalized(x, y, a, b), axis=0)  # (batch,)
-        rows = np.arange(self.batch_size)
-        xb, yb = x[best, rows], y[best, rows]
-        return np.argmax(xb / (xb + yb), axis=1)
+        theta, density = sample_beta(self.rng, self.successes, self.failures, self.samples, with_log_density=True)
+        best = np.argmax(density.sum(axis=-1), axis=0)  # the most probable draw, per instance
+        return np.argmax(theta[best, np.arange(self.batch_size)], axis=1)

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rl2bench.tasks.maze.env import MazeVecEnv
 
 from rl2bench.registry import get_family
+from rl2bench.tasks.maze.env import MazeVecEnv
 
 
 def measure(cell_name: str, instances: int, workers: int, steps: int) -> dict:

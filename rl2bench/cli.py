@@ -1,4 +1,4 @@
-"""Command line: ``python -m rl2bench {list,run,table,check}``.
+"""Command line: ``python -m rl2bench {list,run,table,check,train}``.
 
 Every user mistake ends in one line on stderr naming the valid choices and exit code 2, never a
 traceback; Ctrl-C keeps every finished job on disk and says how to resume.
@@ -7,6 +7,7 @@ traceback; Ctrl-C keeps every finished job on disk and says how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -68,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--against", default="paper", help="'paper' or another run folder")
     p.add_argument("--tolerance", type=float, default=None, help="largest accepted |z| (default 3)")
+
+    p = sub.add_parser("train", help="train an RL^2 policy for one cell (TRPO + GRU); resumable")
+    p.add_argument("--task", required=True, help="mab or mdp")
+    p.add_argument("--cell", required=True, help="one cell, e.g. n10-k5 or n10")
+    p.add_argument("--preset", default="fast", help="'fast' (CPU-sized, default) or 'paper' (Appendix A)")
+    p.add_argument("--iters", type=_positive_int, default=None,
+                   help="train until this many iterations in total")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of the training streams")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/rl2/<task>-<cell>-<preset>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -114,7 +128,7 @@ def cmd_run(args) -> int:
     out = args.out or Path("results") / f"{family.name}-{datetime.now():%Y%m%d-%H%M%S}"
     tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
-                       args.jobs or default_n_jobs())
+                       args.jobs or default_n_jobs(), skip_unavailable=args.algos.strip() == "all")
     store = RunStore(out)
     store.open(config.identity(), args.resume)
     command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -170,7 +184,13 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check}
+def cmd_train(args) -> int:
+    from rl2bench.algorithms.rl2.trainer import train_command
+
+    return train_command(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"rl2bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rl2bench list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from joblib import Parallel, delayed
 
 from rl2bench import seeding
 from rl2bench.algorithms.base import Agent, Setting
+from rl2bench.errors import UserError
 from rl2bench.registry import get_family
 from rl2bench.results import RunStore
 from rl2bench.tasks.base import Cell, TaskFamily
@@ -155,6 +157,9 @@ class RunConfig:
     tune_instances: int = 1000
     seed: int = 0
     n_jobs: int = 2
+    #: True for ``--algos all``: (cell, algorithm) pairs an algorithm cannot run (no trained policy) are
+    #: skipped with a notice instead of failing the run.
+    skip_unavailable: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` to reuse stored jobs."""
@@ -171,22 +176,30 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
     """Tune and evaluate every (cell, algorithm) of ``config`` into ``store``, skipping stored jobs."""
     family = get_family(config.task)
     cells = [family.parse_cell(c) for c in config.cells]
-    grids = {(c.name, a.name): a.grid(c, family.spec(c)) for c in cells for a in config.algorithms}
+    pairs = []
     for c in cells:
         for a in config.algorithms:
-            a.prepare(c, family.spec(c), grids[c.name, a.name])
+            reason = a.unavailable(c, family.spec(c))
+            if reason is None:
+                pairs.append((c, a))
+            elif config.skip_unavailable:
+                notice(f"skipping {a.name} on {c.name}: {reason}")
+            else:
+                raise UserError(reason)
+    grids = {(c.name, a.name): a.grid(c, family.spec(c)) for c, a in pairs}
+    for c, a in pairs:
+        a.prepare(c, family.spec(c), grids[c.name, a.name])
 
     tune_jobs = []
-    for c in cells:
-        for a in config.algorithms:
-            grid = grids[c.name, a.name]
-            if len(grid) == 1:
-                continue
-            n_tune = tune_instances_for(a, config)
-            for s in grid:
-                done = store.tuning_chunks(c.name, a.name, setting_key(s))
-                tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i)
-                              for i in range(len(chunks(n_tune, family.chunk_size))) if i not in done]
+    for c, a in pairs:
+        grid = grids[c.name, a.name]
+        if len(grid) == 1:
+            continue
+        n_tune = tune_instances_for(a, config)
+        for s in grid:
+            done = store.tuning_chunks(c.name, a.name, setting_key(s))
+            tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i)
+                          for i in range(len(chunks(n_tune, family.chunk_size))) if i not in done]
 
     def save_tuning(job: Job, outcome: TrialOutcome) -> None:
         store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, job.chunk,
@@ -196,17 +209,16 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
 
     n_chunks = len(chunks(config.instances, family.chunk_size))
     eval_jobs = []
-    for c in cells:
-        for a in config.algorithms:
-            if store.has_eval(c.name, a.name):
-                continue
-            grid = grids[c.name, a.name]
-            chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
-            done = store.eval_chunks(c.name, a.name)
-            eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
-                          for i in range(n_chunks) if i not in done]
-            if len(done) == n_chunks:  # all chunks stored but not marked complete (killed in between)
-                store.complete_eval(config.task, c.name, a.name, chosen, n_chunks)
+    for c, a in pairs:
+        if store.has_eval(c.name, a.name):
+            continue
+        grid = grids[c.name, a.name]
+        chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
+        done = store.eval_chunks(c.name, a.name)
+        eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
+                      for i in range(n_chunks) if i not in done]
+        if len(done) == n_chunks:  # all chunks stored but not marked complete (killed in between)
+            store.complete_eval(config.task, c.name, a.name, chosen, n_chunks)
 
     def save_eval(job: Job, outcome: TrialOutcome) -> None:
         store.save_eval_chunk(job.cell, job.algorithm, job.chunk, job.task, outcome.returns,
@@ -215,6 +227,10 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
             store.complete_eval(job.task, job.cell, job.algorithm, job.setting, n_chunks)
 
     _run_jobs(eval_jobs, config.n_jobs, save_eval, "evaluation", progress)
+
+
+def notice(message: str) -> None:
+    print(f"rl2bench: {message}", file=sys.stderr)
 
 
 def default_n_jobs() -> int:

@@ -25,19 +25,23 @@ def p_worse_than_best(best: np.ndarray, other: np.ndarray) -> float:
     return 1.0 if np.isnan(p) else p  # identical constant samples: no evidence of a difference
 
 
-def summarize(results: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+def summarize(results: pd.DataFrame, alpha: float = ALPHA, references: frozenset[str] = frozenset()
+              ) -> pd.DataFrame:
     """One row per (cell, algorithm): mean, se, n, p-value against the cell's best, and ``marked``
-    (the best, or not significantly worse than it)."""
+    (the best, or not significantly worse than it). ``references`` (oracles that see hidden state) are
+    summarized but never compete: they are not the best and not marked."""
     rows = []
     for (task, cell), group in results.groupby(["task", "cell"], sort=False):
         by_algo = {a: g["return"].to_numpy() for a, g in group.groupby("algorithm", sort=False)}
-        means = {a: float(x.mean()) for a, x in by_algo.items()}
-        best = max(means, key=means.__getitem__)
+        means = {a: float(x.mean()) for a, x in by_algo.items() if a not in references}
+        best = max(means, key=means.__getitem__) if means else None
         for algo, x in by_algo.items():
             mean, se = mean_and_se(x)
-            p = p_worse_than_best(by_algo[best], x)
+            competing = best is not None and algo not in references
+            p = p_worse_than_best(by_algo[best], x) if competing else float("nan")
             rows.append({"task": task, "cell": cell, "algorithm": algo, "mean": mean, "se": se, "n": len(x),
-                         "best": algo == best, "p_value": p, "marked": algo == best or p >= alpha})
+                         "best": algo == best, "p_value": p,
+                         "marked": competing and (algo == best or p >= alpha)})
     return pd.DataFrame(rows)
 
 

@@ -66,6 +66,7 @@ class BanditFamily(TaskFamily):
     )
     cell_help = "n<pulls>-k<arms>, e.g. n100-k10"
     normalize_by = ("random", "gittins")
+    column_order = ("random", "gittins", "ts", "ots", "ucb1", "eps-greedy", "greedy", "rl2")
 
     def spec(self, cell: BanditCell) -> EnvSpec:
         return EnvSpec(family=self.name, n_states=1, n_actions=cell.k, horizon=1, n_episodes=cell.n)

@@ -133,6 +133,8 @@ class TaskFamily(ABC):
     cell_help: ClassVar[str]  # the name pattern, shown in errors and `list`
     # (lower, upper) reference algorithms for normalized scores: (x - lower) / (upper - lower).
     normalize_by: ClassVar[tuple[str, str] | None] = None
+    #: Leaderboard column order (the paper's); other algorithms follow in registration order.
+    column_order: ClassVar[tuple[str, ...]] = ()
     #: Instances per job: the fixed split that lets one (cell, algorithm) use every worker.
     chunk_size: ClassVar[int] = 250
     #: Default tuning instances per cell (None: as many as evaluation instances).

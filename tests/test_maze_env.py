@@ -11,7 +11,11 @@ import time
 
 import numpy as np
 import pytest
+
 from rl2bench.algorithms.maze_agents import MazeMemory, MazeOracle
+from rl2bench.errors import UserError
+from rl2bench.protocol import play_trials
+from rl2bench.registry import get_family
 from rl2bench.tasks.maze import layout as L
 from rl2bench.tasks.maze.engine import (
     FORWARD,
@@ -23,10 +27,6 @@ from rl2bench.tasks.maze.engine import (
     shortest_actions,
 )
 from rl2bench.tasks.maze.env import MazeVecEnv
-
-from rl2bench.errors import UserError
-from rl2bench.protocol import play_trials
-from rl2bench.registry import get_family
 
 pytestmark = pytest.mark.maze
 try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rl2bench.tasks.maze import layout as L
-from rl2bench.tasks.maze.engine import ENTER_STRIDES, GEOMETRY, downscale, shortest_actions
-from rl2bench.tasks.maze.wad import textmap, write_wad
 
 from rl2bench.errors import UserError
 from rl2bench.registry import get_family
+from rl2bench.tasks.maze import layout as L
+from rl2bench.tasks.maze.engine import ENTER_STRIDES, GEOMETRY, downscale, shortest_actions
+from rl2bench.tasks.maze.wad import textmap, write_wad
 
 
 def corridor(n: int = 3) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from rl2bench.tasks.maze.metrics import render_markdown, table3
 
 

@@ -123,3 +123,27 @@ def test_resume_refuses_a_different_run(tmp_path):
         store.open(_config().identity(), resume=False)
     with pytest.raises(UserError, match="seed"):
         store.open(_config(seed=4).identity(), resume=True)
+
+
+def test_all_skips_cells_an_algorithm_cannot_run_but_naming_it_fails(tmp_path, capsys):
+    from rl2bench.errors import UserError
+
+    class OnlyTwoArms(ALGOS["greedy"]):
+        name = "only-two-arms"
+
+        @classmethod
+        def unavailable(cls, cell, spec):
+            return None if spec.n_actions == 2 else "needs two arms"
+
+    store = RunStore(tmp_path / "r")
+    cfg = _config(algorithms=[ALGOS["random"], OnlyTwoArms], skip_unavailable=True)
+    store.open(cfg.identity(), resume=False)
+    run_benchmark(cfg, store, progress=False)
+    rows = store.results()
+    assert set(rows.loc[rows["algorithm"] == "only-two-arms", "cell"]) == {"n20-k2"}
+    assert "skipping only-two-arms on n10-k3: needs two arms" in capsys.readouterr().err
+    strict = RunStore(tmp_path / "strict")
+    cfg = _config(algorithms=[OnlyTwoArms])
+    strict.open(cfg.identity(), resume=False)
+    with pytest.raises(UserError, match="needs two arms"):
+        run_benchmark(cfg, strict, progress=False)

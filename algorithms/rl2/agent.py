@@ -1,0 +1,123 @@
+"""The ``rl2`` algorithm: a trained RL^2 policy from the zoo, played under the common protocol.
+
+The policy for a cell lives in ``leaderboard/zoo/<task>/<cell>/policy.pt`` (``$RL2BENCH_ZOO`` overrides
+the zoo folder), with the training command, preset, seed, wall time and learning curve beside it. The
+agent keeps one GRU hidden state per instance, zeroed when the trial starts and carried across its
+episodes, and samples actions from the policy with its own seeded generator. torch is imported only
+when an rl2 agent is actually used, so listing algorithms stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rl2bench.algorithms.base import Agent
+from rl2bench.errors import UserError
+from rl2bench.registry import register_algorithm
+
+POLICY_FILE = "policy.pt"
+
+
+def zoo_dir() -> Path:
+    """``$RL2BENCH_ZOO`` if set, else the repository's leaderboard/zoo."""
+    env = os.environ.get("RL2BENCH_ZOO")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "leaderboard" / "zoo"
+
+
+def policy_path(task: str, cell: str) -> Path:
+    return zoo_dir() / task / cell / POLICY_FILE
+
+
+def train_hint(task: str, cell: str) -> str:
+    """The command that trains the missing policy straight into the zoo (path relative when under cwd)."""
+    out = zoo_dir() / task / cell
+    try:
+        out = out.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python -m rl2bench train --task {task} --cell {cell} --preset fast --out {out}"
+
+
+@lru_cache(maxsize=16)
+def load_policy(path: str) -> tuple[Any, dict[str, Any]]:
+    """The policy network of a zoo file (cached per process) and the file's metadata."""
+    import torch
+
+    from .policy import Policy
+
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    net = Policy(data["n_states"], data["n_actions"], data["hidden"])
+    net.load_state_dict(data["state_dict"])
+    net.eval()
+    return net, {k: v for k, v in data.items() if k != "state_dict"}
+
+
+@register_algorithm
+class RL2(Agent):
+    """RL^2: a GRU policy trained by TRPO across trials (loads leaderboard/zoo/<task>/<cell>/policy.pt)."""
+
+    name = "rl2"
+    families = ("mab", "mdp")
+    cost = 30.0
+
+    @classmethod
+    def grid(cls, cell, spec):
+        """One setting naming the zoo entry: agents are built from the spec alone, which lacks the cell."""
+        return [{"policy": f"{spec.family}/{cell.name}"}]
+
+    @classmethod
+    def unavailable(cls, cell, spec) -> str | None:
+        path = policy_path(spec.family, cell.name)
+        if not path.exists():
+            return (f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
+                    f"train one with: {train_hint(spec.family, cell.name)}")
+        _, meta = load_policy(str(path))
+        if (meta["n_states"], meta["n_actions"]) != (spec.n_states, spec.n_actions):
+            return (f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} actions, not "
+                    f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
+        return None
+
+    @classmethod
+    def prepare(cls, cell, spec, settings) -> None:
+        reason = cls.unavailable(cell, spec)
+        if reason:
+            raise UserError(reason)
+
+    def __init__(self, spec, batch_size, rng, *, policy: str):
+        super().__init__(spec, batch_size, rng)
+        import torch
+
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)  # spinning OpenMP threads collapse throughput on a shared machine
+        from .policy import cached_weights, embed
+        from .rollout import sample_actions
+
+        path = zoo_dir() / policy / POLICY_FILE
+        self.net, _ = load_policy(str(path))
+        self._torch, self._embed, self._sample, self._cached = torch, embed, sample_actions, cached_weights
+        self.gen = torch.Generator()
+        self.gen.manual_seed(int(rng.integers(2**63 - 1)))
+        self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
+        self.prev_action = torch.zeros(batch_size, dtype=torch.long)
+        self.prev_reward = torch.zeros(batch_size)
+        self.prev_done = torch.zeros(batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.long)
+        x = self._embed(obs_t, self.prev_action, self.prev_reward, self.prev_done, self.spec.n_states,
+                        self.spec.n_actions)
+        with torch.no_grad(), self._cached():
+            logits, self.h = self.net.step(x, self.h)
+        return self._sample(logits, self.gen).numpy()
+
+    def observe(self, actions, rewards, next_obs, episode_done) -> None:
+        torch = self._torch
+        self.prev_action = torch.as_tensor(np.asarray(actions), dtype=torch.long)
+        self.prev_reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
+        self.prev_done = torch.as_tensor(np.asarray(episode_done), dtype=torch.float32)

@@ -1,0 +1,96 @@
+"""The RL^2 networks (paper Section 2.3 and Appendix A): a GRU over the embedded tuple (s, a_prev, r_prev,
+d_prev), then a fully connected layer (softmax over actions for the policy, a scalar for the baseline).
+
+Embedding: one-hot state (a constant 0 for bandits, which have one state), one-hot previous action,
+previous reward and episode-done flag as they are. At t = 0 the placeholders are action 0's embedding,
+reward 0 and flag 0. Sequences are time-major, shaped (steps, trials, ...).
+
+Initialisation follows Appendix A: weight normalisation without data-dependent init (the gain starts at
+the norm of the initial weight, so the network starts exactly at its Xavier/orthogonal weights) on every
+weight matrix, orthogonal hidden-to-hidden blocks, Xavier elsewhere, zero biases. The hidden state is
+zeroed at the start of a trial and carried across its episodes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+
+def input_size(n_states: int, n_actions: int) -> int:
+    """Width of the joint embedding: state one-hot (or one constant 0), action one-hot, reward, flag."""
+    return (n_states if n_states > 1 else 1) + n_actions + 2
+
+
+def embed(obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor, prev_done: torch.Tensor,
+          n_states: int, n_actions: int) -> torch.Tensor:
+    """Joint embedding phi(s, a, r, d) of any leading shape; actions and states are integer tensors."""
+    if n_states > 1:
+        s = nn.functional.one_hot(obs.long(), n_states).float()
+    else:
+        s = torch.zeros(*obs.shape, 1)
+    a = nn.functional.one_hot(prev_action.long(), n_actions).float()
+    return torch.cat([s, a, prev_reward.float().unsqueeze(-1), prev_done.float().unsqueeze(-1)], dim=-1)
+
+
+class RecurrentNet(nn.Module):
+    """GRU + linear head with the paper's initialisation; the policy and the baseline are two instances."""
+
+    def __init__(self, n_states: int, n_actions: int, hidden: int, n_out: int,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.n_states, self.n_actions, self.hidden = n_states, n_actions, hidden
+        self.gru = nn.GRU(input_size(n_states, n_actions), hidden)
+        self.head = nn.Linear(hidden, n_out)
+        with torch.no_grad():
+            for block in self.gru.weight_ih_l0.chunk(3, dim=0):  # one block per gate (reset, update, new)
+                nn.init.xavier_uniform_(block, generator=generator)
+            for block in self.gru.weight_hh_l0.chunk(3, dim=0):
+                nn.init.orthogonal_(block, generator=generator)
+            nn.init.xavier_uniform_(self.head.weight, generator=generator)
+            for bias in (self.gru.bias_ih_l0, self.gru.bias_hh_l0, self.head.bias):
+                bias.zero_()
+        for module, name in ((self.gru, "weight_ih_l0"), (self.gru, "weight_hh_l0"), (self.head, "weight")):
+            weight_norm(module, name, dim=0)  # gain initialised to the row norms: no data-dependent init
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(1, batch, self.hidden)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (steps, trials, input) -> (head outputs (steps, trials, n_out), last hidden (1, trials, H))."""
+        out, h = self.gru(x, h0)
+        return self.head(out), h
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step for a whole batch: x (trials, input) -> (outputs (trials, n_out), next hidden)."""
+        out, h = self.gru(x.unsqueeze(0), h)
+        return self.head(out[0]), h
+
+
+class Policy(RecurrentNet):
+    """Outputs action logits; the softmax is applied by the caller (Categorical over logits)."""
+
+    def __init__(self, n_states: int, n_actions: int, hidden: int = 256,
+                 generator: torch.Generator | None = None):
+        super().__init__(n_states, n_actions, hidden, n_actions, generator)
+
+
+class Baseline(RecurrentNet):
+    """State-value estimate of the discounted return-to-go of the trial, in units of ``scale`` so that
+    targets of size ~1 keep the regression well conditioned for every trial length."""
+
+    def __init__(self, n_states: int, n_actions: int, hidden: int = 256, scale: float = 1.0,
+                 generator: torch.Generator | None = None):
+        super().__init__(n_states, n_actions, hidden, 1, generator)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """(steps, trials) values in reward units."""
+        return self.forward(x)[0].squeeze(-1) * self.scale
+
+
+def cached_weights():
+    """Context manager: compute the weight-normalised matrices once for many small steps (rollouts)."""
+    return parametrize.cached()

@@ -1,0 +1,210 @@
+"""Vectorized rollouts for RL^2 training: a batch of trials advances one GRU step at a time, with the
+bandit and tabular-MDP environments themselves in torch (no Python loop over trials).
+
+Instances come from the TRAINING stream (``rl2bench.seeding.instance_rng(seed, "train", task, cell)``);
+evaluation and tuning instances are never seen during training. The MDP sampler here follows the paper
+(Section 3.2) so training can start before the MDP family lands; ``sample_instances`` is the one place to
+point at the family's own sampler later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rl2bench.errors import UserError
+
+from .policy import Policy, cached_weights, embed
+
+TASKS = ("mab", "mdp")
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What the trainer needs to know about a cell: sizes and the trial length."""
+
+    task: str
+    cell: str
+    n_states: int
+    n_actions: int
+    horizon: int  # steps per episode
+    n_episodes: int
+
+    @property
+    def trial_len(self) -> int:
+        return self.horizon * self.n_episodes
+
+
+MDP_CELL_HELP = "n<episodes>[-s<states>][-a<actions>][-t<horizon>], e.g. n10"
+_MDP_PREFIX = {"n": "n", "s": "states", "a": "actions", "t": "horizon"}
+
+
+def parse_mdp_cell(name: str) -> dict[str, int]:
+    """``n10`` .. ``n100`` with optional ``-s<states>``, ``-a<actions>``, ``-t<horizon>`` (paper: 10, 5, 10).
+    A stand-in until ``rl2bench.tasks.mdp`` is merged; then its cell type is used instead."""
+    values = {"n": 0, "states": 10, "actions": 5, "horizon": 10}
+    seen = set()
+    for part in name.strip().split("-"):
+        m = re.fullmatch(r"([a-z])(\d+)", part)
+        if not m or m.group(1) not in _MDP_PREFIX or m.group(1) in seen:
+            raise UserError(f"invalid mdp cell {name!r}: expected {MDP_CELL_HELP}")
+        seen.add(m.group(1))
+        values[_MDP_PREFIX[m.group(1)]] = int(m.group(2))
+    if "n" not in seen or min(values.values()) < 1 or values["actions"] < 2:
+        raise UserError(f"invalid mdp cell {name!r}: expected {MDP_CELL_HELP}")
+    return values
+
+
+def task_shape(task: str, cell: str) -> TaskShape:
+    """Sizes of a cell; bandit cells go through the registered family, MDP cells through the family if
+    it is importable, else the stand-in parser."""
+    if task == "mab":
+        from rl2bench.registry import get_family
+
+        family = get_family("mab")
+        parsed = family.parse_cell(cell)
+        spec = family.spec(parsed)
+        return TaskShape("mab", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
+    if task == "mdp":
+        family = _mdp_family()
+        if family is not None:  # the family's own cell names and sizes, once it is merged
+            parsed = family.parse_cell(cell)
+            spec = family.spec(parsed)
+            return TaskShape("mdp", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
+        v = parse_mdp_cell(cell)
+        return TaskShape("mdp", cell.strip(), v["states"], v["actions"], v["horizon"], v["n"])
+    raise UserError(f"rl2 trains on tasks {', '.join(TASKS)}; got {task!r}")
+
+
+def _mdp_family():
+    """The registered ``mdp`` family, or None while it is not part of this checkout."""
+    from rl2bench.registry import families
+
+    return families().get("mdp")
+
+
+def sample_instances(shape: TaskShape, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+    """Hidden parameters of ``count`` instances. Bandits: the registered family's sampler (p ~ U[0,1]).
+    MDPs (paper 3.2): reward means ~ N(1, 1) per (s, a), transitions ~ flat Dirichlet per (s, a)."""
+    if shape.task == "mab":
+        from rl2bench.registry import get_family
+
+        family = get_family("mab")
+        return family.sample(family.parse_cell(shape.cell), rng, count)
+    s, a = shape.n_states, shape.n_actions
+    return {"reward_means": rng.normal(1.0, 1.0, size=(count, s, a)),
+            "transitions": rng.dirichlet(np.ones(s), size=(count, s, a))}
+
+
+class TorchBandit:
+    """Bernoulli arms; one state (observation 0); every step ends an episode."""
+
+    def __init__(self, arm_means: np.ndarray, generator: torch.Generator):
+        self.p = torch.as_tensor(arm_means, dtype=torch.float32)
+        self.batch = self.p.shape[0]
+        self.gen = generator
+        self.rows = torch.arange(self.batch)
+
+    def reset(self) -> torch.Tensor:
+        return torch.zeros(self.batch, dtype=torch.long)
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        u = torch.rand(self.batch, generator=self.gen)
+        reward = (u < self.p[self.rows, actions]).float()
+        return reward, torch.zeros(self.batch, dtype=torch.long), torch.ones(self.batch)
+
+
+class TorchTabularMDP:
+    """Gaussian rewards with unit noise, categorical transitions, episodes of ``horizon`` steps that all
+    start in state 0."""
+
+    def __init__(self, reward_means: np.ndarray, transitions: np.ndarray, horizon: int,
+                 generator: torch.Generator):
+        self.r = torch.as_tensor(reward_means, dtype=torch.float32)
+        self.cdf = torch.as_tensor(transitions, dtype=torch.float32).cumsum(-1)
+        self.batch, self.n_states = self.r.shape[0], self.r.shape[1]
+        self.horizon = horizon
+        self.gen = generator
+        self.rows = torch.arange(self.batch)
+
+    def reset(self) -> torch.Tensor:
+        self.t = 0
+        self.state = torch.zeros(self.batch, dtype=torch.long)
+        return self.state
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.state
+        noise = torch.randn(self.batch, generator=self.gen)
+        reward = self.r[self.rows, s, actions] + noise
+        u = torch.rand(self.batch, 1, generator=self.gen)
+        nxt = (self.cdf[self.rows, s, actions] < u).sum(-1).clamp_max(self.n_states - 1)
+        self.t += 1
+        done = self.t % self.horizon == 0
+        self.state = torch.zeros_like(nxt) if done else nxt
+        return reward, self.state, torch.full((self.batch,), float(done))
+
+
+def make_env(shape: TaskShape, instances: dict[str, np.ndarray], generator: torch.Generator):
+    if shape.task == "mab":
+        return TorchBandit(instances["arm_means"], generator)
+    return TorchTabularMDP(instances["reward_means"], instances["transitions"], shape.horizon, generator)
+
+
+@dataclass
+class Batch:
+    """One iteration's trials, time-major (steps, trials). ``dones[t]`` flags that step t ended an episode."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    logits: torch.Tensor  # behaviour policy's logits, (steps, trials, actions)
+
+    def inputs(self, n_states: int, n_actions: int) -> torch.Tensor:
+        """The policy's inputs for every step, rebuilt from the stored arrays (placeholders at t = 0)."""
+        def shifted(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(x[:1]), x[:-1]], dim=0)
+
+        return embed(self.obs, shifted(self.actions), shifted(self.rewards), shifted(self.dones), n_states,
+                     n_actions)
+
+    def trial_returns(self) -> torch.Tensor:
+        return self.rewards.sum(0)
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Inverse-CDF sampling from softmax(logits) with an explicit generator, for any batch shape."""
+    cdf = torch.softmax(logits, dim=-1).cumsum(-1)
+    u = torch.rand(*logits.shape[:-1], 1, generator=generator)
+    return (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def collect(policy: Policy, shape: TaskShape, instances: dict[str, np.ndarray], env_gen: torch.Generator,
+            act_gen: torch.Generator) -> Batch:
+    """Play one trial on every instance, all trials stepping together through the GRU."""
+    env = make_env(shape, instances, env_gen)
+    n = env.batch
+    length = shape.trial_len
+    obs = torch.empty(length, n, dtype=torch.long)
+    actions = torch.empty(length, n, dtype=torch.long)
+    rewards = torch.empty(length, n)
+    dones = torch.empty(length, n)
+    logits = torch.empty(length, n, shape.n_actions)
+    o = env.reset()
+    a_prev = torch.zeros(n, dtype=torch.long)
+    r_prev = torch.zeros(n)
+    d_prev = torch.zeros(n)
+    h = policy.initial_state(n)
+    with cached_weights():
+        for t in range(length):
+            x = embed(o, a_prev, r_prev, d_prev, shape.n_states, shape.n_actions)
+            logits[t], h = policy.step(x, h)
+            a = sample_actions(logits[t], act_gen)
+            r, o_next, d = env.step(a)
+            obs[t], actions[t], rewards[t], dones[t] = o, a, r, d
+            o, a_prev, r_prev, d_prev = o_next, a, r, d
+    return Batch(obs, actions, rewards, dones, logits)

@@ -1,0 +1,428 @@
+"""The RL^2 outer loop: collect a batch of trials, fit nothing yet, estimate advantages with the recurrent
+baseline and GAE, take one TRPO step on the policy, then fit the baseline; checkpoint, log, repeat.
+
+Everything random comes from named training streams of ``rl2bench.seeding`` (instances, environment
+noise, action sampling, network init), and every stream's state is in the checkpoint, so ``--resume``
+continues with exactly the iteration an uninterrupted run would have made next.
+
+Presets:
+
+* ``paper``: Appendix A.1/A.2 (GRU 256, 250,000 steps per iteration, gamma 0.99, GAE lambda 0.3, mean
+  KL 0.01). About a minute per iteration on 2 CPU cores: a GPU or a long background job.
+* ``fast``: the same algorithm (TRPO, separate GRU baseline) sized for a CPU: GRU 64, 25,000-step
+  batches, Fisher-vector products on a 20% subsample of the trials (3x faster updates), chosen by
+  measurement (see leaderboard/zoo/README.md); trials of 50+ steps (bandits with n >= 50, every MDP
+  cell) add an entropy bonus 0.01, gamma 1 and lambda 0.95: with the paper's settings and no bonus the
+  policy's entropy collapsed within ~50 iterations at these small batches (n100-k10 with PPO in the
+  notes, MDP n10 with TRPO here) while the return stayed near random.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rl2bench import seeding
+from rl2bench.errors import UserError
+
+from .gae import discounted_returns, gae
+from .policy import Baseline, Policy
+from .rollout import Batch, TaskShape, collect, sample_instances, task_shape
+from .trpo import trpo_step
+
+CHECKPOINT = "checkpoint.pt"  # full training state, for --resume
+POLICY = "policy.pt"  # the small file the rl2 agent loads
+CURVE = "curve.csv"
+PLOT = "curve.png"
+META = "meta.json"
+POLICY_FORMAT = "rl2bench-rl2-policy/1"
+
+
+@dataclass
+class TrainConfig:
+    hidden: int = 256
+    batch_steps: int = 250_000  # environment steps per iteration (whole trials)
+    gamma: float = 0.99
+    lam: float = 0.3
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    damping: float = 1e-3
+    fvp_fraction: float = 1.0  # share of the batch's trials used for Fisher-vector products
+    ent_coef: float = 0.0  # entropy bonus added to the surrogate (0 in the paper)
+    center_adv: bool = True  # standardise advantages per batch (rllab's default)
+    baseline_epochs: int = 3
+    baseline_minibatches: int = 4
+    baseline_lr: float = 1e-3
+    iters: int = 1000
+    checkpoint_every: int = 5
+
+
+PRESETS = ("paper", "fast")
+
+
+def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
+    """The configuration a preset gives for a cell (see the module docstring)."""
+    if preset == "paper":
+        return TrainConfig()
+    if preset != "fast":
+        raise UserError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    cfg = TrainConfig(hidden=64, batch_steps=25_000, fvp_fraction=0.2, iters=_fast_iters(shape),
+                      checkpoint_every=5)
+    if shape.trial_len >= 50:  # long trials: keep exploring (see the module docstring)
+        cfg = dataclasses.replace(cfg, ent_coef=0.01, gamma=1.0, lam=0.95)
+    return cfg
+
+
+def _fast_iters(shape: TaskShape) -> int:
+    """Measured: n10-k5 reaches the paper's number in ~120 iterations; n10-k10 and n10-k50 were still
+    rising at 150 (more arms to explore). Longer trials are guesses scaled with the trial length."""
+    if shape.task == "mab":
+        if shape.n_episodes <= 10:
+            return 150 if shape.n_actions <= 5 else 400
+        return 1000
+    return 500 if shape.trial_len <= 100 else 1000
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """``key=value`` strings (``--set``) onto a config, typed by the field's default."""
+    types = {f.name: type(f.default) for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise UserError(f"bad --set {item!r}: expected key=value with key one of {', '.join(types)}")
+        try:
+            kind = types[key]
+            changes[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        except ValueError:
+            raise UserError(f"bad --set {item!r}: {key} takes a {types[key].__name__}") from None
+    return dataclasses.replace(cfg, **changes)
+
+
+def reference_scores(task: str, cell: str) -> dict[str, float]:
+    """The paper's random, reference (Gittins for bandits, OPSRL for MDPs) and RL^2 numbers for a cell,
+    from leaderboard/paper/*.csv; empty for cells the paper did not run."""
+    table = "table1_mab.csv" if task == "mab" else "table2_mdp.csv"
+    upper = "gittins" if task == "mab" else "opsrl"
+    out: dict[str, float] = {}
+    with files("rl2bench.paper").joinpath(table).open() as fh:
+        for row in csv.DictReader(fh):
+            if row["task"] == task and row["cell"] == cell and row["algorithm"] in ("random", upper, "rl2"):
+                key = {"random": "random", upper: "reference", "rl2": "rl2"}[row["algorithm"]]
+                out[key] = float(row["value"])
+    return out
+
+
+def normalized(value: float, refs: dict[str, float]) -> float:
+    if "random" not in refs or "reference" not in refs:
+        return float("nan")
+    return (value - refs["random"]) / (refs["reference"] - refs["random"])
+
+
+def _torch_gen(np_rng: np.random.Generator) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(np_rng.integers(2**63 - 1)))
+    return gen
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run for one cell, writing into ``out``."""
+
+    def __init__(self, task: str, cell: str, preset: str, seed: int, out: Path,
+                 config: TrainConfig | None = None, command: str = ""):
+        self.shape = task_shape(task, cell)
+        self.preset, self.seed, self.out = preset, seed, Path(out)
+        self.cfg = config or preset_config(preset, self.shape)
+        self.command = command
+        self.refs = reference_scores(self.shape.task, self.shape.cell)
+        s = self.shape
+        init = seeding.generator(seed, "init", s.task, s.cell, "rl2")
+        self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init))
+        scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
+        self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, _torch_gen(init))
+        self.optimizer = torch.optim.Adam(self.baseline.parameters(), lr=self.cfg.baseline_lr)
+        self.instance_rng = seeding.instance_rng(seed, "train", s.task, s.cell)
+        self.env_gen = _torch_gen(seeding.env_rng(seed, "train", s.task, s.cell))
+        self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", s.task, s.cell, "rl2"))
+        self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", s.task, s.cell, "rl2"))
+        self.iteration = 0
+        self.wall_seconds = 0.0
+        self.curve: list[dict[str, float]] = []
+        self.saved_iteration = 0
+
+    @property
+    def n_trials(self) -> int:
+        return max(1, round(self.cfg.batch_steps / self.shape.trial_len))
+
+    # ---- one iteration -------------------------------------------------------------------------------
+    def iterate(self) -> dict[str, float]:
+        start = time.perf_counter()
+        s, cfg = self.shape, self.cfg
+        instances = sample_instances(s, self.instance_rng, self.n_trials)
+        batch = collect(self.policy, s, instances, self.env_gen, self.act_gen)
+        t_rollout = time.perf_counter() - start
+
+        x = batch.inputs(s.n_states, s.n_actions)
+        with torch.no_grad():
+            values = self.baseline.values(x)
+        returns = discounted_returns(batch.rewards, cfg.gamma)
+        adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
+        ev = 1.0 - float((returns - values).var() / returns.var().clamp_min(1e-8))
+        if cfg.center_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        info, entropy = self._policy_step(batch, x, adv)
+        t_policy = time.perf_counter() - start - t_rollout
+        self._fit_baseline(x, returns)
+        t_total = time.perf_counter() - start
+
+        self.iteration += 1
+        self.wall_seconds += t_total
+        mean_return = float(batch.trial_returns().mean())
+        row = {
+            "iteration": self.iteration,
+            "env_steps": self.iteration * self.n_trials * s.trial_len,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "mean_return": mean_return,
+            "normalized": normalized(mean_return, self.refs),
+            "entropy": entropy,
+            "kl": info.kl,
+            "kl_full_step": info.kl_full_step,
+            "backtracks": info.backtracks,
+            "accepted": int(info.accepted),
+            "surrogate_gain": info.surrogate_after - info.surrogate_before,
+            "baseline_ev": ev,
+            "seconds": t_total,
+            "rollout_seconds": t_rollout,
+            "policy_seconds": t_policy,
+        }
+        self.curve.append(row)
+        return row
+
+    def _policy_step(self, batch: Batch, x: torch.Tensor, adv: torch.Tensor):
+        cfg = self.cfg
+        old_logp_all = torch.log_softmax(batch.logits, -1)
+        old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+        old_p = old_logp_all.exp()
+
+        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+            logp_all = torch.log_softmax(self.policy(x)[0], -1)
+            logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+            surr = (torch.exp(logp - old_logp) * adv).mean()
+            if cfg.ent_coef:
+                surr = surr - cfg.ent_coef * (logp_all.exp() * logp_all).sum(-1).mean()
+            kl = (old_p * (old_logp_all - logp_all)).sum(-1).mean()
+            return surr, kl
+
+        n = x.shape[1]
+        if cfg.fvp_fraction < 1.0:
+            idx = torch.randperm(n, generator=self.fvp_gen)[: max(1, int(n * cfg.fvp_fraction))]
+        else:
+            idx = torch.arange(n)
+
+        def fisher_kl() -> torch.Tensor:
+            logp_all = torch.log_softmax(self.policy(x[:, idx])[0], -1)
+            return (old_p[:, idx] * (old_logp_all[:, idx] - logp_all)).sum(-1).mean()
+
+        info = trpo_step(self.policy, evaluate, fisher_kl, cfg.max_kl, cfg.cg_iters, cfg.damping)
+        entropy = float(-(old_p * old_logp_all).sum(-1).mean())  # of the behaviour policy
+        return info, entropy
+
+    def _fit_baseline(self, x: torch.Tensor, returns: torch.Tensor) -> None:
+        """A few Adam epochs of squared error on the discounted returns, minibatches of whole trials."""
+        n = x.shape[1]
+        target = returns / self.baseline.scale
+        for _ in range(self.cfg.baseline_epochs):
+            order = torch.randperm(n, generator=self.fvp_gen)
+            for idx in order.chunk(self.cfg.baseline_minibatches):
+                pred = self.baseline(x[:, idx])[0].squeeze(-1)
+                loss = ((pred - target[:, idx]) ** 2).mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "task": self.shape.task, "cell": self.shape.cell, "preset": self.preset, "seed": self.seed,
+            "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
+            "policy": self.policy.state_dict(), "baseline": self.baseline.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "instance_rng": self.instance_rng.bit_generator.state,
+            "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
+            "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, out: Path, command: str = "") -> Trainer:
+        state = torch.load(Path(out) / CHECKPOINT, weights_only=False)
+        self = cls(state["task"], state["cell"], state["preset"], state["seed"], out,
+                   TrainConfig(**state["config"]), command or state.get("command", ""))
+        self.policy.load_state_dict(state["policy"])
+        self.baseline.load_state_dict(state["baseline"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.instance_rng.bit_generator.state = state["instance_rng"]
+        self.env_gen.set_state(state["env_gen"])
+        self.act_gen.set_state(state["act_gen"])
+        self.fvp_gen.set_state(state["fvp_gen"])
+        self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
+        self.curve = state["curve"]
+        self.saved_iteration = self.iteration
+        return self
+
+    def policy_file(self) -> dict[str, Any]:
+        s = self.shape
+        return {"format": POLICY_FORMAT, "task": s.task, "cell": s.cell, "n_states": s.n_states,
+                "n_actions": s.n_actions, "hidden": self.cfg.hidden, "state_dict": self.policy.state_dict(),
+                "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
+
+    def save(self, finished: bool) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.state(), self.out / CHECKPOINT)
+        _atomic_save(self.policy_file(), self.out / POLICY)
+        self._write_curve()
+        target = self.refs.get("rl2", float("inf"))
+        reached = next((r for r in self.curve if r["mean_return"] >= target), None)
+        meta = {
+            "status": "complete" if finished else "partial",
+            "task": self.shape.task, "cell": self.shape.cell, "preset": self.preset, "seed": self.seed,
+            "iterations": self.iteration, "target_iterations": self.cfg.iters,
+            "env_steps": self.iteration * self.n_trials * self.shape.trial_len,
+            "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
+            "command": self.command, "paper": self.refs,
+            "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
+            "first_reached_paper_rl2": None if reached is None else
+            {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+        }
+        _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
+        self._plot()
+        self.saved_iteration = self.iteration
+
+    def _write_curve(self) -> None:
+        if not self.curve:
+            return
+        tmp = self.out / f".{CURVE}.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(self.curve[0]))
+            writer.writeheader()
+            writer.writerows(self.curve)
+        os.replace(tmp, self.out / CURVE)
+
+    def _plot(self) -> None:
+        """Normalized score per iteration, as in the paper's Figures 2-3 (random 0, reference 1)."""
+        if not self.curve:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        its = [r["iteration"] for r in self.curve]
+        norm = not math.isnan(self.curve[0]["normalized"])
+        ys = [r["normalized"] if norm else r["mean_return"] for r in self.curve]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(its, ys, lw=1.2, label="RL$^2$ (training batch mean)")
+        if norm:
+            ref = "Gittins" if self.shape.task == "mab" else "OPSRL"
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label=f"{ref} (paper) = 1")
+            ax.axhline(0.0, color="grey", ls=":", lw=0.8, label="random = 0")
+            if "rl2" in self.refs:
+                ax.axhline(normalized(self.refs["rl2"], self.refs), color="C3", ls="-.", lw=0.8,
+                           label="paper RL$^2$")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("normalized return" if norm else "mean trial return")
+        ax.set_title(f"{self.shape.task} {self.shape.cell} ({self.preset}, seed {self.seed})")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        tmp = self.out / f".{PLOT}.tmp.png"
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, self.out / PLOT)
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self, iters: int | None = None, progress: bool = True) -> None:
+        """Train until ``iters`` iterations in total (default: the config's), checkpointing as it goes."""
+        from tqdm.auto import tqdm
+
+        total = iters or self.cfg.iters
+        bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 {self.shape.task} {self.shape.cell}",
+                   unit="it", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+        try:
+            while self.iteration < total:
+                row = self.iterate()
+                bar.set_postfix_str(
+                    f"ret {row['mean_return']:.2f} norm {row['normalized']:.3f} kl {row['kl']:.4f} "
+                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.2f}s/it",
+                    refresh=False)
+                bar.update(1)
+                if self.iteration % self.cfg.checkpoint_every == 0:
+                    self.save(finished=False)
+        finally:
+            bar.close()
+        self.save(finished=self.iteration >= self.cfg.iters)
+
+
+def train_command(args) -> int:
+    """``python -m rl2bench train``: start or resume a run (see ``build_parser`` in rl2bench/cli.py)."""
+    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shape = task_shape(args.task, args.cell)
+    out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+        trainer = Trainer.from_checkpoint(out)
+        if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
+            raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
+                            f"{shape.task} {shape.cell}")
+        if args.set:
+            raise UserError("--set cannot change the configuration of a run being resumed")
+    else:
+        if (out / CHECKPOINT).exists():
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
+        cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
+        if args.iters:
+            cfg = dataclasses.replace(cfg, iters=args.iters)
+        trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command)
+    if args.iters:
+        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
+          f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
+          f"{trainer.cfg.iters}; writing {out}", file=sys.stderr)
+    try:
+        trainer.run(progress=not args.no_progress)
+    except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
+        print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
+              f"with the same command plus --resume --out {out}", file=sys.stderr)
+        return 130
+    last = trainer.curve[-1] if trainer.curve else {}
+    mean = last.get("mean_return", float("nan"))
+    print(f"done: iteration {trainer.iteration}, mean trial return {mean:.3f}, {trainer.wall_seconds:.0f} s; "
+          f"policy in {out / POLICY}", file=sys.stderr)
+    return 0

@@ -1,0 +1,142 @@
+"""RL^2 trainer maths: conjugate gradient, Fisher-vector products, GAE, checked against known values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector
+
+from rl2bench.algorithms.rl2.gae import discounted_returns, gae
+from rl2bench.algorithms.rl2.policy import Policy, input_size
+from rl2bench.algorithms.rl2.trpo import conjugate_gradient, fisher_vector_product
+
+
+def test_cg_solves_hand_system():
+    a = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=2)  # exact in n steps: x = (1/11, 7/11)
+    assert torch.allclose(x, torch.tensor([1 / 11, 7 / 11], dtype=torch.float64), atol=1e-12)
+
+
+def test_cg_matches_direct_solve_on_random_spd():
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(20, dtype=torch.float64)
+    b = torch.randn(20, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=200, tol=1e-20)
+    assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-8)
+
+
+def _tiny():
+    g = torch.Generator().manual_seed(0)
+    net = Policy(n_states=1, n_actions=3, hidden=4, generator=g).double()
+    x = torch.randn(3, 2, input_size(1, 3), generator=g, dtype=torch.float64)
+    return net, x
+
+
+def test_fisher_vector_product_matches_hessian_of_kl():
+    net, x = _tiny()
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for _, p in net.named_parameters()]
+    theta0 = parameters_to_vector(net.parameters()).detach().clone()
+    with torch.no_grad():
+        old_logp = torch.log_softmax(net(x)[0], -1)
+
+    def kl_of(flat: torch.Tensor) -> torch.Tensor:
+        params, i = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            params[n] = flat[i:i + s.numel()].view(s)
+            i += s.numel()
+        logp = torch.log_softmax(functional_call(net, params, (x,))[0], -1)
+        return (old_logp.exp() * (old_logp - logp)).sum(-1).mean()
+
+    hessian = torch.autograd.functional.hessian(kl_of, theta0)
+    logp = torch.log_softmax(net(x)[0], -1)
+    kl = (old_logp.exp() * (old_logp - logp)).sum(-1).mean()
+    fvp = fisher_vector_product(kl, list(net.parameters()), damping=0.0)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = torch.randn(theta0.numel(), generator=g, dtype=torch.float64)
+        assert torch.allclose(fvp(v), hessian @ v, atol=1e-10)
+    fvp_damped = fisher_vector_product(kl, list(net.parameters()), damping=0.1)
+    assert torch.allclose(fvp_damped(v), hessian @ v + 0.1 * v, atol=1e-10)
+
+
+def test_gae_hand_example():
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.5], [1.0], [0.0]])
+    # deltas 1 + 0.9*1 - 0.5 = 1.4, 0 + 0 - 1 = -1, 2; A2 = 2, A1 = -1 + 0.45*2 = -0.1, A0 = 1.4 - 0.045
+    adv = gae(rewards, values, gamma=0.9, lam=0.5)
+    assert torch.allclose(adv[:, 0], torch.tensor([1.355, -0.1, 2.0]))
+    assert torch.allclose(discounted_returns(rewards, 0.9)[:, 0], torch.tensor([2.62, 1.8, 2.0]))
+    # lambda = 1: advantages are returns minus values
+    assert torch.allclose(gae(rewards, values, 0.9, 1.0), discounted_returns(rewards, 0.9) - values)
+
+
+def test_gae_runs_across_episode_ends():
+    """A trial's value flows back from later episodes: a reward in the last step reaches step 0."""
+    rewards = torch.zeros(6, 1)
+    rewards[-1] = 1.0
+    adv = gae(rewards, torch.zeros(6, 1), gamma=1.0, lam=1.0)
+    assert float(adv[0, 0]) == pytest.approx(1.0)
+
+
+def test_policy_init_follows_appendix_a():
+    net = Policy(1, 5, 16, torch.Generator().manual_seed(0))
+    w_hh = net.gru.weight_hh_l0.detach()
+    for block in w_hh.chunk(3, dim=0):  # orthogonal per gate
+        assert torch.allclose(block @ block.T, torch.eye(16), atol=1e-5)
+    for bias in (net.gru.bias_ih_l0, net.gru.bias_hh_l0, net.head.bias):
+        assert float(bias.detach().abs().max()) == 0.0
+    # weight norm without data-dependent init: gains are the initial rows' norms
+    gain = net.gru.parametrizations.weight_hh_l0.original0.detach().squeeze()
+    assert np.allclose(gain.numpy(), w_hh.norm(dim=1).numpy(), atol=1e-6)
+
+
+class _Logits(torch.nn.Module):
+    """A bare categorical distribution: the parameters are the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+
+
+def _kl_to(old_p: torch.Tensor, module: _Logits) -> torch.Tensor:
+    logp = torch.log_softmax(module.theta, -1)
+    return (old_p * (old_p.log() - logp)).sum()
+
+
+def test_trpo_step_respects_the_trust_region():
+    from rl2bench.algorithms.rl2.trpo import trpo_step
+
+    net = _Logits()
+    adv = torch.tensor([1.0, 0.0, 0.0, -1.0], dtype=torch.float64)
+    old_p = torch.softmax(net.theta.detach(), -1)
+
+    def evaluate():
+        p = torch.softmax(net.theta, -1)
+        return (p / old_p * old_p * adv).sum(), _kl_to(old_p, net)
+
+    info = trpo_step(net, evaluate, lambda: _kl_to(old_p, net), max_kl=0.01, damping=0.0)
+    assert info.accepted and 0.0 < info.kl <= 0.01 and info.surrogate_after > info.surrogate_before
+    assert info.kl_full_step == pytest.approx(0.01, rel=0.1)  # the quadratic model is close for a small step
+    theta = net.theta.detach()
+    assert float(theta[0]) > 0 > float(theta[3])
+
+
+def test_trpo_step_keeps_old_parameters_when_no_step_improves():
+    from rl2bench.algorithms.rl2.trpo import trpo_step
+
+    net = _Logits()
+    adv = torch.tensor([1.0, 0.0, 0.0, -1.0], dtype=torch.float64)
+    old_p = torch.softmax(net.theta.detach(), -1)
+
+    def evaluate():  # gradient points uphill, but the objective falls off at once in every direction
+        d = net.theta
+        return (adv * d).sum() - 1e6 * (d ** 2).sum(), _kl_to(old_p, net)
+
+    info = trpo_step(net, evaluate, lambda: _kl_to(old_p, net), max_kl=0.01)
+    assert not info.accepted and info.backtracks == 15 and info.kl == 0.0
+    assert float(net.theta.detach().abs().max()) == 0.0
