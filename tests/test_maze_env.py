@@ -267,3 +267,20 @@ def test_missing_vizdoom_is_a_clear_user_error(monkeypatch):
     with pytest.raises(UserError, match="rl2bench"):
         MazeVecEnv(FAMILY.spec(FAMILY.parse_cell("small")), corridor(5))
     assert get_family("mab").spec(get_family("mab").parse_cell("n10-k5")).n_actions == 5  # others still work
+
+
+def test_interpreter_exit_without_close_leaves_no_engine(tmp_path):
+    """An environment never closed by its owner is closed by the atexit hook."""
+    script = textwrap.dedent("""
+        from rl2bench.registry import get_family
+        from rl2bench.tasks.maze.env import MazeVecEnv
+        fam = get_family("maze"); cell = fam.parse_cell("small-e1")
+        env = MazeVecEnv(fam.spec(cell), fam.sample_instances(cell, 0, "eval", 2), workers=1, games_per_worker=2)
+        print(*env._engine_pids, *env._workdirs, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids, workdirs = out.stdout.split()[:2], out.stdout.split()[2:]
+    assert len(pids) == 2 and not any(alive(int(p)) for p in pids)
+    assert workdirs and not any(os.path.exists(d) for d in workdirs)
+    assert os.listdir(tmp_path) == []
