@@ -1,9 +1,9 @@
 """Maze environment throughput: instance-steps per second of MazeVecEnv with 1 and 2 worker processes.
 
-    OMP_NUM_THREADS=1 python benchmarks/maze_env.py [--steps 300] [--instances 16] [--cell small]
+    OMP_NUM_THREADS=1 python benchmarks/maze_env.py [--steps 300] [--instances 16] [--cells small,large]
 
 Random actions (forward strides are 15 engine tics, turns 1 tic), every instance active for the whole
-measurement (horizon raised so no trial ends). Prints a table and writes benchmarks/maze_env.json.
+measurement (horizon raised so no trial ends). Prints a table and writes benchmarks/results/maze_env.json.
 Timings depend on the machine's load: note what else ran when you record them.
 """
 
@@ -48,16 +48,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--instances", type=int, default=16)
-    parser.add_argument("--cell", default="small")
+    parser.add_argument("--cells", default="small,large")
     args = parser.parse_args()
-    rows = [measure(args.cell, args.instances, w, args.steps) for w in (1, 2)]
+    rows = [measure(c, args.instances, w, args.steps) for c in args.cells.split(",") for w in (1, 2)]
     for r in rows:
         print(f"{r['cell']:>6} {r['instances']:3d} instances, {r['workers']} worker(s): {r['steps_per_s']:8.1f} "
               f"instance-steps/s (startup {r['startup_s']} s, first reset {r['reset_s']} s)")
     load = os.getloadavg()
     record = {"rows": rows, "cpu_count": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
               "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = Path(__file__).with_name("maze_env.json")
+    out = Path(__file__).parent / "results" / "maze_env.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"load average {load[0]:.2f} (other processes share the CPUs); written {out}")
 

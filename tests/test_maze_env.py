@@ -197,15 +197,16 @@ def test_batches_larger_than_the_engine_pool():
 def test_no_engine_survives_close_crash_or_interrupt():
     lay = FAMILY.sample_instances(FAMILY.parse_cell("small"), 0, "eval", 4)
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)
-    pids = list(env._engine_pids)
-    assert len(pids) == 4 and all(alive(p) for p in pids)
+    pids, workdirs = list(env._engine_pids), list(env._workdirs)
+    assert len(pids) == 4 and all(alive(p) for p in pids) and all(os.path.isdir(d) for d in workdirs)
     env.close()
     assert not any(alive(p) for p in pids)
+    assert not any(os.path.exists(d) for d in workdirs)
     assert not os.path.exists("_vizdoom.ini") and not os.path.exists("_vizdoom")
 
     # A crashed worker: the next step raises, and every engine is gone.
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)
-    pids, shm = list(env._engine_pids), list(env._shm)
+    pids, shm, workdirs = list(env._engine_pids), list(env._shm), list(env._workdirs)
     assert len(shm) == 4 * 3  # each engine's shared memory and two message queues
     env.reset()
     env._procs[0].kill()
@@ -213,7 +214,7 @@ def test_no_engine_survives_close_crash_or_interrupt():
     with pytest.raises(RuntimeError, match="worker"):
         env.step(np.zeros(4, dtype=np.int64))
     assert not any(alive(p) for p in pids)
-    assert not any(os.path.exists(p) for p in shm)
+    assert not any(os.path.exists(p) for p in shm + workdirs)
 
     # Ctrl-C inside a trial: the protocol's finally closes the environment.
     seen = {}
@@ -266,3 +267,20 @@ def test_missing_vizdoom_is_a_clear_user_error(monkeypatch):
     with pytest.raises(UserError, match="rl2bench"):
         MazeVecEnv(FAMILY.spec(FAMILY.parse_cell("small")), corridor(5))
     assert get_family("mab").spec(get_family("mab").parse_cell("n10-k5")).n_actions == 5  # others still work
+
+
+def test_interpreter_exit_without_close_leaves_no_engine(tmp_path):
+    """An environment never closed by its owner is closed by the atexit hook."""
+    script = textwrap.dedent("""
+        from rl2bench.registry import get_family
+        from rl2bench.tasks.maze.env import MazeVecEnv
+        fam = get_family("maze"); cell = fam.parse_cell("small-e1")
+        env = MazeVecEnv(fam.spec(cell), fam.sample_instances(cell, 0, "eval", 2), workers=1, games_per_worker=2)
+        print(*env._engine_pids, *env._workdirs, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pids, workdirs = out.stdout.split()[:2], out.stdout.split()[2:]
+    assert len(pids) == 2 and not any(alive(int(p)) for p in pids)
+    assert workdirs and not any(os.path.exists(d) for d in workdirs)
+    assert os.listdir(tmp_path) == []

@@ -16,6 +16,7 @@ import atexit
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,15 +130,17 @@ class MazeVecEnv(VecEnv):
         self._conns: list[Any] = []
         self._engine_pids: list[int] = []
         self._shm: list[str] = []
+        self._workdirs: list[str] = []  # each worker's temp folder (WAD, engine config), removed on close
         self._closed = False
         _LIVE.add(self)
         try:
             for w in range(self.n_workers):
                 self._start_worker(w)
             for w in range(self.n_workers):
-                _, pids, shm = self._recv(w)
+                _, pids, shm, workdir = self._recv(w)
                 self._engine_pids += pids
                 self._shm += shm
+                self._workdirs.append(workdir)
         except BaseException:
             self.close()
             raise
@@ -292,6 +295,8 @@ class MazeVecEnv(VecEnv):
         for conn in self._conns:
             conn.close()
         kill_engines(self._engine_pids, self._shm)  # a crashed or killed worker leaves its engines behind
+        for workdir in self._workdirs:  # a worker killed before its own cleanup leaves its folder
+            shutil.rmtree(workdir, ignore_errors=True)
         _LIVE.discard(self)
 
     def __del__(self):
