@@ -112,3 +112,16 @@ def test_oracle_earns_the_true_optimal_value():
     assert abs(oracle.mean() - cell.n * v0.mean()) < 4 * se
     psrl = play_trials(FAMILY, cell, algorithms("mdp")["psrl"], {}, 300, 3, "eval").returns
     assert oracle.mean() > psrl.mean()
+
+
+def test_cli_runs_every_algorithm_on_a_small_cell(tmp_path):
+    from rl2bench import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--task", "mdp", "--algos", "all", "--cells", "n2-s2-a2-t2", "--instances", "20",
+                   "--tune-instances", "10", "--out", str(out), "--jobs", "1", "--no-progress"])
+    assert rc == 0
+    board = (out / "leaderboard.md").read_text()
+    for name in ["random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy"]:
+        assert name in board
+    assert "oracle" not in board and "Normalized scores (random = 0, opsrl = 1)" in board
