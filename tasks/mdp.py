@@ -93,7 +93,7 @@ class MDPFamily(TaskFamily):
     column_order = ("random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "rl2")
     # Tuning instances per setting (evaluation keeps 1000): stable choices shown by
     # benchmarks/mdp_tune_stability.py, recorded in leaderboard/NOTES.md.
-    tune_instances: ClassVar[int] = 200
+    tune_instances: ClassVar[int] = 100
 
     def spec(self, cell: MDPCell) -> EnvSpec:
         return EnvSpec(family=self.name, n_states=cell.s, n_actions=cell.a, horizon=cell.t, n_episodes=cell.n)
