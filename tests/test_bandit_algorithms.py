@@ -222,3 +222,14 @@ def test_sample_beta_is_beta_and_its_density_is_right(a, b):
     ok = (sample > 1e-4) & (sample < 1 - 1e-4)
     np.testing.assert_allclose((got - ref)[ok], np.median((got - ref)[ok]), atol=5e-3)
 
+
+
+@pytest.mark.parametrize("k", [1.0, 2.0, 3.0, 4.0, 5.0, 30.0])
+def test_integer_gamma_sampler(k):
+    from scipy import stats
+
+    from rl2bench.algorithms.thompson import sample_gamma_integer
+
+    x = sample_gamma_integer(np.random.default_rng(6), np.array([k, 1.0, 3.0], dtype=np.float32), 20000)
+    assert x.shape == (20000, 3) and x.dtype == np.float32
+    assert stats.kstest(x[:, 0].astype(np.float64), stats.gamma(k).cdf).pvalue > 1e-3
