@@ -59,49 +59,89 @@ def sample_gamma_integer(rng: np.random.Generator, k: np.ndarray, draws: int) ->
     return out
 
 
-def sample_beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int,
-                with_log_density: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """``draws`` independent Beta(a, b) samples of every entry of ``a``/``b`` (integer-valued counts),
-    float32 of shape (draws, *a.shape), and optionally each sample's log-density up to a per-entry
-    constant (the same for every draw, so it does not change which draw is most probable).
+class _BetaDraws:
+    """``draws`` independent Beta(a, b) draws of every entry of integer-valued counts ``a``, ``b``,
+    kept in two compact groups of entries (flat indices ``closed`` and ``general``).
 
     Most arms of a bandit trial have a = 1 or b = 1 (pulled rarely, or never rewarded), where the
     inverse CDF is closed-form: Beta(1, b) = 1 - U^(1/b), Beta(a, 1) = U^(1/a), with log-density
-    ((b-1)/b) log U resp. ((a-1)/a) log U. One uniform replaces two Gamma variates there; the rest
-    are drawn as X / (X + Y) from Gamma variates (see ``sample_gamma_integer``).
+    ((b-1)/b) log U resp. ((a-1)/a) log U up to a constant. One uniform replaces two Gamma variates
+    there; the rest are drawn as X / (X + Y) from Gamma variates (see ``sample_gamma_integer``).
+    Log-densities are exact up to a per-entry constant, the same for every draw, so they rank draws.
     """
-    shape = a.shape
-    a_flat, b_flat = a.reshape(-1), b.reshape(-1)
-    closed = (a_flat == 1) | (b_flat == 1)
-    theta = np.empty((draws, a_flat.size), dtype=np.float32)
-    density = np.empty_like(theta) if with_log_density else None
 
-    idx = np.flatnonzero(closed)
-    if idx.size:
-        a_c, b_c = a_flat[idx], b_flat[idx]
-        first_is_one = a_c == 1
-        shape_param = np.where(first_is_one, b_c, a_c).astype(np.float32)  # the exponent's denominator
-        log_u = rng.random((draws, idx.size), dtype=np.float32)
+    def __init__(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int):
+        a_flat, b_flat = a.reshape(-1), b.reshape(-1)
+        is_closed = (a_flat == 1) | (b_flat == 1)
+        self.size = a_flat.size
+        self.closed = np.flatnonzero(is_closed)
+        self.first_is_one = a_flat[self.closed] == 1
+        self.root_of = np.where(self.first_is_one, b_flat[self.closed], a_flat[self.closed]).astype(np.float32)
+        log_u = rng.random((draws, self.closed.size), dtype=np.float32)
         np.subtract(np.float32(1), log_u, out=log_u)  # (0, 1]
-        np.log(log_u, out=log_u)
-        root = np.exp(log_u / shape_param)
-        theta[:, idx] = np.where(first_is_one, np.float32(1) - root, root)
-        if density is not None:
-            density[:, idx] = log_u * ((shape_param - 1) / shape_param)
+        self.log_u = np.log(log_u, out=log_u)
+        self.general = np.flatnonzero(~is_closed)
+        self.a_g = a_flat[self.general].astype(np.float32)
+        self.b_g = b_flat[self.general].astype(np.float32)
+        self.x = sample_gamma_integer(rng, self.a_g, draws)
+        self.y = sample_gamma_integer(rng, self.b_g, draws)
+        self.s = self.x + self.y
 
-    idx = np.flatnonzero(~closed)
-    if idx.size:
-        a_g = a_flat[idx].astype(np.float32)
-        b_g = b_flat[idx].astype(np.float32)
-        x = sample_gamma_integer(rng, a_g, draws)
-        y = sample_gamma_integer(rng, b_g, draws)
-        s = x + y
-        theta[:, idx] = x / s
-        if density is not None:
-            density[:, idx] = (a_g - 1) * np.log(x) + (b_g - 1) * np.log(y) - (a_g + b_g - 2) * np.log(s)
+    def closed_theta(self, log_u: np.ndarray) -> np.ndarray:
+        root = np.exp(log_u / self.root_of)
+        return np.where(self.first_is_one, np.float32(1) - root, root)
 
-    theta = theta.reshape(draws, *shape)
-    return theta, None if density is None else density.reshape(draws, *shape)
+    def closed_density(self) -> np.ndarray:
+        return self.log_u * ((self.root_of - 1) / self.root_of)
+
+    def general_density(self) -> np.ndarray:
+        a, b = self.a_g, self.b_g
+        return (a - 1) * np.log(self.x) + (b - 1) * np.log(self.y) - (a + b - 2) * np.log(self.s)
+
+
+def sample_beta(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int,
+                with_log_density: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Beta(a, b) draws of every entry, float32 of shape (draws, *a.shape), and optionally each draw's
+    log-density up to a per-entry constant (see ``_BetaDraws``)."""
+    d = _BetaDraws(rng, a, b, draws)
+    theta = np.empty((draws, d.size), dtype=np.float32)
+    theta[:, d.closed] = d.closed_theta(d.log_u)
+    theta[:, d.general] = d.x / d.s
+    density = None
+    if with_log_density:
+        density = np.empty_like(theta)
+        density[:, d.closed] = d.closed_density()
+        density[:, d.general] = d.general_density()
+        density = density.reshape(draws, *a.shape)
+    return theta.reshape(draws, *a.shape), density
+
+
+def _sum_by_row(values: np.ndarray, flat_index: np.ndarray, row_length: int, out: np.ndarray) -> None:
+    """out[:, r] += sum of ``values`` columns whose sorted flat index lies in row r."""
+    if not flat_index.size:
+        return
+    rows = flat_index // row_length
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    out[:, rows[starts]] += np.add.reduceat(values, starts, axis=1)
+
+
+def most_probable_draw(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, draws: int) -> np.ndarray:
+    """For each row (instance) of the (instances, arms) counts: draw ``draws`` posterior vectors and return
+    the one with the highest joint log-density, shape (instances, arms). Only the winners' values are
+    ever formed, which is what makes OTS's grid affordable."""
+    rows, arms = a.shape
+    d = _BetaDraws(rng, a, b, draws)
+    joint = np.zeros((draws, rows), dtype=np.float32)
+    _sum_by_row(d.closed_density(), d.closed, arms, joint)
+    _sum_by_row(d.general_density(), d.general, arms, joint)
+    best = np.argmax(joint, axis=0)  # (instances,)
+    theta = np.empty(rows * arms, dtype=np.float32)
+    winner = best[d.closed // arms]
+    theta[d.closed] = d.closed_theta(d.log_u[winner, np.arange(d.closed.size)])
+    winner = best[d.general // arms]
+    cols = np.arange(d.general.size)
+    theta[d.general] = d.x[winner, cols] / d.s[winner, cols]
+    return theta.reshape(rows, arms)
 
 
 @register_algorithm
@@ -139,6 +179,4 @@ class OptimisticThompsonSampling(BetaCountsAgent):
         self.samples = int(samples)
 
     def act(self, obs):
-        theta, density = sample_beta(self.rng, self.successes, self.failures, self.samples, with_log_density=True)
-        best = np.argmax(density.sum(axis=-1), axis=0)  # the most probable draw, per instance
-        return np.argmax(theta[best, np.arange(self.batch_size)], axis=1)
+        return np.argmax(most_probable_draw(self.rng, self.successes, self.failures, self.samples), axis=1)

@@ -233,3 +233,17 @@ def test_integer_gamma_sampler(k):
     x = sample_gamma_integer(np.random.default_rng(6), np.array([k, 1.0, 3.0], dtype=np.float32), 20000)
     assert x.shape == (20000, 3) and x.dtype == np.float32
     assert stats.kstest(x[:, 0].astype(np.float64), stats.gamma(k).cdf).pvalue > 1e-3
+
+
+def test_most_probable_draw_picks_the_draw_sample_beta_would_pick():
+    """Same generator state -> the same draws: the winner must be the max-density draw of each row."""
+    from rl2bench.algorithms.thompson import most_probable_draw, sample_beta
+
+    rng_counts = np.random.default_rng(8)
+    a = rng_counts.integers(1, 6, size=(40, 7)).astype(float)
+    b = rng_counts.integers(1, 6, size=(40, 7)).astype(float)
+    theta, density = sample_beta(np.random.default_rng(9), a, b, 12, with_log_density=True)
+    best = np.argmax(density.sum(axis=-1), axis=0)
+    expected = theta[best, np.arange(40)]
+    got = most_probable_draw(np.random.default_rng(9), a, b, 12)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
