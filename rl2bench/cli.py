@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished jobs")
     p.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--publish", type=Path, default=None,
+                   help="also write the leaderboard page here (e.g. leaderboard/mab.md)")
 
     p = sub.add_parser("table", help="re-render the leaderboard of a stored run")
     p.add_argument("run", type=Path)
+    p.add_argument("--publish", type=Path, default=None, help="also write the leaderboard page here")
 
     p = sub.add_parser("check", help="compare a run with the paper (or another run); exit 1 on a regression")
     p.add_argument("run", type=Path)
@@ -143,7 +146,7 @@ def cmd_run(args) -> int:
     results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
                               "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs})
     summary = build_summary(results)
-    write_leaderboards(summary, out, command, results)
+    write_leaderboards(summary, out, command, results, publish=args.publish)
     print(render_terminal(summary))
     print(f"\n{len(results)} rows in {out}/results.csv; leaderboard.{{md,csv,tex}} and run.json written "
           f"({wall:.1f} s)")
@@ -163,7 +166,7 @@ def cmd_table(args) -> int:
         import json
 
         command = json.loads(run_json.read_text()).get("command", "")
-    write_leaderboards(summary, args.run, command, results)
+    write_leaderboards(summary, args.run, command, results, publish=args.publish)
     print(render_terminal(summary))
     return 0
 

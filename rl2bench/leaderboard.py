@@ -3,6 +3,7 @@ best and everything not significantly worse in bold), with standard errors and n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +137,9 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
 
 
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
-                       results: pd.DataFrame | None = None) -> None:
-    """leaderboard.md (the family's own page where it has one, e.g. Table 3 for mazes), .tex, .csv."""
+                       results: pd.DataFrame | None = None, publish: Path | None = None) -> None:
+    """leaderboard.md (the family's own page where it has one, e.g. Table 3 for mazes), .tex, .csv;
+    ``publish`` also writes the page there (e.g. leaderboard/mab.md), its image link made relative."""
     title = f"rl2bench leaderboard: {summary['task'].iloc[0]}"
     markdown = None
     if results is not None:
@@ -147,5 +149,8 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
         if plot_normalized(summary, folder / "leaderboard.png"):
             markdown += "\n![normalized scores](leaderboard.png)\n"
     write_text_atomic(folder / "leaderboard.md", markdown)
+    if publish is not None:
+        image = Path(os.path.relpath(folder / "leaderboard.png", publish.resolve().parent)).as_posix()
+        write_text_atomic(publish, markdown.replace("](leaderboard.png)", f"]({image})"))
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
