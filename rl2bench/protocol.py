@@ -66,7 +66,7 @@ def play_trials(
     env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name, chunk))
     agent_rng = seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk)
     # Reference agents flagged ``privileged`` (oracles) also see the environment's hidden state.
-    privileged = getattr(agent_cls, "privileged", False)
+    privileged = agent_cls.privileged
     totals, parts = [], []
     try:
         for size in env.batches():  # one group of every instance, except engine-backed families
