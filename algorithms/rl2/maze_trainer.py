@@ -63,6 +63,7 @@ class MazeTrainConfig:
     fvp_fraction: float = 1.0
     ent_coef: float = 0.0
     ridge: float = 1e-3  # value head regression
+    pool: int = TRAIN_POOL  # training configurations (the paper's 1000; fewer only for tests)
     workers: int = 2
     games_per_worker: int = 8
     iters: int = 5000
@@ -176,11 +177,11 @@ class MazeTrainer:
         return math.ceil(wanted / self.group_size)
 
     def training_pool(self) -> dict[str, np.ndarray]:
-        """The 1000 training configurations in this seed's shuffled order (a pure function of the seed)."""
+        """The training configurations (1000) in this seed's shuffled order (a pure function of the seed)."""
         from rl2bench.tasks.maze import layout
 
-        pool = self.family.sample_instances(self.cell, self.seed, "train", TRAIN_POOL)
-        order = seeding.instance_rng(self.seed, "train", "maze", self.cell.name).permutation(TRAIN_POOL)
+        pool = self.family.sample_instances(self.cell, self.seed, "train", self.cfg.pool)
+        order = seeding.instance_rng(self.seed, "train", "maze", self.cell.name).permutation(self.cfg.pool)
         return layout.take(pool, order)
 
     def open_env(self) -> None:

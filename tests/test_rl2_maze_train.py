@@ -1,0 +1,69 @@
+"""RL^2 training on the ViZDoom mazes (algorithms/rl2/maze_trainer.py) through the real engine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainConfig, MazeTrainer, collect_maze, preset_config
+
+pytestmark = pytest.mark.maze
+try:
+    import vizdoom  # noqa: F401
+except ImportError:
+    if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
+        raise
+    pytest.skip('vizdoom not installed (pip install -e ".[test,maze]")', allow_module_level=True)
+
+CELL = "g3-e2-t12"  # 3x3 mazes, 2 episodes of at most 12 steps: trials end at different times
+
+
+def _config(**kw) -> MazeTrainConfig:
+    base = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, cg_iters=3, iters=2,
+                checkpoint_every=1)
+    return MazeTrainConfig(**{**base, **kw})
+
+
+def test_presets_follow_the_paper():
+    paper = preset_config("maze")
+    assert (paper.hidden, paper.batch_steps, paper.gamma, paper.lam) == (256, 50_000, 0.99, 0.99)
+    assert preset_config("fast") == preset_config("maze-fast")
+
+
+def test_rollout_masks_match_the_episode_lengths(tmp_path):
+    trainer = MazeTrainer(CELL, "maze-fast", 0, tmp_path, _config())
+    try:
+        trainer.open_env()
+        assert trainer.env.n_groups == 2 and trainer.groups_per_iter == 1  # 96 / 24 = 4 trials: 1 group
+        batch = collect_maze(trainer.net, trainer.env, [0, 1], trainer.act_gen, trainer.trial_len)
+    finally:
+        trainer.close()
+    m = batch.metrics
+    lengths = m["len_ep1"] + m["len_ep2"]
+    # every played step is valid, nothing after the trial's end is
+    assert torch.equal(batch.valid.sum(0).long(), torch.as_tensor(lengths))
+    assert batch.valid.shape[0] == lengths.max() <= 24
+    assert torch.all(batch.rewards[batch.valid == 0] == 0)
+    # each step costs 0.04 (and maybe 0.001 for a wall); +1 per solved episode
+    solved = torch.as_tensor(m["success_ep1"] + m["success_ep2"], dtype=torch.float32)
+    ret = batch.rewards.sum(0)
+    expected = solved - 0.04 * torch.as_tensor(lengths, dtype=torch.float32)
+    assert torch.all(ret <= expected + 1e-5) and torch.all(ret >= expected - 0.001 * 24 - 1e-5)
+    # exactly one episode end per episode played
+    assert torch.equal(batch.dones.sum(0).long(), torch.full((8,), 2))
+
+
+@pytest.mark.heavy
+def test_resume_continues_exactly(tmp_path):
+    full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
+    full.run(progress=False)
+    half = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "b", _config())
+    half.run(iters=1, progress=False)
+    resumed = MazeTrainer.from_checkpoint(tmp_path / "b")
+    resumed.run(progress=False)
+    assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
+    for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert full.curve[-1]["accepted"] in (0, 1) and (tmp_path / "a" / "policy.pt").exists()
