@@ -67,3 +67,22 @@ def test_resume_continues_exactly(tmp_path):
     for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     assert full.curve[-1]["accepted"] in (0, 1) and (tmp_path / "a" / "policy.pt").exists()
+
+
+def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
+    from rl2bench.protocol import play_trials
+    from rl2bench.registry import algorithms, get_family
+
+    monkeypatch.setenv("RL2BENCH_ZOO", str(tmp_path))
+    trainer = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "maze" / CELL, _config())
+    trainer.save(finished=False)  # the initial network is enough to play
+    family = get_family("maze")
+    cell = family.parse_cell("g3-t12")  # 5 episodes: falls back to the 2-episode policy
+    agent_cls = algorithms("maze")["rl2"]
+    assert agent_cls.unavailable(cell, family.spec(cell)) is None
+    assert agent_cls.grid(cell, family.spec(cell)) == [{"policy": f"maze/{CELL}"}]
+    out = play_trials(family, cell, agent_cls, {"policy": f"maze/{CELL}"}, 4, 0, "eval")
+    lengths = sum(out.metrics[f"len_ep{e}"] for e in range(1, 6))
+    assert lengths.min() >= 5 and lengths.max() <= 60
+    missing = family.parse_cell("g4")
+    assert "no trained maze policy" in agent_cls.unavailable(missing, family.spec(missing))
