@@ -86,3 +86,23 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     assert lengths.min() >= 5 and lengths.max() <= 60
     missing = family.parse_cell("g4")
     assert "no trained maze policy" in agent_cls.unavailable(missing, family.spec(missing))
+
+
+def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
+    import json
+
+    from rl2bench.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--set", "hidden=16", "--set", "batch_steps=24", "--set", "workers=1", "--set", "games_per_worker=2",
+            "--set", "pool=4", "--set", "cg_iters=2"]
+    argv = ["train", "--task", "maze", "--cell", CELL, "--preset", "maze-fast", "--iters", "1", "--out", str(out),
+            "--no-progress", *tiny]
+    assert main(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["status"], meta["iterations"], meta["cell"]) == ("complete", 1, CELL)
+    assert meta["config"]["hidden"] == 16 and meta["env_steps"] > 0
+    assert len((out / "curve.csv").read_text().splitlines()) == 2
+    assert main(argv) != 0  # the folder holds a run: needs --resume
+    bad = ["train", "--task", "maze", "--cell", CELL, "--preset", "bogus", "--out", str(tmp_path / "x")]
+    assert main(bad) != 0
