@@ -95,7 +95,7 @@ def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
 
     out = tmp_path / "run"
     tiny = ["--set", "hidden=16", "--set", "batch_steps=24", "--set", "workers=1", "--set", "games_per_worker=2",
-            "--set", "pool=4", "--set", "cg_iters=2"]
+            "--set", "pool=4", "--set", "cg_iters=2", "--set", "value_steps=2"]
     argv = ["train", "--task", "maze", "--cell", CELL, "--preset", "maze-fast", "--iters", "1", "--out", str(out),
             "--no-progress", *tiny]
     assert main(argv) == 0
@@ -106,3 +106,6 @@ def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
     assert main(argv) != 0  # the folder holds a run: needs --resume
     bad = ["train", "--task", "maze", "--cell", CELL, "--preset", "bogus", "--out", str(tmp_path / "x")]
     assert main(bad) != 0
+    row = (out / "curve.csv").read_text().splitlines()
+    value_kl = float(row[1].split(",")[row[0].split(",").index("value_kl")])
+    assert value_kl > 0  # the value steps moved the shared trunk, hence the policy

@@ -13,7 +13,8 @@ except the value head under the KL limit on the policy; the value head (a linear
 is then refitted in closed form by ridge regression on the discounted returns of the batch, using the
 updated network's features. So the trust region on the policy holds exactly and the baseline needs no
 learning rate; the trunk learns only from the policy objective (a combined loss would let the baseline
-shape the shared features, at the price of a KL-uncontrolled policy change).
+shape the shared features, at the price of a KL-uncontrolled policy change; ``--set value_steps=N``
+adds N such Adam steps on the whole network after the head fit and logs the KL they cause).
 
 Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
 small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
@@ -63,6 +64,8 @@ class MazeTrainConfig:
     fvp_fraction: float = 1.0
     ent_coef: float = 0.0
     ridge: float = 1e-3  # value head regression
+    value_steps: int = 0  # Adam steps of the value loss on the WHOLE shared network after the head fit
+    value_lr: float = 1e-4
     pool: int = TRAIN_POOL  # training configurations (the paper's 1000; fewer only for tests)
     workers: int = 2
     games_per_worker: int = 8
@@ -218,6 +221,7 @@ class MazeTrainer:
         info, entropy = self._policy_step(batch, prev, adv)
         t_policy = time.perf_counter() - start - t_rollout
         self._fit_value_head(batch, prev, returns)
+        value_kl = self._train_shared(batch, prev, returns) if cfg.value_steps else 0.0
         t_total = time.perf_counter() - start
 
         self.iteration += 1
@@ -231,7 +235,8 @@ class MazeTrainer:
             **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
             "entropy": entropy, "kl": info.kl, "kl_full_step": info.kl_full_step, "backtracks": info.backtracks,
             "accepted": int(info.accepted), "surrogate_gain": info.surrogate_after - info.surrogate_before,
-            "baseline_ev": ev, "seconds": t_total, "rollout_seconds": t_rollout, "policy_seconds": t_policy,
+            "baseline_ev": ev, "value_kl": value_kl, "seconds": t_total, "rollout_seconds": t_rollout,
+            "policy_seconds": t_policy,
             "steps_per_second": batch.steps / t_rollout,
         }
         self.curve.append(row)
@@ -284,6 +289,26 @@ class MazeTrainer:
         w = torch.linalg.solve(x.T @ x + eye, x.T @ y)
         self.net.v.weight.copy_(w[:-1].float().unsqueeze(0))
         self.net.v.bias.copy_(w[-1:].float())
+
+    def _train_shared(self, batch: MazeBatch, prev, returns: torch.Tensor) -> float:
+        """Optional (``value_steps`` > 0): let the value loss shape the shared features too, as the paper's
+        sharing does, with a fresh Adam each iteration (nothing to checkpoint). This moves the policy
+        outside the trust region; the mean KL it causes is returned and logged as ``value_kl``."""
+        net, mask = self.net, batch.valid
+        n_valid = mask.sum()
+        scale = returns[mask.bool()].std().clamp_min(1e-3)
+        with torch.no_grad():
+            before = torch.log_softmax(net(batch.obs, *prev)[0], -1)
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.cfg.value_lr)
+        for _ in range(self.cfg.value_steps):
+            values = net(batch.obs, *prev)[1]
+            loss = (((values - returns) / scale) ** 2 * mask).sum() / n_valid
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            after = torch.log_softmax(net(batch.obs, *prev)[0], -1)
+            return float(((before.exp() * (before - after)).sum(-1) * mask).sum() / n_valid)
 
     # ---- persistence -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
