@@ -53,6 +53,11 @@ def test_rollout_masks_match_the_episode_lengths(tmp_path):
     assert torch.all(ret <= expected + 1e-5) and torch.all(ret >= expected - 0.001 * 24 - 1e-5)
     # exactly one episode end per episode played
     assert torch.equal(batch.dones.sum(0).long(), torch.full((8,), 2))
+    # the training forward over the stored sequences reproduces the behaviour logits (old KL = 0)
+    with torch.no_grad():
+        logits = trainer.net(batch.obs, *batch.prev_inputs(trainer.net.no_action))[0]
+    valid = batch.valid.bool()
+    torch.testing.assert_close(logits[valid], batch.logits[valid], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.heavy
