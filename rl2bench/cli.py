@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=None, help="largest accepted |z| (default 3)")
 
     p = sub.add_parser("train", help="train an RL^2 policy for one cell (TRPO + GRU); resumable")
-    p.add_argument("--task", required=True, help="mab or mdp")
+    p.add_argument("--task", required=True, help="mab, mdp or maze")
     p.add_argument("--cell", required=True, help="one cell, e.g. n10-k5 or n10")
-    p.add_argument("--preset", default="fast", help="'fast' (CPU-sized, default) or 'paper' (Appendix A)")
+    p.add_argument("--preset", default="fast",
+                   help="'fast' (CPU-sized, default) or 'paper' (Appendix A); maze: maze-fast, maze")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="train until this many iterations in total")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of the training streams")

@@ -9,6 +9,7 @@ when an rl2 agent is actually used, so listing algorithms stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -114,6 +115,88 @@ class RL2(Agent):
                         self.spec.n_actions)
         with torch.no_grad(), self._cached():
             logits, self.h = self.net.step(x, self.h)
+        return self._sample(logits, self.gen).numpy()
+
+    def observe(self, actions, rewards, next_obs, episode_done) -> None:
+        torch = self._torch
+        self.prev_action = torch.as_tensor(np.asarray(actions), dtype=torch.long)
+        self.prev_reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
+        self.prev_done = torch.as_tensor(np.asarray(episode_done), dtype=torch.float32)
+
+
+@lru_cache(maxsize=4)
+def load_maze_policy(path: str) -> tuple[Any, dict[str, Any]]:
+    """The maze network of a zoo file written by ``maze_trainer`` (cached per process) and its metadata."""
+    import torch
+
+    from .conv_policy import ConvPolicy
+
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    net = ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"]))
+    net.load_state_dict(data["state_dict"])
+    net.eval()
+    return net, {k: v for k, v in data.items() if k != "state_dict"}
+
+
+@register_algorithm
+class RL2Maze(Agent):
+    """RL^2 on the mazes: the conv + GRU policy of leaderboard/zoo/maze/<cell>/policy.pt, played from pixels.
+
+    The policy is looked up under the evaluated cell's name; a policy trained on ``small-e2`` (the paper's
+    training cell) is used for ``small`` and any other episode count of the same maze size and horizon
+    as the paper evaluates its 2-episode policy on longer trials."""
+
+    name = "rl2"
+    families = ("maze",)
+    cost = 30.0
+
+    @classmethod
+    def _policy_name(cls, cell) -> str | None:
+        for name in (cell.name, dataclasses.replace(cell, episodes=2).name):
+            if policy_path("maze", name).exists():
+                return f"maze/{name}"
+        return None
+
+    @classmethod
+    def grid(cls, cell, spec):
+        return [{"policy": cls._policy_name(cell) or f"maze/{cell.name}"}]
+
+    @classmethod
+    def unavailable(cls, cell, spec) -> str | None:
+        if cls._policy_name(cell) is None:
+            two = dataclasses.replace(cell, episodes=2).name
+            return (f"rl2 has no trained maze policy for {cell.name} (nor {two}) in {zoo_dir()}; "
+                    f"train one with: {train_hint('maze', two).replace('fast', 'maze-fast')}")
+        return None
+
+    @classmethod
+    def prepare(cls, cell, spec, settings) -> None:
+        reason = cls.unavailable(cell, spec)
+        if reason:
+            raise UserError(reason)
+
+    def __init__(self, spec, batch_size, rng, *, policy: str):
+        super().__init__(spec, batch_size, rng)
+        import torch
+
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)
+        from .rollout import sample_actions
+
+        self.net, _ = load_maze_policy(str(zoo_dir() / policy / POLICY_FILE))
+        self._torch, self._sample = torch, sample_actions
+        self.gen = torch.Generator()
+        self.gen.manual_seed(int(rng.integers(2**63 - 1)))
+        self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
+        self.prev_action = torch.full((batch_size,), self.net.no_action, dtype=torch.long)
+        self.prev_reward = torch.zeros(batch_size)
+        self.prev_done = torch.zeros(batch_size)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            logits, _, self.h = self.net.step(torch.as_tensor(np.asarray(obs), dtype=torch.float32),
+                                              self.prev_action, self.prev_reward, self.prev_done, self.h)
         return self._sample(logits, self.gen).numpy()
 
     def observe(self, actions, rewards, next_obs, episode_done) -> None:

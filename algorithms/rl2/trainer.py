@@ -389,6 +389,10 @@ class Trainer:
 
 def train_command(args) -> int:
     """``python -m rl2bench train``: start or resume a run (see ``build_parser`` in rl2bench/cli.py)."""
+    if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
+        from .maze_trainer import train_command as maze_train_command
+
+        return maze_train_command(args)
     command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     shape = task_shape(args.task, args.cell)
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"

@@ -204,9 +204,16 @@ class MazeVecEnv(VecEnv):
     # -- VecEnv ----------------------------------------------------------------------------------
     def batches(self):
         for k in range(self.n_groups):
-            self.group = k
-            self.batch_size = min(self.group_size, self.n_total - k * self.group_size)
-            yield self.batch_size
+            yield self.select_group(k)
+
+    def select_group(self, k: int) -> int:
+        """Make group ``k`` the one the next ``reset`` plays (RL^2 training picks groups of a large
+        pool out of order); returns its size."""
+        if not 0 <= k < self.n_groups:
+            raise IndexError(k)
+        self.group = k
+        self.batch_size = min(self.group_size, self.n_total - k * self.group_size)
+        return self.batch_size
 
     def _group_layouts(self) -> dict[str, np.ndarray]:
         start = self.group * self.group_size

@@ -1,0 +1,90 @@
+"""The RL^2 maze network (paper Appendix A.3): pixels through two convolutions, the previous action
+through a learned embedding, previous reward and done flag as they are, a fully connected layer, a GRU,
+and two heads on the GRU output: action logits (the policy) and a scalar (the baseline).
+
+Policy and baseline SHARE the network, as the paper says for the mazes. Sequences are time-major,
+(steps, trials, ...). The hidden state is zeroed at the start of a trial and carried across its
+episodes. At t = 0 there is no previous action: it gets its own embedding row (index ``n_actions``),
+reward and flag are 0. Weight normalisation is not used here (plain Xavier / orthogonal init).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONV_FILTERS = 16
+CONV_KERNEL = 5
+CONV_STRIDE = 2
+
+
+def _conv_out(size: int) -> int:
+    return (size - CONV_KERNEL) // CONV_STRIDE + 1
+
+
+class ConvPolicy(nn.Module):
+    """(obs (3, 30, 40), prev action, prev reward, prev done) -> GRU -> (logits, value)."""
+
+    def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, int, int] = (3, 30, 40),
+                 action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None):
+        super().__init__()
+        self.n_actions, self.hidden, self.obs_shape = n_actions, hidden, tuple(obs_shape)
+        channels, height, width = obs_shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE), nn.ReLU(),
+            nn.Conv2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE), nn.ReLU(),
+        )
+        conv_size = CONV_FILTERS * _conv_out(_conv_out(height)) * _conv_out(_conv_out(width))
+        self.action_embed = nn.Embedding(n_actions + 1, action_embed)  # last row: "no previous action"
+        self.fc = nn.Linear(conv_size + action_embed + 2, fc)
+        self.gru = nn.GRU(fc, hidden)
+        self.pi = nn.Linear(hidden, n_actions)
+        self.v = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            for layer in (self.conv[0], self.conv[2], self.fc, self.pi, self.v):
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+                layer.bias.zero_()
+            nn.init.xavier_uniform_(self.action_embed.weight, generator=generator)
+            for block in self.gru.weight_ih_l0.chunk(3, dim=0):
+                nn.init.xavier_uniform_(block, generator=generator)
+            for block in self.gru.weight_hh_l0.chunk(3, dim=0):
+                nn.init.orthogonal_(block, generator=generator)
+            self.gru.bias_ih_l0.zero_()
+            self.gru.bias_hh_l0.zero_()
+            self.pi.weight.mul_(0.01)  # near-uniform initial policy
+
+    @property
+    def no_action(self) -> int:
+        """The previous-action index used at a trial's first step."""
+        return self.n_actions
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(1, batch, self.hidden)
+
+    def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+                 prev_done: torch.Tensor) -> torch.Tensor:
+        """The GRU's input for any leading shape: obs (..., 3, 30, 40) -> (..., fc)."""
+        lead = obs.shape[: -3]
+        pixels = self.conv(obs.reshape(-1, *self.obs_shape)).flatten(1).reshape(*lead, -1)
+        a = self.action_embed(prev_action.long())
+        x = torch.cat([pixels, a, prev_reward.float().unsqueeze(-1), prev_done.float().unsqueeze(-1)], -1)
+        return torch.relu(self.fc(x))
+
+    def trunk(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+              prev_done: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole sequences (steps, trials, ...) -> (GRU outputs (steps, trials, hidden), last hidden)."""
+        return self.gru(self.features(obs, prev_action, prev_reward, prev_done), h0)
+
+    def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+                prev_done: torch.Tensor, h0: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits (steps, trials, actions), values (steps, trials), last hidden (1, trials, hidden))."""
+        out, h = self.trunk(obs, prev_action, prev_reward, prev_done, h0)
+        return self.pi(out), self.v(out).squeeze(-1), h
+
+    def step(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+             prev_done: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of a batch: obs (trials, 3, 30, 40) -> (logits (trials, A), values (trials,), hidden)."""
+        logits, values, h = self.forward(obs.unsqueeze(0), prev_action.unsqueeze(0), prev_reward.unsqueeze(0),
+                                         prev_done.unsqueeze(0), h)
+        return logits[0], values[0], h

@@ -1,0 +1,428 @@
+"""RL^2 on the ViZDoom mazes (paper Appendix A.3): the maze network (``conv_policy``), trials played by
+``MazeVecEnv``'s engine workers, GAE (gamma 0.99, lambda 0.99), one TRPO step per iteration.
+
+How a batch is made: the 1000 training configurations of the cell (``MazeFamily.sample_instances(cell,
+seed, "train", 1000)``) are shuffled once by the seed's training instance stream and handed to ONE
+``MazeVecEnv`` for the whole run (engines start once, ~4 s); iteration i plays the next
+``groups_per_iter`` groups of that pool (a group = one game per engine slot, 16 with 2 workers x 8), so
+the run sweeps the pool in epochs. Every trial advances one step at a time through the network; trials
+that end early (both episodes solved) are padded and masked out of every mean.
+
+Policy and baseline share the network (paper). Choice made here: the TRPO step moves every parameter
+except the value head under the KL limit on the policy; the value head (a linear map of the GRU output)
+is then refitted in closed form by ridge regression on the discounted returns of the batch, using the
+updated network's features. So the trust region on the policy holds exactly and the baseline needs no
+learning rate; the trunk learns only from the policy objective (a combined loss would let the baseline
+shape the shared features, at the price of a KL-uncontrolled policy change; ``--set value_steps=N``
+adds N such Adam steps on the whole network after the head fit and logs the KL they cause).
+
+Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
+small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
+products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rl2bench import seeding
+from rl2bench.errors import UserError
+
+from .conv_policy import ConvPolicy
+from .gae import discounted_returns, gae
+from .rollout import sample_actions
+from .trainer import CHECKPOINT, CURVE, META, POLICY, _atomic_save, _atomic_text, _torch_gen, apply_overrides
+from .trpo import trpo_step
+
+POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
+TRAIN_POOL = 1000
+PRESETS = ("maze", "maze-fast")
+ALIASES = {"paper": "maze", "fast": "maze-fast"}
+
+
+@dataclass
+class MazeTrainConfig:
+    hidden: int = 256
+    batch_steps: int = 50_000  # paper; trials per iteration = batch_steps / max trial length, whole groups
+    gamma: float = 0.99
+    lam: float = 0.99
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    damping: float = 0.01
+    fvp_fraction: float = 1.0
+    ent_coef: float = 0.0
+    ridge: float = 1e-3  # value head regression
+    value_steps: int = 0  # Adam steps of the value loss on the WHOLE shared network after the head fit
+    value_lr: float = 1e-4
+    pool: int = TRAIN_POOL  # training configurations (the paper's 1000; fewer only for tests)
+    workers: int = 2
+    games_per_worker: int = 8
+    iters: int = 5000
+    checkpoint_every: int = 5
+
+
+def preset_config(preset: str) -> MazeTrainConfig:
+    preset = ALIASES.get(preset, preset)
+    if preset == "maze":
+        return MazeTrainConfig()
+    if preset == "maze-fast":
+        return MazeTrainConfig(batch_steps=8_000, fvp_fraction=0.25, iters=500, checkpoint_every=5)
+    raise UserError(f"unknown maze preset {preset!r}; valid: {', '.join(PRESETS)} (or paper, fast)")
+
+
+@dataclass
+class MazeBatch:
+    """Time-major (steps, trials) arrays; ``valid`` marks steps played before the trial ended."""
+
+    obs: torch.Tensor  # (steps, trials, 3, 30, 40)
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor  # this step ended an episode
+    valid: torch.Tensor  # float mask
+    logits: torch.Tensor  # behaviour policy's
+    metrics: dict[str, np.ndarray]  # env.trial_metrics() of every trial
+
+    def prev_inputs(self, no_action: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Previous action, reward, done flag for every step (placeholders at t = 0)."""
+        def shifted(x: torch.Tensor, fill: float) -> torch.Tensor:
+            return torch.cat([torch.full_like(x[:1], fill), x[:-1]], dim=0)
+
+        return shifted(self.actions, no_action), shifted(self.rewards, 0.0), shifted(self.dones, 0.0)
+
+    @property
+    def steps(self) -> int:
+        return int(self.valid.sum())
+
+
+@torch.no_grad()
+def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int) -> MazeBatch:
+    """Play one trial on every instance of the given groups of ``env``, all stepping together."""
+    parts: list[dict[str, torch.Tensor]] = []
+    metrics: list[dict[str, np.ndarray]] = []
+    for k in groups:
+        n = env.select_group(k)
+        obs = torch.as_tensor(env.reset())
+        store = {"obs": torch.zeros(max_len, n, *obs.shape[1:]), "actions": torch.zeros(max_len, n, dtype=torch.long),
+                 "rewards": torch.zeros(max_len, n), "dones": torch.zeros(max_len, n),
+                 "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions)}
+        a_prev = torch.full((n,), net.no_action, dtype=torch.long)
+        r_prev, d_prev = torch.zeros(n), torch.zeros(n)
+        active = torch.ones(n)
+        h = net.initial_state(n)
+        for t in range(max_len):
+            logits, _, h = net.step(obs, a_prev, r_prev, d_prev, h)
+            a = sample_actions(logits, act_gen)
+            res = env.step(a.numpy())
+            r = torch.as_tensor(res.reward, dtype=torch.float32)
+            d = torch.as_tensor(res.episode_done, dtype=torch.float32)
+            store["obs"][t], store["actions"][t], store["logits"][t] = obs, a, logits
+            store["rewards"][t], store["dones"][t], store["valid"][t] = r * active, d * active, active
+            if res.trial_done.all():
+                break
+            active = torch.as_tensor(~res.trial_done, dtype=torch.float32)
+            obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
+        parts.append(store)
+        metrics.append(env.trial_metrics())
+    length = max(int(p["valid"].sum(1).nonzero().max()) + 1 for p in parts)
+    cat = {name: torch.cat([p[name][:length] for p in parts], dim=1) for name in parts[0]}
+    merged = {name: np.concatenate([m[name] for m in metrics]) for name in metrics[0]}
+    return MazeBatch(**cat, metrics=merged)
+
+
+class MazeTrainer:
+    """One RL^2 training run on one maze cell, writing into ``out`` (same files as the bandit trainer)."""
+
+    def __init__(self, cell: str, preset: str, seed: int, out: Path, config: MazeTrainConfig | None = None,
+                 command: str = ""):
+        from rl2bench.registry import get_family
+
+        self.family = get_family("maze")
+        self.cell = self.family.parse_cell(cell)
+        self.spec = self.family.spec(self.cell)
+        self.preset, self.seed, self.out = ALIASES.get(preset, preset), seed, Path(out)
+        self.cfg = config or preset_config(preset)
+        self.command = command
+        name = self.cell.name
+        init = seeding.generator(seed, "init", "maze", name, "rl2")
+        self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape, generator=_torch_gen(init))
+        self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
+        self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", "maze", name, "rl2"))
+        self.iteration = 0
+        self.wall_seconds = 0.0
+        self.env_steps = 0
+        self.curve: list[dict[str, float]] = []
+        self.saved_iteration = 0
+        self.env = None
+
+    @property
+    def trial_len(self) -> int:
+        return self.spec.horizon * self.spec.n_episodes
+
+    @property
+    def group_size(self) -> int:
+        return self.cfg.workers * self.cfg.games_per_worker
+
+    @property
+    def groups_per_iter(self) -> int:
+        wanted = max(1, round(self.cfg.batch_steps / self.trial_len))
+        return math.ceil(wanted / self.group_size)
+
+    def training_pool(self) -> dict[str, np.ndarray]:
+        """The training configurations (1000) in this seed's shuffled order (a pure function of the seed)."""
+        from rl2bench.tasks.maze import layout
+
+        pool = self.family.sample_instances(self.cell, self.seed, "train", self.cfg.pool)
+        order = seeding.instance_rng(self.seed, "train", "maze", self.cell.name).permutation(self.cfg.pool)
+        return layout.take(pool, order)
+
+    def open_env(self) -> None:
+        if self.env is None:
+            from rl2bench.tasks.maze.env import MazeVecEnv
+
+            self.env = MazeVecEnv(self.spec, self.training_pool(), self.cfg.workers, self.cfg.games_per_worker)
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    # ---- one iteration -------------------------------------------------------------------------------
+    def iterate(self) -> dict[str, float]:
+        self.open_env()
+        start = time.perf_counter()
+        cfg, env = self.cfg, self.env
+        groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len)
+        t_rollout = time.perf_counter() - start
+
+        prev = batch.prev_inputs(self.net.no_action)
+        mask = batch.valid
+        with torch.no_grad():
+            values = self.net(batch.obs, *prev)[1] * mask
+        returns = discounted_returns(batch.rewards, cfg.gamma)
+        adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
+        n_valid = mask.sum()
+        mean = (adv * mask).sum() / n_valid
+        std = (((adv - mean) ** 2 * mask).sum() / n_valid).sqrt()
+        adv = (adv - mean) / (std + 1e-8) * mask
+        ev = _explained_variance(returns, values, mask)
+        info, entropy = self._policy_step(batch, prev, adv)
+        t_policy = time.perf_counter() - start - t_rollout
+        self._fit_value_head(batch, prev, returns)
+        value_kl = self._train_shared(batch, prev, returns) if cfg.value_steps else 0.0
+        t_total = time.perf_counter() - start
+
+        self.iteration += 1
+        self.wall_seconds += t_total
+        self.env_steps += batch.steps
+        m = batch.metrics
+        row = {
+            "iteration": self.iteration, "env_steps": self.env_steps, "wall_seconds": round(self.wall_seconds, 3),
+            "trials": int(mask.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
+            **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
+            **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
+            "entropy": entropy, "kl": info.kl, "kl_full_step": info.kl_full_step, "backtracks": info.backtracks,
+            "accepted": int(info.accepted), "surrogate_gain": info.surrogate_after - info.surrogate_before,
+            "baseline_ev": ev, "value_kl": value_kl, "seconds": t_total, "rollout_seconds": t_rollout,
+            "policy_seconds": t_policy,
+            "steps_per_second": batch.steps / t_rollout,
+        }
+        self.curve.append(row)
+        return row
+
+    def _policy_step(self, batch: MazeBatch, prev, adv: torch.Tensor):
+        cfg, net, mask = self.cfg, self.net, batch.valid
+        n_valid = mask.sum()
+        old_logp_all = torch.log_softmax(batch.logits, -1)
+        old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+        old_p = old_logp_all.exp()
+
+        def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+            logp_all = torch.log_softmax(net(batch.obs, *prev)[0], -1)
+            logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+            surr = (torch.exp(logp - old_logp) * adv * mask).sum() / n_valid
+            if cfg.ent_coef:
+                surr = surr - cfg.ent_coef * ((logp_all.exp() * logp_all).sum(-1) * mask).sum() / n_valid
+            kl = ((old_p * (old_logp_all - logp_all)).sum(-1) * mask).sum() / n_valid
+            return surr, kl
+
+        n = mask.shape[1]
+        if cfg.fvp_fraction < 1.0:
+            idx = torch.randperm(n, generator=self.fvp_gen)[: max(1, int(n * cfg.fvp_fraction))]
+        else:
+            idx = torch.arange(n)
+
+        def fisher_kl() -> torch.Tensor:
+            sub = [x[:, idx] for x in prev]
+            logp_all = torch.log_softmax(net(batch.obs[:, idx], *sub)[0], -1)
+            kl = (old_p[:, idx] * (old_logp_all[:, idx] - logp_all)).sum(-1)
+            return (kl * mask[:, idx]).sum() / mask[:, idx].sum()
+
+        net.v.requires_grad_(False)  # the value head is fitted separately (module docstring)
+        try:
+            info = trpo_step(net, evaluate, fisher_kl, cfg.max_kl, cfg.cg_iters, cfg.damping)
+        finally:
+            net.v.requires_grad_(True)
+        entropy = float(((-(old_p * old_logp_all).sum(-1)) * mask).sum() / n_valid)
+        return info, entropy
+
+    @torch.no_grad()
+    def _fit_value_head(self, batch: MazeBatch, prev, returns: torch.Tensor) -> None:
+        """Ridge regression of the returns on [GRU output, 1] over the valid steps."""
+        feats = self.net.trunk(batch.obs, *prev)[0][batch.valid.bool()]
+        x = torch.cat([feats, torch.ones(len(feats), 1)], 1).double()
+        y = returns[batch.valid.bool()].double()
+        eye = torch.eye(x.shape[1], dtype=torch.float64) * self.cfg.ridge * len(x)
+        eye[-1, -1] = 0.0  # no penalty on the bias
+        w = torch.linalg.solve(x.T @ x + eye, x.T @ y)
+        self.net.v.weight.copy_(w[:-1].float().unsqueeze(0))
+        self.net.v.bias.copy_(w[-1:].float())
+
+    def _train_shared(self, batch: MazeBatch, prev, returns: torch.Tensor) -> float:
+        """Optional (``value_steps`` > 0): let the value loss shape the shared features too, as the paper's
+        sharing does, with a fresh Adam each iteration (nothing to checkpoint). This moves the policy
+        outside the trust region; the mean KL it causes is returned and logged as ``value_kl``."""
+        net, mask = self.net, batch.valid
+        n_valid = mask.sum()
+        scale = returns[mask.bool()].std().clamp_min(1e-3)
+        with torch.no_grad():
+            before = torch.log_softmax(net(batch.obs, *prev)[0], -1)
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.cfg.value_lr)
+        for _ in range(self.cfg.value_steps):
+            values = net(batch.obs, *prev)[1]
+            loss = (((values - returns) / scale) ** 2 * mask).sum() / n_valid
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            after = torch.log_softmax(net(batch.obs, *prev)[0], -1)
+            return float(((before.exp() * (before - after)).sum(-1) * mask).sum() / n_valid)
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"task": "maze", "cell": self.cell.name, "preset": self.preset, "seed": self.seed,
+                "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
+                "env_steps": self.env_steps, "net": self.net.state_dict(), "act_gen": self.act_gen.get_state(),
+                "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command}
+
+    @classmethod
+    def from_checkpoint(cls, out: Path, command: str = "") -> MazeTrainer:
+        state = torch.load(Path(out) / CHECKPOINT, weights_only=False)
+        self = cls(state["cell"], state["preset"], state["seed"], out, MazeTrainConfig(**state["config"]),
+                   command or state.get("command", ""))
+        self.net.load_state_dict(state["net"])
+        self.act_gen.set_state(state["act_gen"])
+        self.fvp_gen.set_state(state["fvp_gen"])
+        self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
+        self.env_steps, self.curve = state["env_steps"], state["curve"]
+        self.saved_iteration = self.iteration
+        return self
+
+    def policy_file(self) -> dict[str, Any]:
+        return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
+                "n_states": self.spec.n_states, "obs_shape": tuple(self.spec.obs_shape), "hidden": self.cfg.hidden,
+                "state_dict": self.net.state_dict(), "iteration": self.iteration, "preset": self.preset,
+                "seed": self.seed}
+
+    def save(self, finished: bool) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.state(), self.out / CHECKPOINT)
+        _atomic_save(self.policy_file(), self.out / POLICY)
+        if self.curve:
+            tmp = self.out / f".{CURVE}.tmp"
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(self.curve[0]))
+                writer.writeheader()
+                writer.writerows(self.curve)
+            tmp.replace(self.out / CURVE)
+        rollout = sum(r["rollout_seconds"] for r in self.curve)
+        meta = {
+            "status": "complete" if finished else "partial", "task": "maze", "cell": self.cell.name,
+            "preset": self.preset, "seed": self.seed, "iterations": self.iteration,
+            "target_iterations": self.cfg.iters, "env_steps": self.env_steps,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "seconds_per_iteration": round(self.wall_seconds / max(1, self.iteration), 2),
+            "rollout_steps_per_second": round(self.env_steps / rollout, 1) if rollout else None,
+            "config": asdict(self.cfg), "command": self.command,
+            "final": self.curve[-1] if self.curve else None,
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+        }
+        _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
+        self.saved_iteration = self.iteration
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self, iters: int | None = None, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        total = iters or self.cfg.iters
+        bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 maze {self.cell.name}", unit="it",
+                   disable=not progress, dynamic_ncols=True, file=sys.stderr)
+        try:
+            while self.iteration < total:
+                row = self.iterate()
+                bar.set_postfix_str(
+                    f"ret {row['mean_return']:.2f} succ1 {row['success_ep1']:.2f} kl {row['kl']:.4f} "
+                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.1f}s/it", refresh=False)
+                bar.update(1)
+                if self.iteration % self.cfg.checkpoint_every == 0:
+                    self.save(finished=False)
+        finally:
+            bar.close()
+            self.close()
+        self.save(finished=self.iteration >= self.cfg.iters)
+
+
+def _explained_variance(returns: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> float:
+    n = mask.sum()
+    r = returns[mask.bool()]
+    resid = (returns - values)[mask.bool()]
+    if n < 2:
+        return float("nan")
+    return 1.0 - float(resid.var() / r.var().clamp_min(1e-8))
+
+
+def train_command(args) -> int:
+    """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
+    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cell = args.cell.strip()
+    out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+        if args.set:
+            raise UserError("--set cannot change the configuration of a run being resumed")
+        trainer = MazeTrainer.from_checkpoint(out)
+        if trainer.cell.name != trainer.family.parse_cell(cell).name:
+            raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
+    else:
+        if (out / CHECKPOINT).exists():
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        cfg = apply_overrides(preset_config(args.preset), args.set or [])
+        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command)
+    if args.iters:
+        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
+          f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
+          f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters}; writing {out}", file=sys.stderr)
+    try:
+        trainer.run(progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
+              f"with the same command plus --resume --out {out}", file=sys.stderr)
+        return 130
+    last = trainer.curve[-1] if trainer.curve else {}
+    print(f"done: iteration {trainer.iteration}, mean trial return {last.get('mean_return', float('nan')):.3f}, "
+          f"{trainer.wall_seconds:.0f} s; policy in {out / POLICY}", file=sys.stderr)
+    return 0

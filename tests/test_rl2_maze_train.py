@@ -1,0 +1,116 @@
+"""RL^2 training on the ViZDoom mazes (algorithms/rl2/maze_trainer.py) through the real engine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainConfig, MazeTrainer, collect_maze, preset_config
+
+pytestmark = pytest.mark.maze
+try:
+    import vizdoom  # noqa: F401
+except ImportError:
+    if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
+        raise
+    pytest.skip('vizdoom not installed (pip install -e ".[test,maze]")', allow_module_level=True)
+
+CELL = "g3-e2-t12"  # 3x3 mazes, 2 episodes of at most 12 steps: trials end at different times
+
+
+def _config(**kw) -> MazeTrainConfig:
+    base = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, cg_iters=3, iters=2,
+                checkpoint_every=1)
+    return MazeTrainConfig(**{**base, **kw})
+
+
+def test_presets_follow_the_paper():
+    paper = preset_config("maze")
+    assert (paper.hidden, paper.batch_steps, paper.gamma, paper.lam) == (256, 50_000, 0.99, 0.99)
+    assert preset_config("fast") == preset_config("maze-fast")
+
+
+def test_rollout_masks_match_the_episode_lengths(tmp_path):
+    trainer = MazeTrainer(CELL, "maze-fast", 0, tmp_path, _config())
+    try:
+        trainer.open_env()
+        assert trainer.env.n_groups == 2 and trainer.groups_per_iter == 1  # 96 / 24 = 4 trials: 1 group
+        batch = collect_maze(trainer.net, trainer.env, [0, 1], trainer.act_gen, trainer.trial_len)
+    finally:
+        trainer.close()
+    m = batch.metrics
+    lengths = m["len_ep1"] + m["len_ep2"]
+    # every played step is valid, nothing after the trial's end is
+    assert torch.equal(batch.valid.sum(0).long(), torch.as_tensor(lengths))
+    assert batch.valid.shape[0] == lengths.max() <= 24
+    assert torch.all(batch.rewards[batch.valid == 0] == 0)
+    # each step costs 0.04 (and maybe 0.001 for a wall); +1 per solved episode
+    solved = torch.as_tensor(m["success_ep1"] + m["success_ep2"], dtype=torch.float32)
+    ret = batch.rewards.sum(0)
+    expected = solved - 0.04 * torch.as_tensor(lengths, dtype=torch.float32)
+    assert torch.all(ret <= expected + 1e-5) and torch.all(ret >= expected - 0.001 * 24 - 1e-5)
+    # exactly one episode end per episode played
+    assert torch.equal(batch.dones.sum(0).long(), torch.full((8,), 2))
+    # the training forward over the stored sequences reproduces the behaviour logits (old KL = 0)
+    with torch.no_grad():
+        logits = trainer.net(batch.obs, *batch.prev_inputs(trainer.net.no_action))[0]
+    valid = batch.valid.bool()
+    torch.testing.assert_close(logits[valid], batch.logits[valid], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.heavy
+def test_resume_continues_exactly(tmp_path):
+    full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
+    full.run(progress=False)
+    half = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "b", _config())
+    half.run(iters=1, progress=False)
+    resumed = MazeTrainer.from_checkpoint(tmp_path / "b")
+    resumed.run(progress=False)
+    assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
+    for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert full.curve[-1]["accepted"] in (0, 1) and (tmp_path / "a" / "policy.pt").exists()
+
+
+def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
+    from rl2bench.protocol import play_trials
+    from rl2bench.registry import algorithms, get_family
+
+    monkeypatch.setenv("RL2BENCH_ZOO", str(tmp_path))
+    trainer = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "maze" / CELL, _config())
+    trainer.save(finished=False)  # the initial network is enough to play
+    family = get_family("maze")
+    cell = family.parse_cell("g3-t12")  # 5 episodes: falls back to the 2-episode policy
+    agent_cls = algorithms("maze")["rl2"]
+    assert agent_cls.unavailable(cell, family.spec(cell)) is None
+    assert agent_cls.grid(cell, family.spec(cell)) == [{"policy": f"maze/{CELL}"}]
+    out = play_trials(family, cell, agent_cls, {"policy": f"maze/{CELL}"}, 4, 0, "eval")
+    lengths = sum(out.metrics[f"len_ep{e}"] for e in range(1, 6))
+    assert lengths.min() >= 5 and lengths.max() <= 60
+    missing = family.parse_cell("g4")
+    assert "no trained maze policy" in agent_cls.unavailable(missing, family.spec(missing))
+
+
+def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
+    import json
+
+    from rl2bench.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--set", "hidden=16", "--set", "batch_steps=24", "--set", "workers=1", "--set", "games_per_worker=2",
+            "--set", "pool=4", "--set", "cg_iters=2", "--set", "value_steps=2"]
+    argv = ["train", "--task", "maze", "--cell", CELL, "--preset", "maze-fast", "--iters", "1", "--out", str(out),
+            "--no-progress", *tiny]
+    assert main(argv) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["status"], meta["iterations"], meta["cell"]) == ("complete", 1, CELL)
+    assert meta["config"]["hidden"] == 16 and meta["env_steps"] > 0
+    assert len((out / "curve.csv").read_text().splitlines()) == 2
+    assert main(argv) != 0  # the folder holds a run: needs --resume
+    bad = ["train", "--task", "maze", "--cell", CELL, "--preset", "bogus", "--out", str(tmp_path / "x")]
+    assert main(bad) != 0
+    row = (out / "curve.csv").read_text().splitlines()
+    value_kl = float(row[1].split(",")[row[0].split(",").index("value_kl")])
+    assert value_kl > 0  # the value steps moved the shared trunk, hence the policy
