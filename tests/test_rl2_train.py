@@ -129,7 +129,7 @@ def test_agent_plays_under_protocol(tmp_path, monkeypatch):
     family = get_family("mab")
     cell = family.parse_cell("n10-k3")
     (setting,) = rl2_agent.RL2.grid(cell, family.spec(cell))
-    rl2_agent.RL2.prepare(cell, family.spec(cell), [setting])
+    assert rl2_agent.RL2.unavailable(cell, family.spec(cell)) is None
     a = play_trials(family, cell, rl2_agent.RL2, setting, 200, 0, "eval")
     b = play_trials(family, cell, rl2_agent.RL2, setting, 200, 0, "eval")
     assert a.returns.shape == (200,) and np.array_equal(a.returns, b.returns)  # seeded
@@ -140,8 +140,7 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RL2BENCH_ZOO", str(tmp_path / "empty"))
     family = get_family("mab")
     cell = family.parse_cell("n20-k3")
-    with pytest.raises(UserError, match="python -m rl2bench train --task mab --cell n20-k3"):
-        rl2_agent.RL2.prepare(cell, family.spec(cell), [{}])
+    assert "python -m rl2bench train --task mab --cell n20-k3" in rl2_agent.RL2.unavailable(cell, family.spec(cell))
     code = main(["run", "--task", "mab", "--algos", "rl2", "--cells", "n20-k3", "--out", str(tmp_path / "r"),
                  "--no-progress"])
     err = capsys.readouterr().err

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from rl2bench.algorithms.base import Agent
-from rl2bench.errors import UserError
 from rl2bench.registry import register_algorithm
 
 POLICY_FILE = "policy.pt"
@@ -82,12 +81,6 @@ class RL2(Agent):
             return (f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} actions, not "
                     f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
         return None
-
-    @classmethod
-    def prepare(cls, cell, spec, settings) -> None:
-        reason = cls.unavailable(cell, spec)
-        if reason:
-            raise UserError(reason)
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
         super().__init__(spec, batch_size, rng)
@@ -168,12 +161,6 @@ class RL2Maze(Agent):
             return (f"rl2 has no trained maze policy for {cell.name} (nor {two}) in {zoo_dir()}; "
                     f"train one with: {train_hint('maze', two).replace('fast', 'maze-fast')}")
         return None
-
-    @classmethod
-    def prepare(cls, cell, spec, settings) -> None:
-        reason = cls.unavailable(cell, spec)
-        if reason:
-            raise UserError(reason)
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
         super().__init__(spec, batch_size, rng)
