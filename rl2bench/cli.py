@@ -41,6 +41,16 @@ _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rl2bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -84,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default: runs/rl2/<task>-<cell>-<preset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset field (repeatable)")
+    p.add_argument("--minutes", type=_positive_float, default=None,
+                   help="stop cleanly (checkpoint, policy, curve; status 'partial') after the first iteration "
+                        "that ends past this many minutes of this invocation")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="start a new run from another run's trained networks (same task and GRU size, e.g. "
+                        "n500-k10 from n100-k10): a curriculum, recorded in meta.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -26,6 +26,8 @@ def run_cli(*args, cwd=None, env=None):
         (["run", "--task", "mab", "--instances", "0"], "positive integer"),
         (["run", "--task", "mab", "--seed", "minus"], "non-negative integer"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--task", "mab", "--cell", "n10-k5", "--minutes", "-1"], "positive number"),
+        (["train", "--task", "mab", "--cell", "n10-k5", "--minutes", "soon"], "positive number"),
         (["table", "/nonexistent/run"], "not an rl2bench run folder"),
         (["check", "/nonexistent/run"], "not an rl2bench run folder"),
     ],

@@ -123,6 +123,31 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
+    source = _trainer(tmp_path / "n10", cell="n10-k3")
+    source.run(iters=2, progress=False)
+    target = _trainer(tmp_path / "n20", cell="n20-k3")
+    scale = target.baseline.scale.clone()
+    target.init_from(tmp_path / "n10")
+    for a, b in zip(source.policy.parameters(), target.policy.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(target.baseline.scale, scale) and not torch.equal(scale, source.baseline.scale)
+    assert target.initialized_from["cell"] == "n10-k3" and target.initialized_from["iteration"] == 2
+    target.run(iters=2, progress=False)
+    assert Trainer.from_checkpoint(tmp_path / "n20").initialized_from["cell"] == "n10-k3"
+    wrong = _trainer(tmp_path / "k5", cell="n10-k5")  # five arms: different input and output sizes
+    with pytest.raises(UserError, match="do not fit"):
+        wrong.init_from(tmp_path / "n10")
+
+
+def test_time_budget_stops_with_a_partial_run(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.run(iters=50, progress=False, seconds=1e-9)  # the first iteration already ends past the budget
+    assert trainer.iteration == 1
+    assert '"status": "partial"' in (tmp_path / "meta.json").read_text()
+    assert (tmp_path / POLICY).exists()
+
+
 def test_agent_plays_under_protocol(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path / "run", cell="n10-k3")
     _zoo_with(tmp_path, monkeypatch, trainer)
@@ -153,6 +178,7 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "huge"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "nope=1"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
 ])
 def test_train_cli_bad_input_is_one_line(argv, capsys):
     assert main(argv) == 2

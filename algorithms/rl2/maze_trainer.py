@@ -363,10 +363,11 @@ class MazeTrainer:
         self.saved_iteration = self.iteration
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def run(self, iters: int | None = None, progress: bool = True) -> None:
+    def run(self, iters: int | None = None, progress: bool = True, seconds: float | None = None) -> None:
         from tqdm.auto import tqdm
 
         total = iters or self.cfg.iters
+        deadline = None if seconds is None else time.monotonic() + seconds
         bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 maze {self.cell.name}", unit="it",
                    disable=not progress, dynamic_ncols=True, file=sys.stderr)
         try:
@@ -378,6 +379,8 @@ class MazeTrainer:
                 bar.update(1)
                 if self.iteration % self.cfg.checkpoint_every == 0:
                     self.save(finished=False)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         finally:
             bar.close()
             self.close()
@@ -407,6 +410,8 @@ def train_command(args) -> int:
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
             raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
     else:
+        if args.init_from is not None:
+            raise UserError("--init-from is not supported for mazes (there is one maze policy to start from)")
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
@@ -417,7 +422,7 @@ def train_command(args) -> int:
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
           f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters}; writing {out}", file=sys.stderr)
     try:
-        trainer.run(progress=not args.no_progress)
+        trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:
         print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
               f"with the same command plus --resume --out {out}", file=sys.stderr)

@@ -62,6 +62,7 @@ class TrainConfig:
     damping: float = 1e-3
     fvp_fraction: float = 1.0  # share of the batch's trials used for Fisher-vector products
     ent_coef: float = 0.0  # entropy bonus added to the surrogate (0 in the paper)
+    ent_decay_iters: int = 0  # > 0: the bonus falls linearly from ent_coef to 0 over this many iterations
     center_adv: bool = True  # standardise advantages per batch (rllab's default)
     baseline_epochs: int = 3
     baseline_minibatches: int = 4
@@ -138,6 +139,10 @@ def _torch_gen(np_rng: np.random.Generator) -> torch.Generator:
     return gen
 
 
+def _env_steps(state: dict[str, Any]) -> int:
+    return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -174,6 +179,7 @@ class Trainer:
         self.wall_seconds = 0.0
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
+        self.initialized_from: dict[str, Any] | None = None  # curriculum: whose networks this run started from
 
     @property
     def n_trials(self) -> int:
@@ -223,18 +229,26 @@ class Trainer:
         self.curve.append(row)
         return row
 
+    def entropy_coefficient(self) -> float:
+        """The entropy bonus of the coming iteration: constant, or decaying linearly to 0."""
+        if self.cfg.ent_decay_iters <= 0:
+            return self.cfg.ent_coef
+        return self.cfg.ent_coef * max(0.0, 1.0 - self.iteration / self.cfg.ent_decay_iters)
+
     def _policy_step(self, batch: Batch, x: torch.Tensor, adv: torch.Tensor):
         cfg = self.cfg
         old_logp_all = torch.log_softmax(batch.logits, -1)
         old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
         old_p = old_logp_all.exp()
 
+        ent_coef = self.entropy_coefficient()
+
         def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
             logp_all = torch.log_softmax(self.policy(x)[0], -1)
             logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
             surr = (torch.exp(logp - old_logp) * adv).mean()
-            if cfg.ent_coef:
-                surr = surr - cfg.ent_coef * (logp_all.exp() * logp_all).sum(-1).mean()
+            if ent_coef:
+                surr = surr - ent_coef * (logp_all.exp() * logp_all).sum(-1).mean()
             kl = (old_p * (old_logp_all - logp_all)).sum(-1).mean()
             return surr, kl
 
@@ -275,6 +289,7 @@ class Trainer:
             "instance_rng": self.instance_rng.bit_generator.state,
             "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
             "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
+            "initialized_from": self.initialized_from,
         }
 
     @classmethod
@@ -292,7 +307,29 @@ class Trainer:
         self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
         self.curve = state["curve"]
         self.saved_iteration = self.iteration
+        self.initialized_from = state.get("initialized_from")
         return self
+
+    def init_from(self, run_dir: Path) -> None:
+        """Start from the policy and baseline weights of another run (a curriculum: e.g. n500-k10 from
+        n100-k10, MDP n25 from n10). The networks must have the same sizes; optimiser, seeds and the
+        baseline's return scale stay this run's own."""
+        path = Path(run_dir) / CHECKPOINT
+        if not path.exists():
+            raise UserError(f"--init-from: no {CHECKPOINT} in {run_dir}")
+        state = torch.load(path, weights_only=False)
+        if state["task"] != self.shape.task:
+            raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not {self.shape.task}")
+        baseline = {k: v for k, v in state["baseline"].items() if k != "scale"}
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.baseline.load_state_dict(baseline, strict=False)
+        except RuntimeError:
+            raise UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, GRU "
+                            f"{state['config']['hidden']}) do not fit {self.shape.task} {self.shape.cell} with "
+                            f"GRU {self.cfg.hidden}") from None
+        self.initialized_from = {"run": str(run_dir), "task": state["task"], "cell": state["cell"],
+                                 "iteration": state["iteration"], "env_steps": _env_steps(state)}
 
     def policy_file(self) -> dict[str, Any]:
         s = self.shape
@@ -313,7 +350,7 @@ class Trainer:
             "iterations": self.iteration, "target_iterations": self.cfg.iters,
             "env_steps": self.iteration * self.n_trials * self.shape.trial_len,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
-            "command": self.command, "paper": self.refs,
+            "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
             "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
             "first_reached_paper_rl2": None if reached is None else
             {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
@@ -365,11 +402,13 @@ class Trainer:
         os.replace(tmp, self.out / PLOT)
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def run(self, iters: int | None = None, progress: bool = True) -> None:
-        """Train until ``iters`` iterations in total (default: the config's), checkpointing as it goes."""
+    def run(self, iters: int | None = None, progress: bool = True, seconds: float | None = None) -> None:
+        """Train until ``iters`` iterations in total (default: the config's) or until an iteration ends past
+        ``seconds`` of wall time, checkpointing as it goes."""
         from tqdm.auto import tqdm
 
         total = iters or self.cfg.iters
+        deadline = None if seconds is None else time.monotonic() + seconds
         bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 {self.shape.task} {self.shape.cell}",
                    unit="it", disable=not progress, dynamic_ncols=True, file=sys.stderr)
         try:
@@ -382,6 +421,8 @@ class Trainer:
                 bar.update(1)
                 if self.iteration % self.cfg.checkpoint_every == 0:
                     self.save(finished=False)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         finally:
             bar.close()
         self.save(finished=self.iteration >= self.cfg.iters)
@@ -403,8 +444,8 @@ def train_command(args) -> int:
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
             raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
                             f"{shape.task} {shape.cell}")
-        if args.set:
-            raise UserError("--set cannot change the configuration of a run being resumed")
+        if args.set or args.init_from:
+            raise UserError("--set and --init-from cannot change a run being resumed")
     else:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
@@ -414,13 +455,15 @@ def train_command(args) -> int:
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
         trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command)
+        if args.init_from is not None:
+            trainer.init_from(args.init_from)
     if args.iters:
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
           f"{trainer.cfg.iters}; writing {out}", file=sys.stderr)
     try:
-        trainer.run(progress=not args.no_progress)
+        trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
         print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
               f"with the same command plus --resume --out {out}", file=sys.stderr)
