@@ -148,6 +148,19 @@ def test_time_budget_stops_with_a_partial_run(tmp_path):
     assert (tmp_path / POLICY).exists()
 
 
+def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--task", "mab", "--cell", "n10-k3", "--set", "batch_steps=500", "--set", "hidden=8",
+            "--out", str(out), "--no-progress"]
+    assert main([*base, "--iters", "1"]) == 0
+    assert main(["train", "--task", "mab", "--cell", "n10-k3", "--resume", "--out", str(out), "--no-progress",
+                 "--iters", "2", "--set", "max_kl=0.02"]) == 0
+    resumed = Trainer.from_checkpoint(out)
+    assert resumed.iteration == 2 and resumed.cfg.max_kl == 0.02 and resumed.cfg.batch_steps == 500
+    assert resumed.config_changes == [{"iteration": 1, "set": ["max_kl=0.02"]}]
+    assert '"config_changes"' in (out / "meta.json").read_text()
+
+
 def test_agent_plays_under_protocol(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path / "run", cell="n10-k3")
     _zoo_with(tmp_path, monkeypatch, trainer)

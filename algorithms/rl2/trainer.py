@@ -180,6 +180,7 @@ class Trainer:
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
         self.initialized_from: dict[str, Any] | None = None  # curriculum: whose networks this run started from
+        self.config_changes: list[dict[str, Any]] = []  # ``--resume --set``: what changed at which iteration
 
     @property
     def n_trials(self) -> int:
@@ -289,7 +290,7 @@ class Trainer:
             "instance_rng": self.instance_rng.bit_generator.state,
             "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
             "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
-            "initialized_from": self.initialized_from,
+            "initialized_from": self.initialized_from, "config_changes": self.config_changes,
         }
 
     @classmethod
@@ -308,6 +309,7 @@ class Trainer:
         self.curve = state["curve"]
         self.saved_iteration = self.iteration
         self.initialized_from = state.get("initialized_from")
+        self.config_changes = state.get("config_changes", [])
         return self
 
     def init_from(self, run_dir: Path) -> None:
@@ -351,6 +353,7 @@ class Trainer:
             "env_steps": self.iteration * self.n_trials * self.shape.trial_len,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
             "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
+            "config_changes": self.config_changes,
             "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
             "first_reached_paper_rl2": None if reached is None else
             {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
@@ -444,8 +447,11 @@ def train_command(args) -> int:
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
             raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
                             f"{shape.task} {shape.cell}")
-        if args.set or args.init_from:
-            raise UserError("--set and --init-from cannot change a run being resumed")
+        if args.init_from:
+            raise UserError("--init-from starts a new run; it cannot change a run being resumed")
+        if args.set:  # a deliberate change of recipe mid-run: applied from the next iteration, recorded
+            trainer.cfg = apply_overrides(trainer.cfg, args.set)
+            trainer.config_changes.append({"iteration": trainer.iteration, "set": list(args.set)})
     else:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
