@@ -42,6 +42,7 @@ def main() -> None:
     start_iter = trainer.iteration
     before = np.mean([r["mean_return"] for r in trainer.curve[-100:]])
     trainer.cfg = apply_overrides(trainer.cfg, args.set)
+    trainer.config_changes.append({"iteration": start_iter, "set": list(args.set), "by": "benchmarks/rl2_recipe.py"})
     trainer.cfg = dataclasses.replace(trainer.cfg, iters=start_iter + args.iters)
     t0 = time.perf_counter()
     trainer.run(progress=False)

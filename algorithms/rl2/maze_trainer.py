@@ -44,7 +44,7 @@ from .conv_policy import ConvPolicy
 from .gae import discounted_returns, gae
 from .rollout import sample_actions
 from .trainer import CHECKPOINT, CURVE, META, POLICY, _atomic_save, _atomic_text, _torch_gen, apply_overrides
-from .trpo import trpo_step
+from .trpo import fisher_subsample, trpo_step
 
 POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
 TRAIN_POOL = 1000
@@ -258,11 +258,7 @@ class MazeTrainer:
             kl = ((old_p * (old_logp_all - logp_all)).sum(-1) * mask).sum() / n_valid
             return surr, kl
 
-        n = mask.shape[1]
-        if cfg.fvp_fraction < 1.0:
-            idx = torch.randperm(n, generator=self.fvp_gen)[: max(1, int(n * cfg.fvp_fraction))]
-        else:
-            idx = torch.arange(n)
+        idx = fisher_subsample(mask.shape[1], cfg.fvp_fraction, self.fvp_gen)
 
         def fisher_kl() -> torch.Tensor:
             sub = [x[:, idx] for x in prev]

@@ -41,7 +41,7 @@ from rl2bench.errors import UserError
 from .gae import discounted_returns, gae
 from .policy import Baseline, Policy
 from .rollout import Batch, TaskShape, collect, sample_instances, task_shape
-from .trpo import trpo_step
+from .trpo import fisher_subsample, trpo_step
 
 CHECKPOINT = "checkpoint.pt"  # full training state, for --resume
 POLICY = "policy.pt"  # the small file the rl2 agent loads
@@ -83,7 +83,7 @@ def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
     cfg = TrainConfig(hidden=64, batch_steps=25_000, fvp_fraction=0.2, iters=_fast_iters(shape),
                       checkpoint_every=5)
     if shape.trial_len >= 50:  # long trials: keep exploring (see the module docstring)
-        cfg = dataclasses.replace(cfg, ent_coef=0.01, gamma=1.0, lam=0.95)
+        cfg = dataclasses.replace(cfg, ent_coef=0.01, ent_decay_iters=300, gamma=1.0, lam=0.95)
     return cfg
 
 
@@ -253,11 +253,7 @@ class Trainer:
             kl = (old_p * (old_logp_all - logp_all)).sum(-1).mean()
             return surr, kl
 
-        n = x.shape[1]
-        if cfg.fvp_fraction < 1.0:
-            idx = torch.randperm(n, generator=self.fvp_gen)[: max(1, int(n * cfg.fvp_fraction))]
-        else:
-            idx = torch.arange(n)
+        idx = fisher_subsample(x.shape[1], cfg.fvp_fraction, self.fvp_gen)
 
         def fisher_kl() -> torch.Tensor:
             logp_all = torch.log_softmax(self.policy(x[:, idx])[0], -1)

@@ -17,6 +17,15 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 
+def fisher_subsample(n_trials: int, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices of the trials the Fisher-vector products use: a random ``fraction`` of them (rllab's
+    ``subsample_factor``; the Fisher is an average, so a subsample estimates it at a fraction of the
+    cost), or all of them when ``fraction`` >= 1."""
+    if fraction >= 1.0:
+        return torch.arange(n_trials)
+    return torch.randperm(n_trials, generator=generator)[: max(1, int(n_trials * fraction))]
+
+
 def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
                        tol: float = 1e-10) -> torch.Tensor:
     """Approximately solve A x = b for symmetric positive definite A given only x -> A x."""
