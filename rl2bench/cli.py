@@ -1,4 +1,4 @@
-"""Command line: ``python -m rl2bench {list,run,table,check,train}``.
+"""Command line: ``python -m rl2bench {list,run,table,check,train,zoo}``.
 
 Every user mistake ends in one line on stderr naming the valid choices and exit code 2, never a
 traceback; Ctrl-C keeps every finished job on disk and says how to resume.
@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a new run from another run's trained networks (same task and GRU size, e.g. "
                         "n500-k10 from n100-k10): a curriculum, recorded in meta.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("zoo", help="list the trained RL^2 policies; optionally plot their learning curves")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="write the normalized learning curves of every bandit and MDP cell here")
     return parser
 
 
@@ -211,7 +215,27 @@ def cmd_train(args) -> int:
     return train_command(args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check, "train": cmd_train}
+def cmd_zoo(args) -> int:
+    from tabulate import tabulate
+
+    from rl2bench.algorithms.rl2.agent import zoo_dir
+    from rl2bench.zoo import plot_curves, zoo_table
+
+    root = zoo_dir()
+    table = zoo_table(root)
+    if table.empty:
+        print(f"the zoo at {root} holds no trained policy yet")
+        return 0
+    print(f"RL^2 policies in {root}:")
+    print(tabulate(table.astype(object).fillna(""), headers="keys", showindex=False, floatfmt=".4g"))
+    if args.plot:
+        plot_curves(root, args.plot)
+        print(f"learning curves written to {args.plot}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check, "train": cmd_train,
+            "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -197,3 +197,21 @@ def test_train_cli_bad_input_is_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rl2bench: error:")
+
+
+def test_zoo_command_lists_cells_in_numeric_order_and_plots(tmp_path, monkeypatch, capsys):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    assert main(["zoo"]) == 2 and "no policy zoo" in capsys.readouterr().err
+    for cell in ("n100-k5", "n10-k5"):  # written in the wrong order on purpose
+        _trainer(zoo / "mab" / cell, cell=cell, batch_steps=1_000).run(iters=2, progress=False)
+    source = zoo / "mab" / "n10-k5"
+    target = _trainer(zoo / "mab" / "n20-k5", cell="n20-k5", batch_steps=1_000)
+    target.init_from(source)
+    target.run(iters=2, progress=False)
+    assert main(["zoo", "--plot", str(tmp_path / "curves.png")]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("mab")]
+    assert [r[1] for r in rows] == ["n10-k5", "n20-k5", "n100-k5"]
+    assert rows[1][-2:] == ["mab", "n10-k5"]  # the curriculum start is shown
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
