@@ -57,8 +57,34 @@ def load_policy(path: str) -> tuple[Any, dict[str, Any]]:
     return net, {k: v for k, v in data.items() if k != "state_dict"}
 
 
+class _RecurrentPolicyAgent(Agent):
+    """What both rl2 agents share: one torch thread unless told otherwise, a seeded sampling generator,
+    and the previous (action, reward, done) each policy step takes as input. Subclasses load ``self.net``
+    and set ``self.h`` and ``self.prev_action`` (each network has its own "no action yet" code)."""
+
+    def __init__(self, spec, batch_size, rng):
+        super().__init__(spec, batch_size, rng)
+        import torch
+
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)  # spinning OpenMP threads collapse throughput on a shared machine
+        from .rollout import sample_actions
+
+        self._torch, self._sample = torch, sample_actions
+        self.gen = torch.Generator()
+        self.gen.manual_seed(int(rng.integers(2**63 - 1)))
+        self.prev_reward = torch.zeros(batch_size)
+        self.prev_done = torch.zeros(batch_size)
+
+    def observe(self, actions, rewards, next_obs, episode_done) -> None:
+        torch = self._torch
+        self.prev_action = torch.as_tensor(np.asarray(actions), dtype=torch.long)
+        self.prev_reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
+        self.prev_done = torch.as_tensor(np.asarray(episode_done), dtype=torch.float32)
+
+
 @register_algorithm
-class RL2(Agent):
+class RL2(_RecurrentPolicyAgent):
     """RL^2: a GRU policy trained by TRPO across trials (loads leaderboard/zoo/<task>/<cell>/policy.pt)."""
 
     name = "rl2"
@@ -84,22 +110,12 @@ class RL2(Agent):
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
         super().__init__(spec, batch_size, rng)
-        import torch
-
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(1)  # spinning OpenMP threads collapse throughput on a shared machine
         from .policy import cached_weights, embed
-        from .rollout import sample_actions
 
-        path = zoo_dir() / policy / POLICY_FILE
-        self.net, _ = load_policy(str(path))
-        self._torch, self._embed, self._sample, self._cached = torch, embed, sample_actions, cached_weights
-        self.gen = torch.Generator()
-        self.gen.manual_seed(int(rng.integers(2**63 - 1)))
+        self.net, _ = load_policy(str(zoo_dir() / policy / POLICY_FILE))
+        self._embed, self._cached = embed, cached_weights
         self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
-        self.prev_action = torch.zeros(batch_size, dtype=torch.long)
-        self.prev_reward = torch.zeros(batch_size)
-        self.prev_done = torch.zeros(batch_size)
+        self.prev_action = self._torch.zeros(batch_size, dtype=self._torch.long)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -109,12 +125,6 @@ class RL2(Agent):
         with torch.no_grad(), self._cached():
             logits, self.h = self.net.step(x, self.h)
         return self._sample(logits, self.gen).numpy()
-
-    def observe(self, actions, rewards, next_obs, episode_done) -> None:
-        torch = self._torch
-        self.prev_action = torch.as_tensor(np.asarray(actions), dtype=torch.long)
-        self.prev_reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
-        self.prev_done = torch.as_tensor(np.asarray(episode_done), dtype=torch.float32)
 
 
 @lru_cache(maxsize=4)
@@ -132,7 +142,7 @@ def load_maze_policy(path: str) -> tuple[Any, dict[str, Any]]:
 
 
 @register_algorithm
-class RL2Maze(Agent):
+class RL2Maze(_RecurrentPolicyAgent):
     """RL^2 on the mazes: the conv + GRU policy of leaderboard/zoo/maze/<cell>/policy.pt, played from pixels.
 
     The policy is looked up under the evaluated cell's name; a policy trained on ``small-e2`` (the paper's
@@ -164,20 +174,9 @@ class RL2Maze(Agent):
 
     def __init__(self, spec, batch_size, rng, *, policy: str):
         super().__init__(spec, batch_size, rng)
-        import torch
-
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(1)
-        from .rollout import sample_actions
-
         self.net, _ = load_maze_policy(str(zoo_dir() / policy / POLICY_FILE))
-        self._torch, self._sample = torch, sample_actions
-        self.gen = torch.Generator()
-        self.gen.manual_seed(int(rng.integers(2**63 - 1)))
         self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
-        self.prev_action = torch.full((batch_size,), self.net.no_action, dtype=torch.long)
-        self.prev_reward = torch.zeros(batch_size)
-        self.prev_done = torch.zeros(batch_size)
+        self.prev_action = self._torch.full((batch_size,), self.net.no_action, dtype=self._torch.long)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -185,9 +184,3 @@ class RL2Maze(Agent):
             logits, _, self.h = self.net.step(torch.as_tensor(np.asarray(obs), dtype=torch.float32),
                                               self.prev_action, self.prev_reward, self.prev_done, self.h)
         return self._sample(logits, self.gen).numpy()
-
-    def observe(self, actions, rewards, next_obs, episode_done) -> None:
-        torch = self._torch
-        self.prev_action = torch.as_tensor(np.asarray(actions), dtype=torch.long)
-        self.prev_reward = torch.as_tensor(np.asarray(rewards), dtype=torch.float32)
-        self.prev_done = torch.as_tensor(np.asarray(episode_done), dtype=torch.float32)
