@@ -214,16 +214,17 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
             continue
         grid = grids[c.name, a.name]
         chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
-        done = store.eval_chunks(c.name, a.name)
+        done = store.eval_chunks(c.name, a.name, setting_key(chosen))
         eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
                       for i in range(n_chunks) if i not in done]
         if len(done) == n_chunks:  # all chunks stored but not marked complete (killed in between)
             store.complete_eval(config.task, c.name, a.name, chosen, n_chunks)
 
     def save_eval(job: Job, outcome: TrialOutcome) -> None:
-        store.save_eval_chunk(job.cell, job.algorithm, job.chunk, job.task, outcome.returns,
+        key = setting_key(job.setting)
+        store.save_eval_chunk(job.cell, job.algorithm, job.chunk, job.task, key, outcome.returns,
                               outcome.metrics, outcome.seconds, chunk_size=family.chunk_size)
-        if len(store.eval_chunks(job.cell, job.algorithm)) == n_chunks:
+        if len(store.eval_chunks(job.cell, job.algorithm, key)) == n_chunks:
             store.complete_eval(job.task, job.cell, job.algorithm, job.setting, n_chunks)
 
     _run_jobs(eval_jobs, config.n_jobs, save_eval, "evaluation", progress)

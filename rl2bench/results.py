@@ -133,17 +133,29 @@ class RunStore:
     def has_eval(self, cell: str, algo: str) -> bool:
         return self._eval_marker(cell, algo).exists()
 
-    def eval_chunks(self, cell: str, algo: str) -> set[int]:
+    def eval_chunks(self, cell: str, algo: str, key: str) -> set[int]:
+        """Chunks already evaluated with the setting ``key``. A chunk played with another setting (tuning
+        chose differently, or a trained policy changed between invocations) does not count: it is
+        played again, so one result never mixes two versions of an algorithm."""
         folder = self._eval_dir(cell, algo)
-        return {int(p.stem[1:]) for p in folder.glob("c*.csv")} if folder.exists() else set()
+        if not folder.exists():
+            return set()
+        done = set()
+        for path in folder.glob("c*.csv"):
+            tag = path.with_suffix(".setting")
+            if tag.exists() and tag.read_text() == key:
+                done.add(int(path.stem[1:]))
+        return done
 
-    def save_eval_chunk(self, cell: str, algo: str, chunk: int, task: str, returns: np.ndarray,
+    def save_eval_chunk(self, cell: str, algo: str, chunk: int, task: str, key: str, returns: np.ndarray,
                         metrics: dict[str, np.ndarray], seconds: float, chunk_size: int) -> None:
         frame = pd.DataFrame({"task": task, "cell": cell, "algorithm": algo,
                               "instance": chunk * chunk_size + np.arange(len(returns)), "return": returns,
                               **metrics})
-        write_text_atomic(self._eval_dir(cell, algo) / f"c{chunk}.csv", frame.to_csv(index=False))
-        write_text_atomic(self._eval_dir(cell, algo) / f"c{chunk}.seconds", f"{seconds}")
+        folder = self._eval_dir(cell, algo)
+        write_text_atomic(folder / f"c{chunk}.seconds", f"{seconds}")
+        write_text_atomic(folder / f"c{chunk}.csv", frame.to_csv(index=False))
+        write_text_atomic(folder / f"c{chunk}.setting", key)  # last: a chunk counts once fully written
 
     def complete_eval(self, task: str, cell: str, algo: str, setting: dict, n_chunks: int) -> None:
         """Mark (cell, algo) evaluated: merge its chunks and write the marker that --resume trusts."""

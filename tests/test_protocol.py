@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from rl2bench import seeding
+from rl2bench.algorithms.base import Agent
 from rl2bench.protocol import RunConfig, chunks, play_trials, run_benchmark
 from rl2bench.registry import algorithms, get_family
 from rl2bench.results import RunStore
@@ -112,6 +113,54 @@ def test_resume_skips_finished_work(tmp_path, monkeypatch):
     key = ["cell", "algorithm", "instance"]
     pd.testing.assert_frame_equal(resumed.sort_values(key).reset_index(drop=True),
                                   fresh.results().sort_values(key).reset_index(drop=True))
+
+
+class _Versioned(Agent):
+    """Pulls one fixed arm; which one is its single setting, like the rl2 policy's file version."""
+
+    name = "versioned"
+    families = ("mab",)
+    arm = 0
+
+    @classmethod
+    def grid(cls, cell, spec):
+        return [{"arm": cls.arm}]
+
+    def __init__(self, spec, batch_size, rng, *, arm):
+        super().__init__(spec, batch_size, rng)
+        self.fixed = arm
+
+    def act(self, obs):
+        return np.full(self.batch_size, self.fixed)
+
+
+def test_resume_replays_chunks_played_with_another_setting(tmp_path, monkeypatch):
+    import rl2bench.protocol as protocol
+
+    cfg = _config(cells=["n10-k3"], algorithms=[_Versioned])  # 300 instances: two evaluation chunks
+    store = RunStore(tmp_path / "r")
+    store.open(cfg.identity(), resume=False)
+    real, calls = protocol._execute, []
+
+    def dying(job):
+        calls.append(job.setting["arm"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(protocol, "_execute", dying)
+    monkeypatch.setattr(_Versioned, "arm", 0)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, store, progress=False)
+    monkeypatch.setattr(_Versioned, "arm", 1)  # the "policy" changed between the two invocations
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)
+    assert calls == [0, 0, 1, 1]  # the chunk finished with arm 0 was played again
+    fresh = RunStore(tmp_path / "fresh")
+    fresh.open(cfg.identity(), resume=False)
+    monkeypatch.setattr(protocol, "_execute", real)
+    run_benchmark(cfg, fresh, progress=False)
+    pd.testing.assert_frame_equal(store.results(), fresh.results())
 
 
 def test_resume_refuses_a_different_run(tmp_path):

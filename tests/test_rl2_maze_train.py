@@ -85,8 +85,9 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     cell = family.parse_cell("g3-t12")  # 5 episodes: falls back to the 2-episode policy
     agent_cls = algorithms("maze")["rl2"]
     assert agent_cls.unavailable(cell, family.spec(cell)) is None
-    assert agent_cls.grid(cell, family.spec(cell)) == [{"policy": f"maze/{CELL}"}]
-    out = play_trials(family, cell, agent_cls, {"policy": f"maze/{CELL}"}, 4, 0, "eval")
+    (setting,) = agent_cls.grid(cell, family.spec(cell))
+    assert setting["policy"] == f"maze/{CELL}" and len(setting["version"]) == 12
+    out = play_trials(family, cell, agent_cls, setting, 4, 0, "eval")
     lengths = sum(out.metrics[f"len_ep{e}"] for e in range(1, 6))
     assert lengths.min() >= 5 and lengths.max() <= 60
     missing = family.parse_cell("g4")

@@ -215,3 +215,18 @@ def test_zoo_command_lists_cells_in_numeric_order_and_plots(tmp_path, monkeypatc
     assert [r[1] for r in rows] == ["n10-k5", "n20-k5", "n100-k5"]
     assert rows[1][-2:] == ["mab", "n10-k5"]  # the curriculum start is shown
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_rl2_setting_names_the_policy_version_and_a_changed_file_is_refused(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path / "run", cell="n10-k3")
+    _zoo_with(tmp_path, monkeypatch, trainer)
+    family = get_family("mab")
+    cell = family.parse_cell("n10-k3")
+    (setting,) = rl2_agent.RL2.grid(cell, family.spec(cell))
+    trainer.run(iters=1, progress=False)  # the policy changes: a new file in the zoo
+    torch.save(trainer.policy_file(), tmp_path / "zoo" / "mab" / "n10-k3" / POLICY)
+    (newer,) = rl2_agent.RL2.grid(cell, family.spec(cell))
+    assert newer["version"] != setting["version"]
+    with pytest.raises(UserError, match="changed while this run"):
+        rl2_agent.RL2(family.spec(cell), 4, np.random.default_rng(0), **setting)
+    rl2_agent.RL2(family.spec(cell), 4, np.random.default_rng(0), **newer)

@@ -10,6 +10,7 @@ when an rl2 agent is actually used, so listing algorithms stays fast.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rl2bench.algorithms.base import Agent
+from rl2bench.errors import UserError
 from rl2bench.registry import register_algorithm
 
 POLICY_FILE = "policy.pt"
@@ -43,9 +45,24 @@ def train_hint(task: str, cell: str) -> str:
     return f"python -m rl2bench train --task {task} --cell {cell} --preset fast --out {out}"
 
 
+def policy_version(path: Path) -> str:
+    """The first 12 hex digits of the policy file's sha256: part of the rl2 setting, so a run (or a
+    resumed run) never mixes chunks played by two versions of a policy that is still being trained."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _checked_version(path: Path, version: str | None) -> str:
+    """The file's current version, which must be the one the run chose (if it chose one)."""
+    current = policy_version(path)
+    if version is not None and current != version:
+        raise UserError(f"{path} changed while this run was using it (a training run writing into the zoo?); "
+                        f"run again once it is final, with --resume to keep the finished results")
+    return current
+
+
 @lru_cache(maxsize=16)
-def load_policy(path: str) -> tuple[Any, dict[str, Any]]:
-    """The policy network of a zoo file (cached per process) and the file's metadata."""
+def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
+    """The policy network of a zoo file (cached per process and file version) and the file's metadata."""
     import torch
 
     from .policy import Policy
@@ -93,8 +110,11 @@ class RL2(_RecurrentPolicyAgent):
 
     @classmethod
     def grid(cls, cell, spec):
-        """One setting naming the zoo entry: agents are built from the spec alone, which lacks the cell."""
-        return [{"policy": f"{spec.family}/{cell.name}"}]
+        """One setting naming the zoo entry (agents are built from the spec alone, which lacks the cell)
+        and the version of its file."""
+        path = policy_path(spec.family, cell.name)
+        version = {"version": policy_version(path)} if path.exists() else {}
+        return [{"policy": f"{spec.family}/{cell.name}", **version}]
 
     @classmethod
     def unavailable(cls, cell, spec) -> str | None:
@@ -102,17 +122,18 @@ class RL2(_RecurrentPolicyAgent):
         if not path.exists():
             return (f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
                     f"train one with: {train_hint(spec.family, cell.name)}")
-        _, meta = load_policy(str(path))
+        _, meta = load_policy(str(path), policy_version(path))
         if (meta["n_states"], meta["n_actions"]) != (spec.n_states, spec.n_actions):
             return (f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} actions, not "
                     f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
         return None
 
-    def __init__(self, spec, batch_size, rng, *, policy: str):
+    def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None):
         super().__init__(spec, batch_size, rng)
         from .policy import cached_weights, embed
 
-        self.net, _ = load_policy(str(zoo_dir() / policy / POLICY_FILE))
+        path = zoo_dir() / policy / POLICY_FILE
+        self.net, _ = load_policy(str(path), _checked_version(path, version))
         self._embed, self._cached = embed, cached_weights
         self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
         self.prev_action = self._torch.zeros(batch_size, dtype=self._torch.long)
@@ -128,7 +149,7 @@ class RL2(_RecurrentPolicyAgent):
 
 
 @lru_cache(maxsize=4)
-def load_maze_policy(path: str) -> tuple[Any, dict[str, Any]]:
+def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The maze network of a zoo file written by ``maze_trainer`` (cached per process) and its metadata."""
     import torch
 
@@ -162,7 +183,10 @@ class RL2Maze(_RecurrentPolicyAgent):
 
     @classmethod
     def grid(cls, cell, spec):
-        return [{"policy": cls._policy_name(cell) or f"maze/{cell.name}"}]
+        name = cls._policy_name(cell)
+        if name is None:
+            return [{"policy": f"maze/{cell.name}"}]
+        return [{"policy": name, "version": policy_version(zoo_dir() / name / POLICY_FILE)}]
 
     @classmethod
     def unavailable(cls, cell, spec) -> str | None:
@@ -172,9 +196,10 @@ class RL2Maze(_RecurrentPolicyAgent):
                     f"train one with: {train_hint('maze', two).replace('fast', 'maze-fast')}")
         return None
 
-    def __init__(self, spec, batch_size, rng, *, policy: str):
+    def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None):
         super().__init__(spec, batch_size, rng)
-        self.net, _ = load_maze_policy(str(zoo_dir() / policy / POLICY_FILE))
+        path = zoo_dir() / policy / POLICY_FILE
+        self.net, _ = load_maze_policy(str(path), _checked_version(path, version))
         self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
         self.prev_action = self._torch.full((batch_size,), self.net.no_action, dtype=self._torch.long)
 
