@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl2bench.algorithms.rl2.trainer import CHECKPOINT, Trainer, apply_overrides
+from rl2bench.algorithms.rl2.trainer import CHECKPOINT, Trainer
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
     trainer = Trainer.from_checkpoint(args.out)
     start_iter = trainer.iteration
     before = np.mean([r["mean_return"] for r in trainer.curve[-100:]])
-    trainer.cfg = apply_overrides(trainer.cfg, args.set)
-    trainer.config_changes.append({"iteration": start_iter, "set": list(args.set), "by": "benchmarks/rl2_recipe.py"})
+    trainer.change_config(args.set, by="benchmarks/rl2_recipe.py")
     trainer.cfg = dataclasses.replace(trainer.cfg, iters=start_iter + args.iters)
     t0 = time.perf_counter()
     trainer.run(progress=False)

@@ -159,6 +159,12 @@ def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
     assert resumed.iteration == 2 and resumed.cfg.max_kl == 0.02 and resumed.cfg.batch_steps == 500
     assert resumed.config_changes == [{"iteration": 1, "set": ["max_kl=0.02"]}]
     assert '"config_changes"' in (out / "meta.json").read_text()
+    resumed.change_config(["baseline_lr=0.05", "batch_steps=1000"])
+    assert all(g["lr"] == 0.05 for g in resumed.optimizer.param_groups)  # not the checkpoint's old rate
+    resumed.run(iters=3, progress=False)
+    assert [r["env_steps"] for r in resumed.curve] == [500, 1000, 2000]  # a running total, not recomputed
+    with pytest.raises(UserError, match="cannot change a run being resumed"):
+        resumed.change_config(["hidden=16"])
 
 
 def test_agent_plays_under_protocol(tmp_path, monkeypatch):
@@ -190,6 +196,10 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "maze", "--cell", "n10"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "huge"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "nope=1"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "checkpoint_every=0"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "fvp_fraction=1.5"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "max_kl=0"],
+    ["train", "--task", "maze", "--cell", "small-e2", "--set", "workers=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
 ])

@@ -400,8 +400,8 @@ def train_command(args) -> int:
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
-        if args.set:
-            raise UserError("--set cannot change the configuration of a run being resumed")
+        if args.set or args.init_from:
+            raise UserError("--set and --init-from cannot change a maze run being resumed")
         trainer = MazeTrainer.from_checkpoint(out)
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
             raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")

@@ -97,19 +97,43 @@ def _fast_iters(shape: TaskShape) -> int:
     return 500 if shape.trial_len <= 100 else 1000
 
 
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """``key=value`` strings (``--set``) onto a config, typed by the field's default."""
+# Valid ranges of the numeric fields: (lowest, highest, lowest included).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "hidden": (1, math.inf, True), "batch_steps": (1, math.inf, True), "gamma": (0, 1, True),
+    "lam": (0, 1, True), "max_kl": (0, math.inf, False), "cg_iters": (1, math.inf, True),
+    "damping": (0, math.inf, True), "fvp_fraction": (0, 1, False), "ent_coef": (0, math.inf, True),
+    "ent_decay_iters": (0, math.inf, True), "baseline_epochs": (0, math.inf, True),
+    "baseline_minibatches": (1, math.inf, True), "baseline_lr": (0, math.inf, False),
+    "iters": (1, math.inf, True), "checkpoint_every": (1, math.inf, True),
+    # maze trainer fields
+    "ridge": (0, math.inf, True), "pool": (1, math.inf, True), "workers": (1, math.inf, True),
+    "games_per_worker": (1, math.inf, True), "value_steps": (0, math.inf, True),
+}
+# What a running experiment cannot change: the networks' size (the weights would not fit).
+FIXED_ON_RESUME = ("hidden",)
+
+
+def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ()) -> Any:
+    """``key=value`` strings (``--set``) onto a config dataclass, typed by the field's default and
+    range-checked, so a bad value is a one-line error before any work rather than a crash after it."""
     types = {f.name: type(f.default) for f in dataclasses.fields(cfg)}
     changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in types:
             raise UserError(f"bad --set {item!r}: expected key=value with key one of {', '.join(types)}")
+        if key in fixed:
+            raise UserError(f"--set {key} cannot change a run being resumed (the trained networks have its size)")
         try:
             kind = types[key]
             changes[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         except ValueError:
             raise UserError(f"bad --set {item!r}: {key} takes a {types[key].__name__}") from None
+        low, high, closed = _RANGES.get(key, (-math.inf, math.inf, True))
+        number = changes[key]
+        if not isinstance(number, bool) and not (low <= number <= high and (closed or number > low)):
+            bound = f"{'>=' if closed else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+            raise UserError(f"bad --set {item!r}: {key} must be {bound}")
     return dataclasses.replace(cfg, **changes)
 
 
@@ -176,6 +200,7 @@ class Trainer:
         self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", s.task, s.cell, "rl2"))
         self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", s.task, s.cell, "rl2"))
         self.iteration = 0
+        self.env_steps = 0  # a running total: --resume --set batch_steps=... changes the per-iteration count
         self.wall_seconds = 0.0
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
@@ -208,11 +233,12 @@ class Trainer:
         t_total = time.perf_counter() - start
 
         self.iteration += 1
+        self.env_steps += self.n_trials * s.trial_len
         self.wall_seconds += t_total
         mean_return = float(batch.trial_returns().mean())
         row = {
             "iteration": self.iteration,
-            "env_steps": self.iteration * self.n_trials * s.trial_len,
+            "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 3),
             "mean_return": mean_return,
             "normalized": normalized(mean_return, self.refs),
@@ -281,6 +307,7 @@ class Trainer:
         return {
             "task": self.shape.task, "cell": self.shape.cell, "preset": self.preset, "seed": self.seed,
             "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
+            "env_steps": self.env_steps,
             "policy": self.policy.state_dict(), "baseline": self.baseline.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "instance_rng": self.instance_rng.bit_generator.state,
@@ -302,11 +329,19 @@ class Trainer:
         self.act_gen.set_state(state["act_gen"])
         self.fvp_gen.set_state(state["fvp_gen"])
         self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
+        self.env_steps = state.get("env_steps", _env_steps(state))
         self.curve = state["curve"]
         self.saved_iteration = self.iteration
         self.initialized_from = state.get("initialized_from")
         self.config_changes = state.get("config_changes", [])
         return self
+
+    def change_config(self, overrides: list[str], by: str = "") -> None:
+        """Change the recipe of a resumed run from the next iteration on, and record it."""
+        self.cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
+        for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
+            group["lr"] = self.cfg.baseline_lr
+        self.config_changes.append({"iteration": self.iteration, "set": list(overrides), **({"by": by} if by else {})})
 
     def init_from(self, run_dir: Path) -> None:
         """Start from the policy and baseline weights of another run (a curriculum: e.g. n500-k10 from
@@ -346,7 +381,7 @@ class Trainer:
             "status": "complete" if finished else "partial",
             "task": self.shape.task, "cell": self.shape.cell, "preset": self.preset, "seed": self.seed,
             "iterations": self.iteration, "target_iterations": self.cfg.iters,
-            "env_steps": self.iteration * self.n_trials * self.shape.trial_len,
+            "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
             "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
             "config_changes": self.config_changes,
@@ -446,8 +481,7 @@ def train_command(args) -> int:
         if args.init_from:
             raise UserError("--init-from starts a new run; it cannot change a run being resumed")
         if args.set:  # a deliberate change of recipe mid-run: applied from the next iteration, recorded
-            trainer.cfg = apply_overrides(trainer.cfg, args.set)
-            trainer.config_changes.append({"iteration": trainer.iteration, "set": list(args.set)})
+            trainer.change_config(args.set)
     else:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
