@@ -138,7 +138,7 @@ def _resolve_cells(family, spec: str) -> list[str]:
     names = [c.strip() for c in spec.split(",") if c.strip()]
     if not names:
         raise UserError("no cell given; use --cells paper or a comma list such as n100-k10")
-    return [family.parse_cell(c).name for c in names]
+    return list(dict.fromkeys(family.parse_cell(c).name for c in names))  # a cell named twice runs once
 
 
 def cmd_run(args) -> int:
@@ -147,6 +147,8 @@ def cmd_run(args) -> int:
     from rl2bench.registry import get_family, resolve_algorithms
     from rl2bench.results import RunStore
 
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out RUN_FOLDER (the run to continue)")
     family = get_family(args.task)
     cells = _resolve_cells(family, args.cells)
     algos = resolve_algorithms(args.algos, family.name)

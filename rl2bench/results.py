@@ -44,9 +44,14 @@ class RunStore:
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, identity: dict[str, Any], resume: bool) -> None:
         """Create the run folder, or check that ``--resume`` continues the same run."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file, not a run folder")
         cfg = self.root / "config.json"
         if cfg.exists():
-            stored = json.loads(cfg.read_text())
+            try:
+                stored = json.loads(cfg.read_text())
+            except json.JSONDecodeError:
+                raise UserError(f"{cfg} is not valid JSON (damaged?); cannot tell which run it holds") from None
             if not resume:
                 raise UserError(f"{self.root} already holds a run; pass --resume to continue it or choose "
                                 f"another --out")
@@ -190,6 +195,12 @@ class RunStore:
         frame = self.results()
         write_text_atomic(self.root / "results.csv", frame.to_csv(index=False))
         meta = self.eval_meta()
+        previous = self.root / "run.json"
+        if previous.exists():  # a resumed run may name fewer cells or algorithms than the folder holds
+            before = json.loads(previous.read_text())
+            for key in ("cells", "algorithms"):
+                if key in extra and key in before:
+                    extra = {**extra, key: list(dict.fromkeys([*before[key], *extra[key]]))}
         run = {**self.config(), **extra, "versions": package_versions(), "git_revision": git_revision(),
                "chosen_settings": {f"{m['cell']}/{m['algorithm']}": m["setting"] for m in meta},
                "seconds": {f"{m['cell']}/{m['algorithm']}": {"tune": round(m["tune_seconds"], 3),

@@ -29,10 +29,16 @@ def run_cli(*args, cwd=None, env=None):
         (["train", "--task", "mab", "--cell", "n10-k5", "--minutes", "-1"], "positive number"),
         (["train", "--task", "mab", "--cell", "n10-k5", "--minutes", "soon"], "positive number"),
         (["table", "/nonexistent/run"], "not an rl2bench run folder"),
+        (["run", "--task", "mab", "--resume"], "--resume needs --out"),
+        (["run", "--task", "mab", "--cells", "n10-k3", "--out", "afile"], "is a file"),
+        (["run", "--task", "mab", "--cells", "n10-k3", "--out", "broken", "--resume"], "not valid JSON"),
         (["check", "/nonexistent/run"], "not an rl2bench run folder"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{truncated")
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr
