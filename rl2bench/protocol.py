@@ -45,6 +45,19 @@ def chunks(n_instances: int, chunk_size: int) -> list[range]:
     return [range(i, min(i + chunk_size, n_instances)) for i in range(0, n_instances, chunk_size)]
 
 
+def _checked_actions(actions, size: int, n_actions: int, name: str) -> np.ndarray:
+    """An agent's actions as an int array of one valid action per instance, or a clear error that names
+    the agent (a plugged-in algorithm's bug should not surface as an index error deep in an env)."""
+    actions = np.asarray(actions)
+    if actions.shape != (size,) or not np.issubdtype(actions.dtype, np.integer):
+        raise UserError(f"{name}.act returned {actions.dtype} array of shape {actions.shape}; expected {size} "
+                        f"integer actions, one per instance")
+    if size and (actions.min() < 0 or actions.max() >= n_actions):
+        raise UserError(f"{name}.act returned an action outside 0..{n_actions - 1} "
+                        f"(got {int(actions.min())}..{int(actions.max())})")
+    return actions
+
+
 def play_trials(
     family: TaskFamily,
     cell: Cell,
@@ -76,7 +89,7 @@ def play_trials(
                 agent.see_privileged(env.privileged_info())
             total = np.zeros(size)
             while True:
-                actions = agent.act(obs)
+                actions = _checked_actions(agent.act(obs), size, spec.n_actions, agent_cls.name)
                 step = env.step(actions)
                 total += step.reward
                 if privileged:
@@ -90,6 +103,9 @@ def play_trials(
     finally:
         env.close()
     total = np.concatenate(totals)
+    if not np.isfinite(total).all():
+        raise UserError(f"{agent_cls.name} on {cell.name}: {int((~np.isfinite(total)).sum())} trial returns are "
+                        f"not finite (a bug in the environment or the agent); nothing was recorded for them")
     metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return TrialOutcome(total, metrics, time.perf_counter() - start)
 

@@ -20,6 +20,8 @@ def p_worse_than_best(best: np.ndarray, other: np.ndarray) -> float:
     p-value is at least 0.05 (not significantly worse than the row's best)."""
     if np.array_equal(best, other):
         return 1.0
+    if len(best) < 2 or len(other) < 2:  # no variance estimate, no test: only the best is marked
+        return float("nan")
     result = stats.ttest_ind(best, other, equal_var=False, alternative="greater")
     p = float(result.pvalue)
     return 1.0 if np.isnan(p) else p  # identical constant samples: no evidence of a difference

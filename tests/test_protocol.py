@@ -6,6 +6,7 @@ import pytest
 
 from rl2bench import seeding
 from rl2bench.algorithms.base import Agent
+from rl2bench.errors import UserError
 from rl2bench.protocol import RunConfig, chunks, play_trials, run_benchmark
 from rl2bench.registry import algorithms, get_family
 from rl2bench.results import RunStore
@@ -196,3 +197,25 @@ def test_all_skips_cells_an_algorithm_cannot_run_but_naming_it_fails(tmp_path, c
     strict.open(cfg.identity(), resume=False)
     with pytest.raises(UserError, match="needs two arms"):
         run_benchmark(cfg, strict, progress=False)
+
+
+class _OutOfRange(_Versioned):
+    name = "out-of-range"
+
+    def act(self, obs):
+        return np.full(self.batch_size, 7)
+
+
+class _Floats(_Versioned):
+    name = "floats"
+
+    def act(self, obs):
+        return np.zeros(self.batch_size)
+
+
+@pytest.mark.parametrize("agent, needle", [(_OutOfRange, "outside 0..2"), (_Floats, "integer actions")])
+def test_invalid_actions_are_a_clear_error_naming_the_agent(agent, needle):
+    cell = FAM.parse_cell("n10-k3")
+    with pytest.raises(UserError, match=needle) as info:
+        play_trials(FAM, cell, agent, {"arm": 0}, 20, 0, "eval")
+    assert agent.name in str(info.value)

@@ -34,3 +34,20 @@ def test_normalized_scores():
     summary = pd.DataFrame({"cell": ["x"] * 3, "algorithm": ["random", "gittins", "ucb1"],
                             "mean": [5.0, 7.0, 6.5]})
     np.testing.assert_allclose(stats.normalized_scores(summary, "random", "gittins"), [0.0, 1.0, 0.75])
+
+
+def test_one_instance_marks_only_the_best():
+    frame = pd.DataFrame({"task": "mab", "cell": "c", "algorithm": ["a", "b"], "return": [2.0, 1.0]})
+    summary = stats.summarize(frame).set_index("algorithm")
+    assert summary.loc["a", "marked"] and not summary.loc["b", "marked"]
+
+
+def test_check_agrees_within_rounding_even_with_zero_spread():
+    from rl2bench.check import compare
+
+    ours = pd.DataFrame({"task": "mab", "cell": "c", "algorithm": ["a", "b"], "mean": [5.02, 6.0],
+                         "se": [0.0, 0.0]})
+    paper = pd.DataFrame({"task": "mab", "cell": "c", "algorithm": ["a", "b"], "value": [5.0, 5.0]})
+    out = compare(ours, paper, rounding=0.05, tolerance=3.0).set_index("algorithm")
+    assert out.loc["a", "status"] == "ok" and out.loc["a", "z"] == 0.0
+    assert out.loc["b", "status"] == "FAIL"  # a real difference with no spread is infinitely significant
