@@ -85,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an RL^2 policy for one cell (TRPO + GRU); resumable")
     p.add_argument("--task", required=True, help="mab, mdp or maze")
     p.add_argument("--cell", required=True, help="one cell, e.g. n10-k5 or n10")
-    p.add_argument("--preset", default="fast",
+    p.add_argument("--preset", default=None,
                    help="'fast' (CPU-sized, default) or 'paper' (Appendix A); maze: maze-fast, maze")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="train until this many iterations in total")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of the training streams")
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="root seed of the training streams (default 0)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default: runs/rl2/<task>-<cell>-<preset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -214,6 +214,9 @@ def cmd_check(args) -> int:
 def cmd_train(args) -> int:
     from rl2bench.algorithms.rl2.trainer import train_command
 
+    args.explicit = {k: getattr(args, k) for k in ("preset", "seed") if getattr(args, k) is not None}
+    args.preset = args.preset or "fast"
+    args.seed = 0 if args.seed is None else args.seed
     return train_command(args)
 
 

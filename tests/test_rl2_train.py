@@ -155,6 +155,8 @@ def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
     assert main([*base, "--iters", "1"]) == 0
     assert main(["train", "--task", "mab", "--cell", "n10-k3", "--resume", "--out", str(out), "--no-progress",
                  "--iters", "2", "--set", "max_kl=0.02"]) == 0
+    for other in (["--seed", "3"], ["--preset", "paper"]):  # a resumed run keeps its identity
+        assert main(["train", "--task", "mab", "--cell", "n10-k3", "--resume", "--out", str(out), *other]) == 2
     resumed = Trainer.from_checkpoint(out)
     assert resumed.iteration == 2 and resumed.cfg.max_kl == 0.02 and resumed.cfg.batch_steps == 500
     assert resumed.config_changes == [{"iteration": 1, "set": ["max_kl=0.02"]}]

@@ -43,7 +43,17 @@ from rl2bench.errors import UserError
 from .conv_policy import ConvPolicy
 from .gae import discounted_returns, gae
 from .rollout import sample_actions
-from .trainer import CHECKPOINT, CURVE, META, POLICY, _atomic_save, _atomic_text, _torch_gen, apply_overrides
+from .trainer import (
+    CHECKPOINT,
+    CURVE,
+    META,
+    POLICY,
+    _atomic_save,
+    _atomic_text,
+    _torch_gen,
+    apply_overrides,
+    check_resumed_identity,
+)
 from .trpo import fisher_subsample, trpo_step
 
 POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
@@ -403,6 +413,7 @@ def train_command(args) -> int:
         if args.set or args.init_from:
             raise UserError("--set and --init-from cannot change a maze run being resumed")
         trainer = MazeTrainer.from_checkpoint(out)
+        check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
             raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
     else:

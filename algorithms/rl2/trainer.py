@@ -163,6 +163,15 @@ def _torch_gen(np_rng: np.random.Generator) -> torch.Generator:
     return gen
 
 
+def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str, str] | None = None) -> None:
+    """``--resume`` continues the stored run: a --preset or --seed given explicitly must agree with it."""
+    explicit = getattr(args, "explicit", {})
+    asked = (aliases or {}).get(explicit.get("preset", preset), explicit.get("preset", preset))
+    if asked != preset or explicit.get("seed", seed) != seed:
+        raise UserError(f"--resume continues the run in {args.out} (preset {preset}, seed {seed}); drop --preset "
+                        f"and --seed or start a new run in another --out")
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -475,6 +484,7 @@ def train_command(args) -> int:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         trainer = Trainer.from_checkpoint(out)
+        check_resumed_identity(args, trainer.preset, trainer.seed)
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
             raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
                             f"{shape.task} {shape.cell}")
