@@ -3,6 +3,7 @@ best and everything not significantly worse in bold), with standard errors and n
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -139,6 +140,36 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def render_trained_policies(folder: Path) -> str:
+    """A provenance table for results that came from trained policy files (settings with a ``policy``
+    and its ``version``, e.g. rl2): which file version was evaluated and how far it had been trained,
+    from the zoo's meta.json when it is still there. Empty when the run used no such setting."""
+    run_json = folder / "run.json"
+    if not run_json.exists():
+        return ""
+    chosen = json.loads(run_json.read_text()).get("chosen_settings", {})
+    rows = []
+    for key, setting in chosen.items():
+        if not isinstance(setting, dict) or "version" not in setting or "policy" not in setting:
+            continue
+        cell, algorithm = key.split("/", 1)
+        from rl2bench.algorithms.rl2.agent import zoo_dir
+
+        meta_path = zoo_dir() / setting["policy"] / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        start = meta.get("initialized_from") or {}
+        rows.append({"cell": cell, "algorithm": algorithm, "policy": setting["policy"],
+                     "version": setting["version"], "status": meta.get("status", ""),
+                     "preset": meta.get("preset", ""), "iterations": meta.get("iterations", ""),
+                     "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),
+                     "started from": f"{start['cell']}" if start else ""})
+    if not rows:
+        return ""
+    table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="pipe", showindex=False)
+    return ("\n\nTrained policies evaluated (file version = first 12 hex digits of the policy file's sha256; "
+            "status and training from the zoo's meta.json):\n\n" + table + "\n")
+
+
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
                        results: pd.DataFrame | None = None, publish: Path | None = None) -> None:
     """leaderboard.md (the family's own page where it has one, e.g. Table 3 for mazes), .tex, .csv;
@@ -151,6 +182,7 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
         markdown = render_markdown(summary, title, command)
         if plot_normalized(summary, folder / "leaderboard.png"):
             markdown += "\n![normalized scores](leaderboard.png)\n"
+    markdown += render_trained_policies(folder)
     write_text_atomic(folder / "leaderboard.md", markdown)
     if publish is not None:
         image = Path(os.path.relpath(folder / "leaderboard.png", publish.resolve().parent)).as_posix()

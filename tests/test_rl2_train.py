@@ -242,3 +242,17 @@ def test_rl2_setting_names_the_policy_version_and_a_changed_file_is_refused(tmp_
     with pytest.raises(UserError, match="changed while this run"):
         rl2_agent.RL2(family.spec(cell), 4, np.random.default_rng(0), **setting)
     rl2_agent.RL2(family.spec(cell), 4, np.random.default_rng(0), **newer)
+
+
+def test_leaderboard_names_the_policy_version_it_evaluated(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path / "run", cell="n10-k3")
+    trainer.run(iters=1, progress=False)
+    _zoo_with(tmp_path, monkeypatch, trainer)
+    (tmp_path / "zoo" / "mab" / "n10-k3" / "meta.json").write_text((tmp_path / "run" / "meta.json").read_text())
+    out = tmp_path / "lb"
+    assert main(["run", "--task", "mab", "--algos", "rl2,random", "--cells", "n10-k3", "--instances", "50",
+                 "--out", str(out), "--no-progress", "--jobs", "1"]) == 0
+    page = (out / "leaderboard.md").read_text()
+    version = rl2_agent.policy_version(tmp_path / "zoo" / "mab" / "n10-k3" / POLICY)
+    row = next(line for line in page.splitlines() if version in line)
+    assert "mab/n10-k3" in row and "partial" in row
