@@ -19,7 +19,7 @@ from rl2bench.algorithms.rl2.rollout import (
     sample_instances,
     task_shape,
 )
-from rl2bench.algorithms.rl2.trainer import CHECKPOINT, POLICY, Trainer, preset_config
+from rl2bench.algorithms.rl2.trainer import CHECKPOINT, POLICY, Trainer, curve_columns, preset_config
 from rl2bench.cli import main
 from rl2bench.errors import UserError
 from rl2bench.protocol import play_trials
@@ -256,3 +256,13 @@ def test_leaderboard_names_the_policy_version_it_evaluated(tmp_path, monkeypatch
     version = rl2_agent.policy_version(tmp_path / "zoo" / "mab" / "n10-k3" / POLICY)
     row = next(line for line in page.splitlines() if version in line)
     assert "mab/n10-k3" in row and "partial" in row
+
+
+def test_a_resumed_run_that_logs_a_new_column_still_writes_its_curve(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.run(iters=2, progress=False)
+    trainer.curve[0].pop("baseline_ev")  # as if the first rows came from an older trainer
+    assert curve_columns(trainer.curve)[-1] == "baseline_ev"
+    trainer.save(finished=False)
+    header, first, _ = (tmp_path / "curve.csv").read_text().splitlines()
+    assert header.endswith("baseline_ev") and first.endswith(",")

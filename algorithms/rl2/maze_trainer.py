@@ -53,6 +53,7 @@ from .trainer import (
     _torch_gen,
     apply_overrides,
     check_resumed_identity,
+    curve_columns,
 )
 from .trpo import fisher_subsample, trpo_step
 
@@ -349,7 +350,7 @@ class MazeTrainer:
         if self.curve:
             tmp = self.out / f".{CURVE}.tmp"
             with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(self.curve[0]))
+                writer = csv.DictWriter(fh, fieldnames=curve_columns(self.curve))
                 writer.writeheader()
                 writer.writerows(self.curve)
             tmp.replace(self.out / CURVE)

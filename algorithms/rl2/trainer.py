@@ -172,6 +172,12 @@ def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str,
                         f"and --seed or start a new run in another --out")
 
 
+def curve_columns(curve: list[dict[str, Any]]) -> list[str]:
+    """Every column any row has, in first-seen order: a run resumed by a newer trainer may log more
+    columns than its first rows (those cells stay empty)."""
+    return list(dict.fromkeys(key for row in curve for key in row))
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -408,7 +414,7 @@ class Trainer:
             return
         tmp = self.out / f".{CURVE}.tmp"
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(self.curve[0]))
+            writer = csv.DictWriter(fh, fieldnames=curve_columns(self.curve))
             writer.writeheader()
             writer.writerows(self.curve)
         os.replace(tmp, self.out / CURVE)
