@@ -147,7 +147,9 @@ def render_trained_policies(folder: Path) -> str:
     run_json = folder / "run.json"
     if not run_json.exists():
         return ""
-    chosen = json.loads(run_json.read_text()).get("chosen_settings", {})
+    run = json.loads(run_json.read_text())
+    chosen = run.get("chosen_settings", {})
+    rank = {cell: i for i, cell in enumerate(run.get("cells", []))}  # the page's row order
     rows = []
     for key, setting in chosen.items():
         if not isinstance(setting, dict) or "version" not in setting or "policy" not in setting:
@@ -165,6 +167,7 @@ def render_trained_policies(folder: Path) -> str:
                      "started from": f"{start['cell']}" if start else ""})
     if not rows:
         return ""
+    rows.sort(key=lambda r: (rank.get(r["cell"], len(rank)), r["algorithm"]))
     table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="pipe", showindex=False)
     return ("\n\nTrained policies evaluated (file version = first 12 hex digits of the policy file's sha256; "
             "status and training from the zoo's meta.json):\n\n" + table + "\n")
