@@ -158,7 +158,7 @@ def cmd_run(args) -> int:
                        args.jobs or default_n_jobs(), skip_unavailable=args.algos.strip() == "all")
     store = RunStore(out)
     store.open(config.identity(), args.resume)
-    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = args.command_line
     started = time.perf_counter()
     try:
         run_benchmark(config, store, progress=not args.no_progress)
@@ -244,7 +244,9 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_c
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "python -m rl2bench " + " ".join(shlex.quote(a) for a in argv)  # for provenance
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

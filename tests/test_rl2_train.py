@@ -160,6 +160,7 @@ def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
     resumed = Trainer.from_checkpoint(out)
     assert resumed.iteration == 2 and resumed.cfg.max_kl == 0.02 and resumed.cfg.batch_steps == 500
     assert resumed.config_changes == [{"iteration": 1, "set": ["max_kl=0.02"]}]
+    assert [r["iteration"] for r in resumed.resumed] == [1] and "max_kl=0.02" in resumed.resumed[0]["command"]
     assert '"config_changes"' in (out / "meta.json").read_text()
     resumed.change_config(["baseline_lr=0.05", "batch_steps=1000"])
     assert all(g["lr"] == 0.05 for g in resumed.optimizer.param_groups)  # not the checkpoint's old rate

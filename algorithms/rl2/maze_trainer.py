@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import json
 import math
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -405,7 +404,7 @@ def _explained_variance(returns: torch.Tensor, values: torch.Tensor, mask: torch
 
 def train_command(args) -> int:
     """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
-    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = args.command_line
     cell = args.cell.strip()
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
     if args.resume:

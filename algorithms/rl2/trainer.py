@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -221,6 +220,7 @@ class Trainer:
         self.saved_iteration = 0
         self.initialized_from: dict[str, Any] | None = None  # curriculum: whose networks this run started from
         self.config_changes: list[dict[str, Any]] = []  # ``--resume --set``: what changed at which iteration
+        self.resumed: list[dict[str, Any]] = []  # each --resume invocation: its iteration and command line
 
     @property
     def n_trials(self) -> int:
@@ -329,6 +329,7 @@ class Trainer:
             "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
             "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
             "initialized_from": self.initialized_from, "config_changes": self.config_changes,
+            "resumed": self.resumed,
         }
 
     @classmethod
@@ -349,6 +350,7 @@ class Trainer:
         self.saved_iteration = self.iteration
         self.initialized_from = state.get("initialized_from")
         self.config_changes = state.get("config_changes", [])
+        self.resumed = state.get("resumed", [])
         return self
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
@@ -399,7 +401,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
             "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
-            "config_changes": self.config_changes,
+            "config_changes": self.config_changes, "resumed": self.resumed,
             "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
             "first_reached_paper_rl2": None if reached is None else
             {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
@@ -483,7 +485,7 @@ def train_command(args) -> int:
         from .maze_trainer import train_command as maze_train_command
 
         return maze_train_command(args)
-    command = "python -m rl2bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = args.command_line
     shape = task_shape(args.task, args.cell)
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
     if args.resume:
@@ -491,6 +493,7 @@ def train_command(args) -> int:
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         trainer = Trainer.from_checkpoint(out)
         check_resumed_identity(args, trainer.preset, trainer.seed)
+        trainer.resumed.append({"iteration": trainer.iteration, "command": command})
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
             raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
                             f"{shape.task} {shape.cell}")
