@@ -53,6 +53,7 @@ from .trainer import (
     apply_overrides,
     check_resumed_identity,
     curve_columns,
+    training_loop,
 )
 from .trpo import fisher_subsample, trpo_step
 
@@ -370,27 +371,16 @@ class MazeTrainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self, iters: int | None = None, progress: bool = True, seconds: float | None = None) -> None:
-        from tqdm.auto import tqdm
+        """As the bandit/MDP trainer's ``run``; the engines are shut down however the loop ends."""
 
-        total = iters or self.cfg.iters
-        deadline = None if seconds is None else time.monotonic() + seconds
-        bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 maze {self.cell.name}", unit="it",
-                   disable=not progress, dynamic_ncols=True, file=sys.stderr)
+        def postfix(row: dict[str, float]) -> str:
+            return (f"ret {row['mean_return']:.2f} succ1 {row['success_ep1']:.2f} kl {row['kl']:.4f} "
+                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.1f}s/it")
+
         try:
-            while self.iteration < total:
-                row = self.iterate()
-                bar.set_postfix_str(
-                    f"ret {row['mean_return']:.2f} succ1 {row['success_ep1']:.2f} kl {row['kl']:.4f} "
-                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.1f}s/it", refresh=False)
-                bar.update(1)
-                if self.iteration % self.cfg.checkpoint_every == 0:
-                    self.save(finished=False)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+            training_loop(self, iters or self.cfg.iters, f"rl2 maze {self.cell.name}", postfix, progress, seconds)
         finally:
-            bar.close()
             self.close()
-        self.save(finished=self.iteration >= self.cfg.iters)
 
 
 def _explained_variance(returns: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> float:

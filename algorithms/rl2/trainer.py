@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -456,27 +457,37 @@ class Trainer:
     def run(self, iters: int | None = None, progress: bool = True, seconds: float | None = None) -> None:
         """Train until ``iters`` iterations in total (default: the config's) or until an iteration ends past
         ``seconds`` of wall time, checkpointing as it goes."""
-        from tqdm.auto import tqdm
 
-        total = iters or self.cfg.iters
-        deadline = None if seconds is None else time.monotonic() + seconds
-        bar = tqdm(total=total, initial=self.iteration, desc=f"rl2 {self.shape.task} {self.shape.cell}",
-                   unit="it", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-        try:
-            while self.iteration < total:
-                row = self.iterate()
-                bar.set_postfix_str(
-                    f"ret {row['mean_return']:.2f} norm {row['normalized']:.3f} kl {row['kl']:.4f} "
-                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.2f}s/it",
-                    refresh=False)
-                bar.update(1)
-                if self.iteration % self.cfg.checkpoint_every == 0:
-                    self.save(finished=False)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-        finally:
-            bar.close()
-        self.save(finished=self.iteration >= self.cfg.iters)
+        def postfix(row: dict[str, float]) -> str:
+            return (f"ret {row['mean_return']:.2f} norm {row['normalized']:.3f} kl {row['kl']:.4f} "
+                    f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.2f}s/it")
+
+        training_loop(self, iters or self.cfg.iters, f"rl2 {self.shape.task} {self.shape.cell}", postfix,
+                      progress, seconds)
+
+
+def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict], str], progress: bool,
+                  seconds: float | None) -> None:
+    """The outer loop both trainers share: ``trainer.iterate()`` until iteration ``total`` or until an
+    iteration ends past ``seconds``, a progress bar, a checkpoint every ``checkpoint_every`` iterations
+    and a final one (``complete`` once the config's iterations are done, else ``partial``)."""
+    from tqdm.auto import tqdm
+
+    deadline = None if seconds is None else time.monotonic() + seconds
+    bar = tqdm(total=total, initial=trainer.iteration, desc=desc, unit="it", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        while trainer.iteration < total:
+            row = trainer.iterate()
+            bar.set_postfix_str(postfix(row), refresh=False)
+            bar.update(1)
+            if trainer.iteration % trainer.cfg.checkpoint_every == 0:
+                trainer.save(finished=False)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        bar.close()
+    trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
 
 
 def train_command(args) -> int:
