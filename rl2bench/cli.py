@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="mab, mdp or maze")
     p.add_argument("--cell", required=True, help="one cell, e.g. n10-k5 or n10")
     p.add_argument("--preset", default=None,
-                   help="'fast' (CPU-sized, default) or 'paper' (Appendix A); maze: maze-fast, maze")
+                   help="'fast' (CPU-sized TRPO, default), 'ppo' (fast sizes, PPO update) or 'paper' "
+                        "(Appendix A); maze: maze-fast, maze")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="train until this many iterations in total")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="root seed of the training streams (default 0)")

@@ -94,9 +94,12 @@ def test_agent_hidden_state_carries_across_episodes(tmp_path, monkeypatch):
     assert float(fresh.h.abs().max()) == 0.0  # a new trial starts from zero
 
 
-def test_training_beats_random_on_n10_k5(tmp_path):
-    trainer = _trainer(tmp_path, hidden=32, batch_steps=10_000, fvp_fraction=0.25)
-    trainer.run(iters=15, progress=False)
+@pytest.mark.parametrize(("update", "iters"), [("trpo", 15), ("ppo", 30)])
+def test_training_beats_random_on_n10_k5(tmp_path, update, iters):
+    """A few iterations of either policy update learn something (PPO takes smaller steps per batch)."""
+    trainer = _trainer(tmp_path, hidden=32, batch_steps=10_000, fvp_fraction=0.25, update=update,
+                       ppo_clip=0.2, policy_lr=3e-3, baseline_epochs=3)
+    trainer.run(iters=iters, progress=False)
     shape = trainer.shape
     inst = sample_instances(shape, seeding.instance_rng(1, "eval", "mab", "n10-k5"), 4000)
     gens = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
@@ -105,11 +108,12 @@ def test_training_beats_random_on_n10_k5(tmp_path):
     assert mean > 5.3, mean  # random scores 5.0 (SE ~0.02 at 4000 trials)
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = _trainer(tmp_path / "a")
+@pytest.mark.parametrize("update", ["trpo", "ppo"])
+def test_resume_continues_exactly(tmp_path, update):
+    straight = _trainer(tmp_path / "a", update=update)
     straight.run(iters=3, progress=False)
 
-    first = _trainer(tmp_path / "b")
+    first = _trainer(tmp_path / "b", update=update)
     first.run(iters=2, progress=False)
     assert (tmp_path / "b" / CHECKPOINT).exists()
     resumed = Trainer.from_checkpoint(tmp_path / "b")
@@ -121,6 +125,7 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(straight.baseline.parameters(), resumed.baseline.parameters(), strict=True):
         assert torch.equal(a, b)
+    assert straight.cfg.update == resumed.cfg.update == update
 
 
 def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
@@ -202,6 +207,8 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "checkpoint_every=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "fvp_fraction=1.5"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "max_kl=0"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "update=sgd"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo", "--set", "ppo_clip=0"],
     ["train", "--task", "maze", "--cell", "small-e2", "--set", "workers=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
