@@ -338,7 +338,7 @@ class Trainer:
         old_p = old_logp_all.exp()
         ent_coef = self.entropy_coefficient()
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        surr_before = float((adv.mean()))  # the surrogate at the old policy: ratio 1 everywhere
+        surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
         grad_norm = 0.0
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(x.shape[1], generator=self.fvp_gen)
