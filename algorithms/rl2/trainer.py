@@ -267,7 +267,7 @@ class Trainer:
         ev = 1.0 - float((returns - values).var() / returns.var().clamp_min(1e-8))
         if cfg.center_adv:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        step = self._ppo_step if cfg.update == "ppo" else self._policy_step
+        step = self._ppo_step if cfg.update == "ppo" else self._trpo_step
         info, entropy = step(batch, x, adv)
         t_policy = time.perf_counter() - start - t_rollout
         self._fit_baseline(x, returns)
@@ -303,7 +303,7 @@ class Trainer:
             return self.cfg.ent_coef
         return self.cfg.ent_coef * max(0.0, 1.0 - self.iteration / self.cfg.ent_decay_iters)
 
-    def _policy_step(self, batch: Batch, x: torch.Tensor, adv: torch.Tensor):
+    def _trpo_step(self, batch: Batch, x: torch.Tensor, adv: torch.Tensor):
         cfg = self.cfg
         old_logp_all = torch.log_softmax(batch.logits, -1)
         old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
