@@ -201,6 +201,13 @@ def curve_columns(curve: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(key for row in curve for key in row))
 
 
+def _behaviour(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sampling policy's log-probabilities of every action, of the actions taken, and its
+    probabilities: what both policy steps measure their surrogate and KL against."""
+    logp_all = torch.log_softmax(batch.logits, -1)
+    return logp_all, logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1), logp_all.exp()
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -305,9 +312,7 @@ class Trainer:
 
     def _trpo_step(self, batch: Batch, x: torch.Tensor, adv: torch.Tensor):
         cfg = self.cfg
-        old_logp_all = torch.log_softmax(batch.logits, -1)
-        old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-        old_p = old_logp_all.exp()
+        old_logp_all, old_logp, old_p = _behaviour(batch)
 
         ent_coef = self.entropy_coefficient()
 
@@ -335,9 +340,7 @@ class Trainer:
         of Adam over ``ppo_minibatches`` minibatches of whole trials (the GRU runs each trial from its
         start, so the hidden state stays exact), gradients clipped to ``max_grad_norm``."""
         cfg = self.cfg
-        old_logp_all = torch.log_softmax(batch.logits, -1)
-        old_logp = old_logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-        old_p = old_logp_all.exp()
+        old_logp_all, old_logp, old_p = _behaviour(batch)
         ent_coef = self.entropy_coefficient()
         params = [p for p in self.policy.parameters() if p.requires_grad]
         surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
