@@ -212,11 +212,32 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "maze", "--cell", "small-e2", "--set", "workers=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--device", "tpu", "--out", "/tmp/x-never"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--device", "cuda:x", "--out", "/tmp/x-never"],
+    ["train", "--task", "maze", "--cell", "small-e2", "--device", "cuda:0", "--out", "/tmp/x-never"],
 ])
 def test_train_cli_bad_input_is_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rl2bench: error:")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_cuda_device_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--task", "mab", "--cell", "n10-k3", "--device", "cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no CUDA GPU" in err and not out.exists()
+
+
+def test_checkpoint_state_is_moved_to_the_cpu_recursively():
+    from rl2bench.algorithms.rl2.trainer import _on_cpu
+
+    t = torch.arange(3.0, requires_grad=True) * 2
+    moved = _on_cpu({"a": [t, (t, 1)], "b": {"c": t}, "d": "x"})
+    assert moved["d"] == "x" and moved["a"][1][1] == 1 and isinstance(moved["a"][1], tuple)
+    for x in (moved["a"][0], moved["a"][1][0], moved["b"]["c"]):
+        assert x.device.type == "cpu" and not x.requires_grad and torch.equal(x, t.detach())
 
 
 def test_zoo_command_lists_cells_in_numeric_order_and_plots(tmp_path, monkeypatch, capsys):

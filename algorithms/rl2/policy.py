@@ -30,7 +30,7 @@ def embed(obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tenso
     if n_states > 1:
         s = nn.functional.one_hot(obs.long(), n_states).float()
     else:
-        s = torch.zeros(*obs.shape, 1)
+        s = torch.zeros(*obs.shape, 1, device=obs.device)
     a = nn.functional.one_hot(prev_action.long(), n_actions).float()
     return torch.cat([s, a, prev_reward.float().unsqueeze(-1), prev_done.float().unsqueeze(-1)], dim=-1)
 
@@ -56,7 +56,7 @@ class RecurrentNet(nn.Module):
             weight_norm(module, name, dim=0)  # gain initialised to the row norms: no data-dependent init
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(1, batch, self.hidden)
+        return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (steps, trials, input) -> (head outputs (steps, trials, n_out), last hidden (1, trials, H))."""

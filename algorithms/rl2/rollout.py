@@ -100,57 +100,62 @@ def sample_instances(shape: TaskShape, rng: np.random.Generator, count: int) -> 
 
 
 class TorchBandit:
-    """Bernoulli arms; one state (observation 0); every step ends an episode."""
+    """Bernoulli arms; one state (observation 0); every step ends an episode. Noise is drawn on the CPU
+    from ``generator`` and moved to ``device``, so a run's random streams are the same on every device."""
 
-    def __init__(self, arm_means: np.ndarray, generator: torch.Generator):
-        self.p = torch.as_tensor(arm_means, dtype=torch.float32)
+    def __init__(self, arm_means: np.ndarray, generator: torch.Generator, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.p = torch.as_tensor(arm_means, dtype=torch.float32, device=self.device)
         self.batch = self.p.shape[0]
         self.gen = generator
-        self.rows = torch.arange(self.batch)
+        self.rows = torch.arange(self.batch, device=self.device)
 
     def reset(self) -> torch.Tensor:
-        return torch.zeros(self.batch, dtype=torch.long)
+        return torch.zeros(self.batch, dtype=torch.long, device=self.device)
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        u = torch.rand(self.batch, generator=self.gen)
+        u = torch.rand(self.batch, generator=self.gen).to(self.device)
         reward = (u < self.p[self.rows, actions]).float()
-        return reward, torch.zeros(self.batch, dtype=torch.long), torch.ones(self.batch)
+        return (reward, torch.zeros(self.batch, dtype=torch.long, device=self.device),
+                torch.ones(self.batch, device=self.device))
 
 
 class TorchTabularMDP:
     """Gaussian rewards with unit noise, categorical transitions, episodes of ``horizon`` steps that all
-    start in state 0."""
+    start in state 0. Noise comes from ``generator`` on the CPU, as for the bandit."""
 
     def __init__(self, reward_means: np.ndarray, transitions: np.ndarray, horizon: int,
-                 generator: torch.Generator):
-        self.r = torch.as_tensor(reward_means, dtype=torch.float32)
-        self.cdf = torch.as_tensor(transitions, dtype=torch.float32).cumsum(-1)
+                 generator: torch.Generator, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.r = torch.as_tensor(reward_means, dtype=torch.float32, device=self.device)
+        self.cdf = torch.as_tensor(transitions, dtype=torch.float32, device=self.device).cumsum(-1)
         self.batch, self.n_states = self.r.shape[0], self.r.shape[1]
         self.horizon = horizon
         self.gen = generator
-        self.rows = torch.arange(self.batch)
+        self.rows = torch.arange(self.batch, device=self.device)
 
     def reset(self) -> torch.Tensor:
         self.t = 0
-        self.state = torch.zeros(self.batch, dtype=torch.long)
+        self.state = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         return self.state
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.state
-        noise = torch.randn(self.batch, generator=self.gen)
+        noise = torch.randn(self.batch, generator=self.gen).to(self.device)
         reward = self.r[self.rows, s, actions] + noise
-        u = torch.rand(self.batch, 1, generator=self.gen)
+        u = torch.rand(self.batch, 1, generator=self.gen).to(self.device)
         nxt = (self.cdf[self.rows, s, actions] < u).sum(-1).clamp_max(self.n_states - 1)
         self.t += 1
         done = self.t % self.horizon == 0
         self.state = torch.zeros_like(nxt) if done else nxt
-        return reward, self.state, torch.full((self.batch,), float(done))
+        return reward, self.state, torch.full((self.batch,), float(done), device=self.device)
 
 
-def make_env(shape: TaskShape, instances: dict[str, np.ndarray], generator: torch.Generator):
+def make_env(shape: TaskShape, instances: dict[str, np.ndarray], generator: torch.Generator,
+             device: torch.device | str = "cpu"):
     if shape.task == "mab":
-        return TorchBandit(instances["arm_means"], generator)
-    return TorchTabularMDP(instances["reward_means"], instances["transitions"], shape.horizon, generator)
+        return TorchBandit(instances["arm_means"], generator, device)
+    return TorchTabularMDP(instances["reward_means"], instances["transitions"], shape.horizon, generator, device)
 
 
 @dataclass
@@ -176,28 +181,31 @@ class Batch:
 
 
 def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Inverse-CDF sampling from softmax(logits) with an explicit generator, for any batch shape."""
+    """Inverse-CDF sampling from softmax(logits) with an explicit (CPU) generator, for any batch shape;
+    the uniforms move to the logits' device."""
     cdf = torch.softmax(logits, dim=-1).cumsum(-1)
-    u = torch.rand(*logits.shape[:-1], 1, generator=generator)
+    u = torch.rand(*logits.shape[:-1], 1, generator=generator).to(logits.device)
     return (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
 @torch.no_grad()
 def collect(policy: Policy, shape: TaskShape, instances: dict[str, np.ndarray], env_gen: torch.Generator,
             act_gen: torch.Generator) -> Batch:
-    """Play one trial on every instance, all trials stepping together through the GRU."""
-    env = make_env(shape, instances, env_gen)
+    """Play one trial on every instance, all trials stepping together through the GRU, on the policy's
+    device."""
+    device = next(policy.parameters()).device
+    env = make_env(shape, instances, env_gen, device)
     n = env.batch
     length = shape.trial_len
-    obs = torch.empty(length, n, dtype=torch.long)
-    actions = torch.empty(length, n, dtype=torch.long)
-    rewards = torch.empty(length, n)
-    dones = torch.empty(length, n)
-    logits = torch.empty(length, n, shape.n_actions)
+    obs = torch.empty(length, n, dtype=torch.long, device=device)
+    actions = torch.empty(length, n, dtype=torch.long, device=device)
+    rewards = torch.empty(length, n, device=device)
+    dones = torch.empty(length, n, device=device)
+    logits = torch.empty(length, n, shape.n_actions, device=device)
     o = env.reset()
-    a_prev = torch.zeros(n, dtype=torch.long)
-    r_prev = torch.zeros(n)
-    d_prev = torch.zeros(n)
+    a_prev = torch.zeros(n, dtype=torch.long, device=device)
+    r_prev = torch.zeros(n, device=device)
+    d_prev = torch.zeros(n, device=device)
     h = policy.initial_state(n)
     with cached_weights():
         for t in range(length):

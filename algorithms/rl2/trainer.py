@@ -208,6 +208,31 @@ def _behaviour(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return logp_all, logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1), logp_all.exp()
 
 
+def _on_cpu(obj: Any) -> Any:
+    """A state dict (nested dicts, lists, tensors) with every tensor on the CPU: checkpoints written by a
+    GPU run load on a machine without one."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``cpu`` (the default path), ``cuda`` or ``cuda:N`` where a GPU is visible."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"bad --device {name!r}: expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"bad --device {name!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} here; use --device cpu")
+    return device
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -228,8 +253,15 @@ class Trainer:
     """One training run for one cell, writing into ``out``."""
 
     def __init__(self, task: str, cell: str, preset: str, seed: int, out: Path,
-                 config: TrainConfig | None = None, command: str = ""):
+                 config: TrainConfig | None = None, command: str = "", device: torch.device | str = "cpu"):
         self.shape = task_shape(task, cell)
+        # Where the networks, rollouts and updates run. Every random stream stays a CPU generator (its
+        # draws move to the device), so checkpoints resume on any device with the same streams.
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # cuDNN's GRU neither differentiates twice (TRPO's Fisher products) nor accepts the
+            # weight-normalised (recomputed) weights as its flat buffer; torch's own CUDA GRU does both.
+            torch.backends.cudnn.enabled = False
         self.preset, self.seed, self.out = preset, seed, Path(out)
         self.cfg = config or preset_config(preset, self.shape)
         self.command = command
@@ -239,6 +271,8 @@ class Trainer:
         self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init))
         scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
         self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, _torch_gen(init))
+        self.policy.to(self.device)
+        self.baseline.to(self.device)
         self.optimizer = torch.optim.Adam(self.baseline.parameters(), lr=self.cfg.baseline_lr)
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.cfg.policy_lr)  # PPO only
         self.instance_rng = seeding.instance_rng(seed, "train", s.task, s.cell)
@@ -325,7 +359,7 @@ class Trainer:
             kl = (old_p * (old_logp_all - logp_all)).sum(-1).mean()
             return surr, kl
 
-        idx = fisher_subsample(x.shape[1], cfg.fvp_fraction, self.fvp_gen)
+        idx = fisher_subsample(x.shape[1], cfg.fvp_fraction, self.fvp_gen).to(self.device)
 
         def fisher_kl() -> torch.Tensor:
             logp_all = torch.log_softmax(self.policy(x[:, idx])[0], -1)
@@ -346,7 +380,7 @@ class Trainer:
         surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
         grad_norm = 0.0
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(x.shape[1], generator=self.fvp_gen)
+            order = torch.randperm(x.shape[1], generator=self.fvp_gen).to(self.device)
             for idx in order.chunk(cfg.ppo_minibatches):
                 logp_all = torch.log_softmax(self.policy(x[:, idx])[0], -1)
                 logp = logp_all.gather(-1, batch.actions[:, idx].unsqueeze(-1)).squeeze(-1)
@@ -372,7 +406,7 @@ class Trainer:
         n = x.shape[1]
         target = returns / self.baseline.scale
         for _ in range(self.cfg.baseline_epochs):
-            order = torch.randperm(n, generator=self.fvp_gen)
+            order = torch.randperm(n, generator=self.fvp_gen).to(self.device)
             for idx in order.chunk(self.cfg.baseline_minibatches):
                 pred = self.baseline(x[:, idx])[0].squeeze(-1)
                 loss = ((pred - target[:, idx]) ** 2).mean()
@@ -386,8 +420,9 @@ class Trainer:
             "task": self.shape.task, "cell": self.shape.cell, "preset": self.preset, "seed": self.seed,
             "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
             "env_steps": self.env_steps,
-            "policy": self.policy.state_dict(), "baseline": self.baseline.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "policy_optimizer": self.policy_optimizer.state_dict(),
+            "policy": _on_cpu(self.policy.state_dict()), "baseline": _on_cpu(self.baseline.state_dict()),
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
+            "policy_optimizer": _on_cpu(self.policy_optimizer.state_dict()),
             "instance_rng": self.instance_rng.bit_generator.state,
             "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
             "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
@@ -396,10 +431,10 @@ class Trainer:
         }
 
     @classmethod
-    def from_checkpoint(cls, out: Path, command: str = "") -> Trainer:
-        state = torch.load(Path(out) / CHECKPOINT, weights_only=False)
+    def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> Trainer:
+        state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
         self = cls(state["task"], state["cell"], state["preset"], state["seed"], out,
-                   TrainConfig(**state["config"]), command or state.get("command", ""))
+                   TrainConfig(**state["config"]), command or state.get("command", ""), device)
         self.policy.load_state_dict(state["policy"])
         self.baseline.load_state_dict(state["baseline"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -434,7 +469,7 @@ class Trainer:
         path = Path(run_dir) / CHECKPOINT
         if not path.exists():
             raise UserError(f"--init-from: no {CHECKPOINT} in {run_dir}")
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
         if state["task"] != self.shape.task:
             raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not {self.shape.task}")
         baseline = {k: v for k, v in state["baseline"].items() if k != "scale"}
@@ -451,7 +486,7 @@ class Trainer:
     def policy_file(self) -> dict[str, Any]:
         s = self.shape
         return {"format": POLICY_FORMAT, "task": s.task, "cell": s.cell, "n_states": s.n_states,
-                "n_actions": s.n_actions, "hidden": self.cfg.hidden, "state_dict": self.policy.state_dict(),
+                "n_actions": s.n_actions, "hidden": self.cfg.hidden, "state_dict": _on_cpu(self.policy.state_dict()),
                 "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 
     def save(self, finished: bool) -> None:
@@ -473,6 +508,7 @@ class Trainer:
             "first_reached_paper_rl2": None if reached is None else
             {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
             "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }
         _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
         self._plot()
@@ -559,16 +595,19 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
 def train_command(args) -> int:
     """``python -m rl2bench train``: start or resume a run (see ``build_parser`` in rl2bench/cli.py)."""
     if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
+        if getattr(args, "device", "cpu") != "cpu":
+            raise UserError("--device applies to bandit and MDP training; the maze trainer runs on the CPU")
         from .maze_trainer import train_command as maze_train_command
 
         return maze_train_command(args)
     command = args.command_line
     shape = task_shape(args.task, args.cell)
+    device = resolve_device(getattr(args, "device", "cpu"))
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
-        trainer = Trainer.from_checkpoint(out)
+        trainer = Trainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
@@ -586,14 +625,14 @@ def train_command(args) -> int:
         cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
-        trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command)
+        trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
             trainer.init_from(args.init_from)
     if args.iters:
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
-          f"{trainer.cfg.iters}; writing {out}", file=sys.stderr)
+          f"{trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
