@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tuning instances per cell (disjoint from evaluation; default: the family's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of every random stream")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<task>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished jobs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out, skipping finished jobs; an agent whose one setting "
+                        "changed (a retrained rl2 policy) is evaluated again")
     p.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--publish", type=Path, default=None,

@@ -140,6 +140,19 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def _recipe(config: dict) -> str:
+    """The final training recipe in a few words (``--set`` can take a run far from its preset's sizes)."""
+    parts = []
+    update = config.get("update", "trpo" if "max_kl" in config else None)  # runs from before PPO: TRPO
+    if update:
+        parts.append(str(update).upper())
+    if "hidden" in config:
+        parts.append(f"GRU {config['hidden']}")
+    if "batch_steps" in config:
+        parts.append(f"{config['batch_steps'] / 1000:g}k steps/it")
+    return ", ".join(parts)
+
+
 def render_trained_policies(folder: Path) -> str:
     """A provenance table for results that came from trained policy files (settings with a ``policy``
     and its ``version``, e.g. rl2): which file version was evaluated and how far it had been trained,
@@ -162,7 +175,8 @@ def render_trained_policies(folder: Path) -> str:
         start = meta.get("initialized_from") or {}
         rows.append({"cell": cell, "algorithm": algorithm, "policy": setting["policy"],
                      "version": setting["version"], "status": meta.get("status", ""),
-                     "preset": meta.get("preset", ""), "iterations": meta.get("iterations", ""),
+                     "preset": meta.get("preset", ""), "recipe": _recipe(meta.get("config", {})),
+                     "iterations": meta.get("iterations", ""),
                      "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),
                      "started from": f"{start['cell']}" if start else ""})
     if not rows:

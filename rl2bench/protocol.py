@@ -226,9 +226,16 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
     n_chunks = len(chunks(config.instances, family.chunk_size))
     eval_jobs = []
     for c, a in pairs:
-        if store.has_eval(c.name, a.name):
-            continue
         grid = grids[c.name, a.name]
+        if store.has_eval(c.name, a.name):
+            stored = store.eval_setting(c.name, a.name)
+            if len(grid) != 1 or setting_key(stored) == setting_key(grid[0]):
+                continue
+            # A single-setting agent whose setting changed since (a retrained rl2 policy has a new file
+            # version): its stored result no longer describes it, so --resume evaluates it again.
+            notice(f"{a.name} on {c.name}: the stored result was played with {setting_key(stored)}, the agent "
+                   f"now has {setting_key(grid[0])}; evaluating it again")
+            store.reopen_eval(c.name, a.name)
         chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
         done = store.eval_chunks(c.name, a.name, setting_key(chosen))
         eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)

@@ -138,6 +138,16 @@ class RunStore:
     def has_eval(self, cell: str, algo: str) -> bool:
         return self._eval_marker(cell, algo).exists()
 
+    def eval_setting(self, cell: str, algo: str) -> dict[str, Any]:
+        """The setting a completed evaluation was played with (from its marker)."""
+        return json.loads(self._eval_marker(cell, algo).read_text())["setting"]
+
+    def reopen_eval(self, cell: str, algo: str) -> None:
+        """Forget that (cell, algo) is evaluated (marker and merged rows); its chunks stay on disk and count
+        again only for the setting they were played with."""
+        self._eval_marker(cell, algo).unlink(missing_ok=True)
+        self._eval_dir(cell, algo).with_suffix(".csv").unlink(missing_ok=True)
+
     def eval_chunks(self, cell: str, algo: str, key: str) -> set[int]:
         """Chunks already evaluated with the setting ``key``. A chunk played with another setting (tuning
         chose differently, or a trained policy changed between invocations) does not count: it is

@@ -164,6 +164,36 @@ def test_resume_replays_chunks_played_with_another_setting(tmp_path, monkeypatch
     pd.testing.assert_frame_equal(store.results(), fresh.results())
 
 
+def test_resume_evaluates_again_an_agent_whose_single_setting_changed(tmp_path, monkeypatch, capsys):
+    import rl2bench.protocol as protocol
+
+    cfg = _config(cells=["n10-k3"], algorithms=[_Versioned])
+    store = RunStore(tmp_path / "r")
+    store.open(cfg.identity(), resume=False)
+    real, calls = protocol._execute, []
+
+    def counting(job):
+        calls.append(job.setting["arm"])
+        return real(job)
+
+    monkeypatch.setattr(protocol, "_execute", counting)
+    monkeypatch.setattr(_Versioned, "arm", 0)
+    run_benchmark(cfg, store, progress=False)
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)  # same setting: nothing to do
+    assert calls == [0, 0]
+    monkeypatch.setattr(_Versioned, "arm", 2)  # retrained between two invocations
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)
+    assert calls == [0, 0, 2, 2] and "evaluating it again" in capsys.readouterr().err
+    assert store.eval_setting("n10-k3", "versioned") == {"arm": 2}
+    fresh = RunStore(tmp_path / "fresh")
+    fresh.open(cfg.identity(), resume=False)
+    monkeypatch.setattr(protocol, "_execute", real)
+    run_benchmark(cfg, fresh, progress=False)
+    pd.testing.assert_frame_equal(store.results(), fresh.results())
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     from rl2bench.errors import UserError
 

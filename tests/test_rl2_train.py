@@ -285,6 +285,8 @@ def test_leaderboard_names_the_policy_version_it_evaluated(tmp_path, monkeypatch
     version = rl2_agent.policy_version(tmp_path / "zoo" / "mab" / "n10-k3" / POLICY)
     row = next(line for line in page.splitlines() if version in line)
     assert "mab/n10-k3" in row and "partial" in row
+    cfg = trainer.cfg
+    assert f"{cfg.update.upper()}, GRU {cfg.hidden}, {cfg.batch_steps / 1000:g}k steps/it" in row
 
 
 def test_a_resumed_run_that_logs_a_new_column_still_writes_its_curve(tmp_path):
