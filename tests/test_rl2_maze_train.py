@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -92,6 +93,12 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     assert lengths.min() >= 5 and lengths.max() <= 60
     missing = family.parse_cell("g4")
     assert "no trained maze policy" in agent_cls.unavailable(missing, family.spec(missing))
+    # The paper evaluates its small-maze policy on large mazes: with one under small-e2, large uses it.
+    large = family.parse_cell("large")
+    assert agent_cls.unavailable(large, family.spec(large)) is not None
+    shutil.copytree(tmp_path / "maze" / CELL, tmp_path / "maze" / "small-e2")
+    assert agent_cls.unavailable(large, family.spec(large)) is None
+    assert agent_cls.grid(large, family.spec(large))[0]["policy"] == "maze/small-e2"
 
 
 def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):

@@ -162,13 +162,17 @@ def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]
     return net, {k: v for k, v in data.items() if k != "state_dict"}
 
 
+PAPER_MAZE_TRAINING_CELL = "small-e2"  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps
+
+
 @register_algorithm
 class RL2Maze(_RecurrentPolicyAgent):
     """RL^2 on the mazes: the conv + GRU policy of leaderboard/zoo/maze/<cell>/policy.pt, played from pixels.
 
-    The policy is looked up under the evaluated cell's name; a policy trained on ``small-e2`` (the paper's
-    training cell) is used for ``small`` and any other episode count of the same maze size and horizon
-    as the paper evaluates its 2-episode policy on longer trials."""
+    The policy is looked up under the evaluated cell's name, then under the 2-episode cell of the same
+    maze size, then under ``small-e2``: the paper trains one policy on small mazes with 2 episodes and
+    evaluates it on up to 5 episodes of small and of large mazes (Section 3.3, extrapolation), so the
+    large columns use the small-maze policy unless a large-maze one is in the zoo."""
 
     name = "rl2"
     families = ("maze",)
@@ -176,7 +180,7 @@ class RL2Maze(_RecurrentPolicyAgent):
 
     @classmethod
     def _policy_name(cls, cell) -> str | None:
-        for name in (cell.name, dataclasses.replace(cell, episodes=2).name):
+        for name in (cell.name, dataclasses.replace(cell, episodes=2).name, PAPER_MAZE_TRAINING_CELL):
             if policy_path("maze", name).exists():
                 return f"maze/{name}"
         return None
@@ -192,7 +196,8 @@ class RL2Maze(_RecurrentPolicyAgent):
     def unavailable(cls, cell, spec) -> str | None:
         if cls._policy_name(cell) is None:
             two = dataclasses.replace(cell, episodes=2).name
-            return (f"rl2 has no trained maze policy for {cell.name} (nor {two}) in {zoo_dir()}; "
+            return (f"rl2 has no trained maze policy for {cell.name} (nor {two}, nor {PAPER_MAZE_TRAINING_CELL}) "
+                    f"in {zoo_dir()}; "
                     f"train one with: {train_hint('maze', two).replace('fast', 'maze-fast')}")
         return None
 
