@@ -230,6 +230,22 @@ def test_cuda_device_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "no CUDA GPU" in err and not out.exists()
 
 
+def test_update_gate_bias_sets_both_grus_and_only_the_update_gate(tmp_path):
+    cfg = dataclasses.replace(preset_config("fast", task_shape("mab", "n10-k3")), **TINY, gru_update_bias=1.5)
+    trainer = Trainer("mab", "n10-k3", "fast", 0, tmp_path / "run", cfg)
+    plain = Trainer("mab", "n10-k3", "fast", 0, tmp_path / "plain", dataclasses.replace(cfg, gru_update_bias=0.0))
+    h = cfg.hidden
+    for net, ref in ((trainer.policy, plain.policy), (trainer.baseline, plain.baseline)):
+        bias = net.gru.bias_hh_l0.detach()
+        assert torch.all(bias[h:2 * h] == 1.5) and torch.all(bias[:h] == 0) and torch.all(bias[2 * h:] == 0)
+        for name, value in net.state_dict().items():  # nothing else differs from the paper's init
+            if name != "gru.bias_hh_l0":
+                assert torch.equal(value, ref.state_dict()[name]), name
+    # the gate keeps more of the state: one step from h = 1 with zero input stays closer to 1
+    x, h1 = torch.zeros(1, 1, trainer.policy.gru.input_size), torch.ones(1, 1, h)
+    assert trainer.policy.gru(x, h1)[1].mean() > plain.policy.gru(x, h1)[1].mean()
+
+
 def test_checkpoint_state_is_moved_to_the_cpu_recursively():
     from rl2bench.algorithms.rl2.trainer import _on_cpu
 

@@ -55,6 +55,13 @@ class RecurrentNet(nn.Module):
         for module, name in ((self.gru, "weight_ih_l0"), (self.gru, "weight_hh_l0"), (self.head, "weight")):
             weight_norm(module, name, dim=0)  # gain initialised to the row norms: no data-dependent init
 
+    def set_update_gate_bias(self, value: float) -> None:
+        """Start the GRU's update gate at sigmoid(value) instead of 1/2: h' = (1 - z) n + z h, so a positive
+        value keeps more of the hidden state per step from the first iteration on (the "forget-gate bias"
+        of LSTM practice; the paper's initialisation is 0)."""
+        with torch.no_grad():
+            self.gru.bias_hh_l0[self.hidden:2 * self.hidden] = value
+
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
 

@@ -60,6 +60,7 @@ POLICY_FORMAT = "rl2bench-rl2-policy/1"
 @dataclass
 class TrainConfig:
     hidden: int = 256
+    gru_update_bias: float = 0.0  # initial update-gate bias of both GRUs (0 = the paper's zero biases)
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
     lam: float = 0.3
@@ -128,8 +129,8 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
 }
 # Fields that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES}
-# What a running experiment cannot change: the networks' size (the weights would not fit).
-FIXED_ON_RESUME = ("hidden",)
+# What a running experiment cannot change: what shapes or initialises the networks it has trained.
+FIXED_ON_RESUME = ("hidden", "gru_update_bias")
 
 
 def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ()) -> Any:
@@ -142,7 +143,7 @@ def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ())
         if not sep or key not in types:
             raise UserError(f"bad --set {item!r}: expected key=value with key one of {', '.join(types)}")
         if key in fixed:
-            raise UserError(f"--set {key} cannot change a run being resumed (the trained networks have its size)")
+            raise UserError(f"--set {key} cannot change a run being resumed (it shapes the networks it has trained)")
         try:
             kind = types[key]
             changes[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
@@ -271,6 +272,9 @@ class Trainer:
         self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init))
         scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
         self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, _torch_gen(init))
+        if self.cfg.gru_update_bias:
+            self.policy.set_update_gate_bias(self.cfg.gru_update_bias)
+            self.baseline.set_update_gate_bias(self.cfg.gru_update_bias)
         self.policy.to(self.device)
         self.baseline.to(self.device)
         self.optimizer = torch.optim.Adam(self.baseline.parameters(), lr=self.cfg.baseline_lr)
