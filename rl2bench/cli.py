@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a new run from another run's trained networks (same task and GRU size, e.g. "
                         "n500-k10 from n100-k10): a curriculum, recorded in meta.json")
     p.add_argument("--device", default="cpu",
-                   help="bandits and MDPs: where the networks, rollouts and updates run: cpu (default) or cuda[:N]; "
-                        "random streams stay on the CPU, so a run resumes on either")
+                   help="where the networks and updates run: cpu (default) or cuda[:N]; random streams stay on "
+                        "the CPU, so a run resumes on either")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("zoo", help="list the trained RL^2 policies; optionally plot their learning curves")

@@ -59,7 +59,7 @@ class ConvPolicy(nn.Module):
         return self.n_actions
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(1, batch, self.hidden)
+        return torch.zeros(1, batch, self.hidden, device=self.pi.weight.device)
 
     def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                  prev_done: torch.Tensor) -> torch.Tensor:

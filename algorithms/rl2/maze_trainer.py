@@ -49,10 +49,12 @@ from .trainer import (
     POLICY,
     _atomic_save,
     _atomic_text,
+    _on_cpu,
     _torch_gen,
     apply_overrides,
     check_resumed_identity,
     curve_columns,
+    resolve_device,
     training_loop,
 )
 from .trpo import fisher_subsample, trpo_step
@@ -116,10 +118,17 @@ class MazeBatch:
     def steps(self) -> int:
         return int(self.valid.sum())
 
+    def to(self, device: torch.device) -> MazeBatch:
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "metrics"}
+        return MazeBatch(**moved, metrics=self.metrics)
+
 
 @torch.no_grad()
 def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int) -> MazeBatch:
-    """Play one trial on every instance of the given groups of ``env``, all stepping together."""
+    """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
+    runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
+    from ``act_gen``, so the random stream is the same on every device."""
+    device = next(net.parameters()).device
     parts: list[dict[str, torch.Tensor]] = []
     metrics: list[dict[str, np.ndarray]] = []
     for k in groups:
@@ -133,7 +142,8 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
         active = torch.ones(n)
         h = net.initial_state(n)
         for t in range(max_len):
-            logits, _, h = net.step(obs, a_prev, r_prev, d_prev, h)
+            logits, _, h = net.step(obs.to(device), a_prev.to(device), r_prev.to(device), d_prev.to(device), h)
+            logits = logits.cpu()
             a = sample_actions(logits, act_gen)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
@@ -156,8 +166,12 @@ class MazeTrainer:
     """One RL^2 training run on one maze cell, writing into ``out`` (same files as the bandit trainer)."""
 
     def __init__(self, cell: str, preset: str, seed: int, out: Path, config: MazeTrainConfig | None = None,
-                 command: str = ""):
+                 command: str = "", device: torch.device | str = "cpu"):
         from rl2bench.registry import get_family
+
+        self.device = torch.device(device)
+        if self.device.type == "cuda":  # TRPO's Fisher products differentiate twice; cuDNN's GRU can't
+            torch.backends.cudnn.enabled = False
 
         self.family = get_family("maze")
         self.cell = self.family.parse_cell(cell)
@@ -168,6 +182,7 @@ class MazeTrainer:
         name = self.cell.name
         init = seeding.generator(seed, "init", "maze", name, "rl2")
         self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape, generator=_torch_gen(init))
+        self.net.to(self.device)
         self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
         self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", "maze", name, "rl2"))
         self.iteration = 0
@@ -215,7 +230,7 @@ class MazeTrainer:
         start = time.perf_counter()
         cfg, env = self.cfg, self.env
         groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
-        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len)
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len).to(self.device)
         t_rollout = time.perf_counter() - start
 
         prev = batch.prev_inputs(self.net.no_action)
@@ -269,7 +284,7 @@ class MazeTrainer:
             kl = ((old_p * (old_logp_all - logp_all)).sum(-1) * mask).sum() / n_valid
             return surr, kl
 
-        idx = fisher_subsample(mask.shape[1], cfg.fvp_fraction, self.fvp_gen)
+        idx = fisher_subsample(mask.shape[1], cfg.fvp_fraction, self.fvp_gen).to(self.device)
 
         def fisher_kl() -> torch.Tensor:
             sub = [x[:, idx] for x in prev]
@@ -289,9 +304,9 @@ class MazeTrainer:
     def _fit_value_head(self, batch: MazeBatch, prev, returns: torch.Tensor) -> None:
         """Ridge regression of the returns on [GRU output, 1] over the valid steps."""
         feats = self.net.trunk(batch.obs, *prev)[0][batch.valid.bool()]
-        x = torch.cat([feats, torch.ones(len(feats), 1)], 1).double()
+        x = torch.cat([feats, torch.ones(len(feats), 1, device=feats.device)], 1).double()
         y = returns[batch.valid.bool()].double()
-        eye = torch.eye(x.shape[1], dtype=torch.float64) * self.cfg.ridge * len(x)
+        eye = torch.eye(x.shape[1], dtype=torch.float64, device=x.device) * self.cfg.ridge * len(x)
         eye[-1, -1] = 0.0  # no penalty on the bias
         w = torch.linalg.solve(x.T @ x + eye, x.T @ y)
         self.net.v.weight.copy_(w[:-1].float().unsqueeze(0))
@@ -321,14 +336,14 @@ class MazeTrainer:
     def state(self) -> dict[str, Any]:
         return {"task": "maze", "cell": self.cell.name, "preset": self.preset, "seed": self.seed,
                 "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
-                "env_steps": self.env_steps, "net": self.net.state_dict(), "act_gen": self.act_gen.get_state(),
+                "env_steps": self.env_steps, "net": _on_cpu(self.net.state_dict()), "act_gen": self.act_gen.get_state(),
                 "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command}
 
     @classmethod
-    def from_checkpoint(cls, out: Path, command: str = "") -> MazeTrainer:
-        state = torch.load(Path(out) / CHECKPOINT, weights_only=False)
+    def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
+        state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
         self = cls(state["cell"], state["preset"], state["seed"], out, MazeTrainConfig(**state["config"]),
-                   command or state.get("command", ""))
+                   command or state.get("command", ""), device)
         self.net.load_state_dict(state["net"])
         self.act_gen.set_state(state["act_gen"])
         self.fvp_gen.set_state(state["fvp_gen"])
@@ -340,7 +355,7 @@ class MazeTrainer:
     def policy_file(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
                 "n_states": self.spec.n_states, "obs_shape": tuple(self.spec.obs_shape), "hidden": self.cfg.hidden,
-                "state_dict": self.net.state_dict(), "iteration": self.iteration, "preset": self.preset,
+                "state_dict": _on_cpu(self.net.state_dict()), "iteration": self.iteration, "preset": self.preset,
                 "seed": self.seed}
 
     def save(self, finished: bool) -> None:
@@ -365,6 +380,7 @@ class MazeTrainer:
             "config": asdict(self.cfg), "command": self.command,
             "final": self.curve[-1] if self.curve else None,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }
         _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
         self.saved_iteration = self.iteration
@@ -396,13 +412,14 @@ def train_command(args) -> int:
     """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
     command = args.command_line
     cell = args.cell.strip()
+    device = resolve_device(getattr(args, "device", "cpu"))
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         if args.set or args.init_from:
             raise UserError("--set and --init-from cannot change a maze run being resumed")
-        trainer = MazeTrainer.from_checkpoint(out)
+        trainer = MazeTrainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
             raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
@@ -412,12 +429,12 @@ def train_command(args) -> int:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
-        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command)
+        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
     if args.iters:
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
-          f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters}; writing {out}", file=sys.stderr)
+          f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:

@@ -599,8 +599,6 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
 def train_command(args) -> int:
     """``python -m rl2bench train``: start or resume a run (see ``build_parser`` in rl2bench/cli.py)."""
     if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
-        if getattr(args, "device", "cpu") != "cpu":
-            raise UserError("--device applies to bandit and MDP training; the maze trainer runs on the CPU")
         from .maze_trainer import train_command as maze_train_command
 
         return maze_train_command(args)
