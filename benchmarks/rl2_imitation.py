@@ -1,0 +1,134 @@
+"""Can the RL^2 network represent a classical agent's strategy? Behaviour cloning as a diagnostic.
+
+    OMP_NUM_THREADS=1 python benchmarks/rl2_imitation.py --task mdp --cell n10 --teacher beb [--hidden 256]
+
+Plays the teacher (any registered algorithm, with the setting chosen in a committed leaderboard run)
+on training-stream instances (never the evaluation stream; root seed ``--seed`` to clone, ``--seed`` +
+100 to compare), trains the RL^2 policy network (``algorithms/rl2/policy.py``: same
+inputs, same GRU) by cross-entropy on the teacher's actions, then plays the cloned policy on other
+instances and compares its mean trial return with the teacher's (the RL-trained policy's is in the
+leaderboard). If the
+clone gets close to the teacher, the network and its inputs can hold that strategy and the gap of the
+RL-trained policy is one of optimisation (the paper makes the same point for bandits with Gittins).
+Results are printed and appended to benchmarks/results/rl2_imitation.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rl2bench.algorithms.rl2.policy import Policy, embed
+from rl2bench.algorithms.rl2.rollout import collect, task_shape
+from rl2bench.registry import algorithms, get_family
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "rl2_imitation.jsonl"
+
+
+def teacher_setting(task: str, cell: str, teacher: str) -> dict:
+    """The setting the committed leaderboard run chose for the teacher (its first grid entry otherwise)."""
+    run = ROOT / "leaderboard" / "runs" / task / "run.json"
+    chosen = json.loads(run.read_text()).get("chosen_settings", {}) if run.exists() else {}
+    if f"{cell}/{teacher}" in chosen:
+        return chosen[f"{cell}/{teacher}"]
+    family = get_family(task)
+    parsed = family.parse_cell(cell)
+    return algorithms(task)[teacher].grid(parsed, family.spec(parsed))[0]
+
+
+def play_teacher(task: str, cell: str, teacher: str, setting: dict, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Time-major (steps, trials) observations, actions, rewards and episode-done flags of the teacher,
+    and the instances it played."""
+    family = get_family(task)
+    parsed = family.parse_cell(cell)
+    spec = family.spec(parsed)
+    instances = family.sample_instances(parsed, seed, "train", n)
+    env = family.make_env(parsed, instances, np.random.default_rng(seed + 1))
+    agent = algorithms(task)[teacher](spec, n, np.random.default_rng(seed + 2), **setting)
+    obs = env.reset()
+    rows = {"obs": [], "actions": [], "rewards": [], "dones": []}
+    while True:
+        actions = np.asarray(agent.act(obs))
+        step = env.step(actions)
+        agent.observe(actions, step.reward, step.obs, step.episode_done)
+        for key, value in (("obs", obs), ("actions", actions), ("rewards", step.reward), ("dones", step.episode_done)):
+            rows[key].append(np.asarray(value))
+        obs = step.obs
+        if step.trial_done.all():
+            break
+    return {k: np.stack(v) for k, v in rows.items()}
+
+
+def inputs(play: dict[str, np.ndarray], n_states: int, n_actions: int) -> torch.Tensor:
+    def shifted(x: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(x)
+        return torch.cat([torch.zeros_like(t[:1]), t[:-1]], 0)
+
+    return embed(torch.as_tensor(play["obs"]), shifted(play["actions"]).long(), shifted(play["rewards"]).float(),
+                 shifted(play["dones"].astype(np.float32)), n_states, n_actions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mdp")
+    parser.add_argument("--cell", default="n10")
+    parser.add_argument("--teacher", default="beb")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--trials", type=int, default=20_000, help="teacher trials to clone")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--minibatch", type=int, default=250, help="trials per Adam step")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-trials", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    shape = task_shape(args.task, args.cell)
+    setting = teacher_setting(args.task, shape.cell, args.teacher)
+    play = play_teacher(args.task, shape.cell, args.teacher, setting, args.trials, args.seed)
+    teacher_return = float(play["rewards"].sum(0).mean())
+    x = inputs(play, shape.n_states, shape.n_actions)
+    y = torch.as_tensor(play["actions"]).long()
+    gen = torch.Generator().manual_seed(args.seed)
+    policy = Policy(shape.n_states, shape.n_actions, args.hidden, gen)
+    opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
+    n = x.shape[1]
+    for epoch in range(args.epochs):
+        order = torch.randperm(n, generator=gen)
+        losses = []
+        for idx in order.split(args.minibatch):
+            logits = policy(x[:, idx])[0]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, shape.n_actions), y[:, idx].reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        print(f"epoch {epoch + 1}: cross-entropy {np.mean(losses):.4f}", flush=True)
+
+    # The clone and the teacher on the same fresh instances (the trainer's torch environment).
+    family = get_family(args.task)
+    eval_inst = family.sample_instances(family.parse_cell(shape.cell), args.seed + 100, "train", args.eval_trials)
+    clone = float(collect(policy, shape, eval_inst, torch.Generator().manual_seed(1),
+                          torch.Generator().manual_seed(2)).trial_returns().mean())
+    teacher_eval = float(play_teacher(args.task, shape.cell, args.teacher, setting, args.eval_trials,
+                                      args.seed + 100)["rewards"].sum(0).mean())
+    row = {"task": args.task, "cell": shape.cell, "teacher": args.teacher, "setting": setting,
+           "hidden": args.hidden, "trials": args.trials, "epochs": args.epochs,
+           "final_cross_entropy": round(float(np.mean(losses)), 4),
+           "teacher_return_train": round(teacher_return, 2), "teacher_return_eval": round(teacher_eval, 2),
+           "clone_return_eval": round(clone, 2), "eval_trials": args.eval_trials,
+           "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+    print(json.dumps(row))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
