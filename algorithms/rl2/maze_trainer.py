@@ -54,7 +54,9 @@ from .trainer import (
     apply_overrides,
     check_resumed_identity,
     curve_columns,
+    device_label,
     resolve_device,
+    training_device,
     training_loop,
 )
 from .trpo import fisher_subsample, trpo_step
@@ -169,10 +171,7 @@ class MazeTrainer:
                  command: str = "", device: torch.device | str = "cpu"):
         from rl2bench.registry import get_family
 
-        self.device = torch.device(device)
-        if self.device.type == "cuda":  # TRPO's Fisher products differentiate twice; cuDNN's GRU can't
-            torch.backends.cudnn.enabled = False
-
+        self.device = training_device(device)
         self.family = get_family("maze")
         self.cell = self.family.parse_cell(cell)
         self.spec = self.family.spec(self.cell)
@@ -380,7 +379,7 @@ class MazeTrainer:
             "config": asdict(self.cfg), "command": self.command,
             "final": self.curve[-1] if self.curve else None,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "device": device_label(self.device),
         }
         _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
         self.saved_iteration = self.iteration

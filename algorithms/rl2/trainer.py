@@ -234,6 +234,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def training_device(device: torch.device | str) -> torch.device:
+    """The device a trainer runs its networks on. On CUDA, cuDNN is switched off for the process: its GRU
+    neither differentiates twice (TRPO's Fisher products) nor accepts weight-normalised (recomputed)
+    weights as its flat buffer; torch's own CUDA kernels do both."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.enabled = False
+    return device
+
+
+def device_label(device: torch.device) -> str:
+    """What meta.json records as the device of a run's last invocation."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -258,11 +273,7 @@ class Trainer:
         self.shape = task_shape(task, cell)
         # Where the networks, rollouts and updates run. Every random stream stays a CPU generator (its
         # draws move to the device), so checkpoints resume on any device with the same streams.
-        self.device = torch.device(device)
-        if self.device.type == "cuda":
-            # cuDNN's GRU neither differentiates twice (TRPO's Fisher products) nor accepts the
-            # weight-normalised (recomputed) weights as its flat buffer; torch's own CUDA GRU does both.
-            torch.backends.cudnn.enabled = False
+        self.device = training_device(device)
         self.preset, self.seed, self.out = preset, seed, Path(out)
         self.cfg = config or preset_config(preset, self.shape)
         self.command = command
@@ -512,7 +523,7 @@ class Trainer:
             "first_reached_paper_rl2": None if reached is None else
             {k: reached[k] for k in ("iteration", "env_steps", "wall_seconds", "mean_return")},
             "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "device": device_label(self.device),
         }
         _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
         self._plot()
