@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="list the trained RL^2 policies; optionally plot their learning curves")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="write the normalized learning curves of every bandit and MDP cell here")
+    p.add_argument("--budget", action="store_true",
+                   help="per cell: the return its current recipe still gains per doubling of steps, and the "
+                        "steps and hours it would need at that rate to reach the paper's RL^2")
     return parser
 
 
@@ -230,7 +233,7 @@ def cmd_zoo(args) -> int:
     from tabulate import tabulate
 
     from rl2bench.algorithms.rl2.agent import zoo_dir
-    from rl2bench.zoo import plot_curves, zoo_table
+    from rl2bench.zoo import budget_table, plot_curves, zoo_table
 
     root = zoo_dir()
     table = zoo_table(root)
@@ -239,6 +242,13 @@ def cmd_zoo(args) -> int:
         return 0
     print(f"RL^2 policies in {root}:")
     print(tabulate(table.astype(object).fillna(""), headers="keys", showindex=False, floatfmt=".4g"))
+    if args.budget:
+        print("\nBudget to the paper's RL^2 at each cell's current rate (fit: training-batch means on log2 steps, "
+              "later half of the iterations since the last recipe change; inf: not rising by 2 standard errors, "
+              "or beyond 1000x the steps so far; empty: under 40 such iterations):")
+        budget = budget_table(root)
+        print(tabulate(budget.astype(object).where(budget.notna(), ""), headers="keys", showindex=False,
+                       floatfmt=("", "", ".1f", ".1f", ".3g", ".2g", "", ".1f", ".3g", ".3g", "")))
     if args.plot:
         plot_curves(root, args.plot)
         print(f"learning curves written to {args.plot}")

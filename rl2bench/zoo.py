@@ -4,15 +4,21 @@ The zoo is ``leaderboard/zoo/<task>/<cell>/`` (``$RL2BENCH_ZOO`` overrides it); 
 trainer's ``meta.json`` and ``curve.csv``. ``python -m rl2bench zoo`` prints the table and can draw the
 normalized curves (random = 0, the paper's Gittins / OPSRL = 1) of every bandit and MDP cell, so a
 reader sees at a glance which cells reached the paper's RL^2 and which are still climbing.
+``python -m rl2bench zoo --budget`` turns each curve into the budget its cell would need: the rate at
+which the current recipe still gains (return per doubling of environment steps) and where that rate,
+kept up, would meet the paper's RL^2 number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from rl2bench.errors import UserError
 
@@ -47,6 +53,86 @@ def zoo_table(root: Path) -> pd.DataFrame:
         return table
     order = sorted(range(len(table)), key=lambda i: _cell_order(table.task[i], table.cell[i]))
     return table.iloc[order].reset_index(drop=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class GainRate:
+    """How fast a training curve still rises: return gained per doubling of environment steps."""
+
+    per_doubling: float
+    stderr: float
+    level: float  # the fitted return at the window's last step
+    end_steps: float
+    seconds_per_step: float
+
+    def steps_to(self, target: float, z: float = 2.0, horizon: float = 1000.0) -> float:
+        """Environment steps at which the fitted log-linear trend reaches ``target``. ``inf`` when the
+        rate is not significantly above zero (its lower ``z``-standard-error bound is <= 0) or when
+        the trend gets there only beyond ``horizon`` times the steps so far, where a straight line in
+        log-steps fitted to one window says nothing any more."""
+        if self.level >= target:
+            return self.end_steps
+        if self.per_doubling - z * self.stderr <= 0:
+            return math.inf
+        steps = self.end_steps * 2.0 ** ((target - self.level) / self.per_doubling)
+        return steps if steps <= horizon * self.end_steps else math.inf
+
+
+def gain_rate(env_steps: np.ndarray, returns: np.ndarray, wall_seconds: np.ndarray,
+              blocks: int = 10) -> GainRate:
+    """Least-squares slope of the training return on log2(environment steps), fitted to ``blocks``
+    block means: consecutive iterations share a policy, so single iterations are not independent
+    points and would understate the slope's standard error."""
+    env_steps, returns, wall_seconds = (np.asarray(a, dtype=float) for a in (env_steps, returns, wall_seconds))
+    if len(env_steps) < 2 * blocks:
+        raise ValueError(f"need at least {2 * blocks} iterations to fit a rate, got {len(env_steps)}")
+    parts = np.array_split(np.arange(len(env_steps)), blocks)
+    x = np.array([np.log2(env_steps[i]).mean() for i in parts])
+    y = np.array([returns[i].mean() for i in parts])
+    fit = stats.linregress(x, y)
+    speed = (wall_seconds[-1] - wall_seconds[0]) / max(env_steps[-1] - env_steps[0], 1.0)
+    end = float(env_steps[-1])
+    return GainRate(per_doubling=float(fit.slope), stderr=float(fit.stderr),
+                    level=float(fit.intercept + fit.slope * np.log2(end)), end_steps=end,
+                    seconds_per_step=float(speed))
+
+
+def recipe_window(curve: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The iterations that measure the current recipe's rate: those after the last recipe change
+    (``--resume --set``), and of them the later half, past the fast early rise of a fresh recipe."""
+    changes = [c["iteration"] for c in meta.get("config_changes") or []]
+    since = curve[curve["iteration"] > max(changes, default=0)]
+    return since.iloc[len(since) // 2:]
+
+
+BUDGET_COLUMNS = ["task", "cell", "paper_rl2", "fitted_now", "gain_per_doubling", "se", "window_iterations",
+                  "steps_now_M", "steps_needed_x", "hours_needed", "device"]
+
+
+def budget_table(root: Path, min_iterations: int = 40) -> pd.DataFrame:
+    """One row per zoo cell: how fast its current recipe still gains, and how many times its steps so
+    far and how many more wall hours (at the speed of the fitted iterations, on the device of the last
+    invocation) it would need to reach the paper's RL^2 number at that rate. ``inf``: not at this
+    rate (not rising significantly, or beyond 1000x); empty: too few iterations since the last
+    recipe change to fit a rate."""
+    rows = []
+    for _, row in zoo_table(root).iterrows():
+        folder = root / row.task / row.cell
+        meta = json.loads((folder / "meta.json").read_text())
+        paper = (meta.get("paper") or {}).get("rl2")
+        if paper is None or not (folder / "curve.csv").exists():
+            continue
+        window = recipe_window(pd.read_csv(folder / "curve.csv"), meta)
+        out = {"task": row.task, "cell": row.cell, "paper_rl2": paper, "window_iterations": len(window),
+               "steps_now_M": row.env_steps / 1e6, "device": meta.get("device", "cpu")}
+        if len(window) >= min_iterations:
+            rate = gain_rate(window["env_steps"], window["mean_return"], window["wall_seconds"])
+            steps = rate.steps_to(paper)
+            out.update(fitted_now=rate.level, gain_per_doubling=rate.per_doubling, se=rate.stderr,
+                       steps_needed_x=steps / rate.end_steps,
+                       hours_needed=(steps - rate.end_steps) * rate.seconds_per_step / 3600)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
 
 def plot_curves(root: Path, path: Path, smooth: int = 25) -> None:

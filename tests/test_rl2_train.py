@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -313,3 +314,52 @@ def test_a_resumed_run_that_logs_a_new_column_still_writes_its_curve(tmp_path):
     trainer.save(finished=False)
     header, first, _ = (tmp_path / "curve.csv").read_text().splitlines()
     assert header.endswith("baseline_ev") and first.endswith(",")
+
+
+def test_gain_rate_recovers_a_log_linear_trend_and_its_budget():
+    from rl2bench.zoo import gain_rate
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 401) * 25_000.0
+    returns = 50.0 + 0.5 * np.log2(steps) + rng.normal(0, 0.05, steps.size)
+    rate = gain_rate(steps, returns, wall_seconds=steps * 1e-5)
+    assert rate.per_doubling == pytest.approx(0.5, abs=0.02)
+    assert rate.seconds_per_step == pytest.approx(1e-5)
+    target = rate.level + 1.0  # two doublings at 0.5 per doubling
+    assert rate.steps_to(target) == pytest.approx(4 * steps[-1], rel=0.1)
+    assert rate.steps_to(rate.level - 1) == steps[-1]  # already there
+    assert rate.steps_to(rate.level + 6) == math.inf  # 4096x the steps: past the horizon
+
+
+def test_gain_rate_of_a_flat_curve_promises_nothing():
+    from rl2bench.zoo import gain_rate
+
+    rng = np.random.default_rng(1)
+    steps = np.arange(1, 401) * 25_000.0
+    rate = gain_rate(steps, 80.0 + rng.normal(0, 1.0, steps.size), wall_seconds=steps)
+    assert rate.steps_to(80.5) == math.inf
+    with pytest.raises(ValueError):
+        gain_rate(steps[:10], steps[:10], steps[:10])
+
+
+def test_recipe_window_starts_after_the_last_recipe_change():
+    import pandas as pd
+
+    from rl2bench.zoo import recipe_window
+
+    curve = pd.DataFrame({"iteration": np.arange(1, 101)})
+    window = recipe_window(curve, {"config_changes": [{"iteration": 20}, {"iteration": 60}]})
+    assert window["iteration"].tolist() == list(range(81, 101))  # later half of 61..100
+    assert recipe_window(curve, {})["iteration"].iloc[0] == 51
+
+
+def test_zoo_budget_lists_every_cell(tmp_path, monkeypatch, capsys):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    _trainer(zoo / "mab" / "n10-k5", batch_steps=1_000).run(iters=3, progress=False)
+    assert main(["zoo", "--budget"]) == 0
+    out = capsys.readouterr().out
+    assert "Budget to the paper's RL^2" in out
+    row = [line.split() for line in out.splitlines() if line.startswith("mab")][-1]
+    assert row[:3] == ["mab", "n10-k5", "6.7"]  # 3 iterations: too few to fit, so no rate
+    assert len(row) == 6  # task, cell, paper, window iterations, steps, device
