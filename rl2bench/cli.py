@@ -70,7 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out, skipping finished jobs; an agent whose one setting "
                         "changed (a retrained rl2 policy) is evaluated again")
-    p.add_argument("--jobs", type=_positive_int, default=None, help="worker processes (default: 2)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes (default: 2; with --backend dask and no --cluster: local workers)")
+    p.add_argument("--backend", default="loky",
+                   help="where jobs run, through joblib: loky (processes here, default), dask or ray; same "
+                        "numbers on every backend")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="the cluster to use: a Dask scheduler (tcp://host:8786) or a Ray address (auto, "
+                        "ray://host:10001); without it, dask and ray start a local one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--publish", type=Path, default=None,
                    help="also write the leaderboard page here (e.g. leaderboard/mab.md)")
@@ -151,6 +158,7 @@ def _resolve_cells(family, spec: str) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    from rl2bench.backends import check_backend
     from rl2bench.leaderboard import build_summary, render_terminal, write_leaderboards
     from rl2bench.protocol import RunConfig, default_n_jobs, run_benchmark
     from rl2bench.registry import get_family, resolve_algorithms
@@ -158,13 +166,15 @@ def cmd_run(args) -> int:
 
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_FOLDER (the run to continue)")
+    check_backend(args.backend, args.cluster)
     family = get_family(args.task)
     cells = _resolve_cells(family, args.cells)
     algos = resolve_algorithms(args.algos, family.name)
     out = args.out or Path("results") / f"{family.name}-{datetime.now():%Y%m%d-%H%M%S}"
     tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
-                       args.jobs or default_n_jobs(), skip_unavailable=args.algos.strip() == "all")
+                       args.jobs or default_n_jobs(), backend=args.backend, cluster=args.cluster,
+                       skip_unavailable=args.algos.strip() == "all")
     store = RunStore(out)
     store.open(config.identity(), args.resume)
     command = args.command_line
@@ -177,7 +187,8 @@ def cmd_run(args) -> int:
         return 130
     wall = time.perf_counter() - started
     results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
-                              "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs})
+                              "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs,
+                              "backend": config.backend})
     summary = build_summary(results)
     write_leaderboards(summary, out, command, results, publish=args.publish)
     print(render_terminal(summary))

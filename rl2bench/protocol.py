@@ -2,8 +2,8 @@
 the evaluation instances that every algorithm of the cell shares.
 
 Work is cut into jobs (task, cell, algorithm, setting, phase). Jobs run through joblib (loky
-processes locally); each finished job is written to the run store before it counts as done, so an
-interrupted run resumes where it stopped.
+processes locally, or a Dask or Ray cluster: ``backends.py``); each finished job is written to the run
+store before it counts as done, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from joblib import Parallel, delayed
 
 from rl2bench import seeding
 from rl2bench.algorithms.base import Agent, Setting
+from rl2bench.backends import execution_backend, results_as
 from rl2bench.errors import UserError
 from rl2bench.registry import get_family
 from rl2bench.results import RunStore
@@ -139,8 +140,12 @@ def _execute(job: Job) -> tuple[Job, TrialOutcome]:
                             job.chunk)
 
 
+#: Jobs per wave where the backend returns whole lists only (Ray): what an interruption can lose.
+LIST_WAVE = 32
+
+
 def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome], None], desc: str,
-              progress: bool) -> None:
+              progress: bool, return_as: str = "generator_unordered") -> None:
     if not jobs:
         return
     jobs = sorted(jobs, key=lambda j: -j.cost())  # longest first balances the workers
@@ -148,8 +153,11 @@ def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome
     try:
         if n_jobs == 1:
             results: Iterable[tuple[Job, TrialOutcome]] = (_execute(j) for j in jobs)
+        elif return_as == "list":  # a backend that returns only whole lists: waves, each stored when done
+            results = (r for wave in range(0, len(jobs), LIST_WAVE)
+                       for r in Parallel(n_jobs=n_jobs)(delayed(_execute)(j) for j in jobs[wave:wave + LIST_WAVE]))
         else:
-            results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(delayed(_execute)(j) for j in jobs)
+            results = Parallel(n_jobs=n_jobs, return_as=return_as)(delayed(_execute)(j) for j in jobs)
         for job, outcome in results:
             on_done(job, outcome)
             bar.set_postfix_str(f"{job.cell} {job.algorithm}", refresh=False)
@@ -173,6 +181,9 @@ class RunConfig:
     tune_instances: int = 1000
     seed: int = 0
     n_jobs: int = 2
+    #: joblib backend (loky, dask, ray) and, for a cluster, its scheduler address.
+    backend: str = "loky"
+    cluster: str | None = None
     #: True for ``--algos all``: (cell, algorithm) pairs an algorithm cannot run (no trained policy) are
     #: skipped with a notice instead of failing the run.
     skip_unavailable: bool = False
@@ -190,6 +201,12 @@ def tune_instances_for(agent_cls: type[Agent], config: RunConfig) -> int:
 
 def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> None:
     """Tune and evaluate every (cell, algorithm) of ``config`` into ``store``, skipping stored jobs."""
+    with execution_backend(config.backend, config.cluster, config.n_jobs) as n_jobs:
+        _run_benchmark(config, store, progress, n_jobs, results_as(config.backend))
+
+
+def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: int,
+                   return_as: str = "generator_unordered") -> None:
     family = get_family(config.task)
     cells = [family.parse_cell(c) for c in config.cells]
     pairs = []
@@ -221,7 +238,7 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
         store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, job.chunk,
                           outcome.returns, outcome.seconds)
 
-    _run_jobs(tune_jobs, config.n_jobs, save_tuning, "tuning", progress)
+    _run_jobs(tune_jobs, n_jobs, save_tuning, "tuning", progress, return_as)
 
     n_chunks = len(chunks(config.instances, family.chunk_size))
     eval_jobs = []
@@ -250,7 +267,7 @@ def run_benchmark(config: RunConfig, store: RunStore, progress: bool = True) -> 
         if len(store.eval_chunks(job.cell, job.algorithm, key)) == n_chunks:
             store.complete_eval(job.task, job.cell, job.algorithm, job.setting, n_chunks)
 
-    _run_jobs(eval_jobs, config.n_jobs, save_eval, "evaluation", progress)
+    _run_jobs(eval_jobs, n_jobs, save_eval, "evaluation", progress, return_as)
 
 
 def notice(message: str) -> None:

@@ -1,10 +1,11 @@
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from rl2bench import seeding
+from rl2bench import protocol, seeding
 from rl2bench.algorithms.base import Agent
 from rl2bench.errors import UserError
 from rl2bench.protocol import RunConfig, chunks, play_trials, run_benchmark
@@ -54,16 +55,38 @@ def _config(**kw):
     return RunConfig(**base)
 
 
-def test_run_is_identical_with_one_or_two_workers(tmp_path):
+def _results(store: RunStore) -> pd.DataFrame:
+    return store.results().sort_values(["cell", "algorithm", "instance"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("backend", ["loky", "dask", "waves"])
+def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkeypatch, backend):
     frames = []
     for jobs in (1, 2):
         store = RunStore(tmp_path / f"j{jobs}")
         cfg = _config(n_jobs=jobs)
+        if jobs == 2 and backend == "dask":  # a local Dask cluster of two worker processes
+            cfg.backend = "dask"
+        if jobs == 2 and backend == "waves":  # how Ray's list-only joblib backend is driven, on loky
+            monkeypatch.setattr(protocol, "results_as", lambda name: "list")
+            monkeypatch.setattr(protocol, "LIST_WAVE", 3)
         store.open(cfg.identity(), resume=False)
         run_benchmark(cfg, store, progress=False)
-        frames.append(store.results().sort_values(["cell", "algorithm", "instance"]).reset_index(drop=True))
+        frames.append(_results(store))
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert len(frames[0]) == 2 * 3 * 300
+
+
+def test_backend_errors_are_one_line(monkeypatch):
+    from rl2bench.backends import check_backend
+
+    with pytest.raises(UserError, match="choose one of loky, dask, ray"):
+        check_backend("spark", None)
+    with pytest.raises(UserError, match="--cluster needs --backend dask or ray"):
+        check_backend("loky", "tcp://host:8786")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    with pytest.raises(UserError, match=r"pip install 'rl2bench\[ray\]'"):
+        check_backend("ray", None)
 
 
 def test_tuning_uses_tuning_instances_and_records_the_choice(tmp_path):
