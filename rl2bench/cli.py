@@ -174,7 +174,7 @@ def cmd_run(args) -> int:
     tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
                        args.jobs or default_n_jobs(), backend=args.backend, cluster=args.cluster,
-                       skip_unavailable=args.algos.strip() == "all")
+                       skip_unavailable="all" in (a.strip() for a in args.algos.split(",")))
     store = RunStore(out)
     store.open(config.identity(), args.resume)
     command = args.command_line

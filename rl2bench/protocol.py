@@ -184,7 +184,7 @@ class RunConfig:
     #: joblib backend (loky, dask, ray) and, for a cluster, its scheduler address.
     backend: str = "loky"
     cluster: str | None = None
-    #: True for ``--algos all``: (cell, algorithm) pairs an algorithm cannot run (no trained policy) are
+    #: True when ``--algos`` includes ``all``: (cell, algorithm) pairs an algorithm cannot run (no trained policy) are
     #: skipped with a notice instead of failing the run.
     skip_unavailable: bool = False
 

@@ -96,26 +96,28 @@ def load_algorithm_path(path: str) -> type[Agent]:
 
 
 def resolve_algorithms(spec: str, family: str) -> list[type[Agent]]:
-    """Parse ``--algos``: 'all', or a comma list of registered names and ``module:Class`` paths."""
+    """Parse ``--algos``: a comma list of registered names, ``module:Class`` paths and ``all`` (every
+    registered algorithm of the family), e.g. ``all,my_agents:SoftmaxBandit`` to test a new
+    algorithm against every baseline."""
     available = algorithms(family)
-    if spec.strip() == "all":
-        return [available[n] for n in available if not available[n].exclude_from_all]
     chosen: list[type[Agent]] = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue
-        if ":" in item:
+        if item == "all":
+            found = [available[n] for n in available if not available[n].exclude_from_all]
+        elif ":" in item:
             cls = load_algorithm_path(item)
             if family not in cls.families:
                 raise UserError(f"algorithm {cls.name!r} does not support task {family!r}")
+            found = [cls]
         elif item in available:
-            cls = available[item]
+            found = [available[item]]
         else:
             raise UserError(
                 f"unknown algorithm {item!r} for task {family!r}; valid: all, {', '.join(available)}"
             )
-        if cls not in chosen:
-            chosen.append(cls)
+        chosen += [cls for cls in found if cls not in chosen]
     if not chosen:
         raise UserError("no algorithm given; use --algos all or a comma list")
     return chosen

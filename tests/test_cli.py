@@ -121,3 +121,23 @@ def test_check_fails_on_a_regression(tmp_path):
     frame.to_csv(part, index=False)
     check = run_cli("check", str(out), cwd=tmp_path)
     assert check.returncode == 1 and "FAIL" in check.stdout
+
+
+def test_algos_all_combines_with_names_and_module_paths(tmp_path, monkeypatch):
+    from rl2bench.registry import resolve_algorithms
+
+    every = [a.name for a in resolve_algorithms("all", "mab")]
+    assert "rl2" in every and len(every) == len(set(every))
+    assert [a.name for a in resolve_algorithms("greedy,all", "mab")] == ["greedy"] + [n for n in every if n != "greedy"]
+    (tmp_path / "one_more.py").write_text(textwrap.dedent('''
+        import numpy as np
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        class AlwaysFirst(BetaCountsAgent):
+            name = "always-first"
+
+            def act(self, obs):
+                return np.zeros(self.batch_size, dtype=int)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [a.name for a in resolve_algorithms("all,one_more:AlwaysFirst", "mab")] == every + ["always-first"]
