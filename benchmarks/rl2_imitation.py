@@ -10,12 +10,16 @@ instances and compares its mean trial return with the teacher's (the RL-trained 
 leaderboard). If the
 clone gets close to the teacher, the network and its inputs can hold that strategy and the gap of the
 RL-trained policy is one of optimisation (the paper makes the same point for bandits with Gittins).
-Results are printed and appended to benchmarks/results/rl2_imitation.jsonl.
+Results are printed and appended to benchmarks/results/rl2_imitation.jsonl. ``--save RUN_DIR`` also
+writes the clone as a trainer run (iteration 0, the ``ppo`` preset's sizes), so that
+``train --init-from RUN_DIR`` can ask whether RL keeps or improves a strategy it did not find itself;
+such a run is a diagnostic, never a zoo policy (its meta.json names the clone it started from).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,6 +29,7 @@ import torch
 
 from rl2bench.algorithms.rl2.policy import Policy, embed
 from rl2bench.algorithms.rl2.rollout import collect, task_shape
+from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
 from rl2bench.registry import algorithms, get_family
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +91,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-trials", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", type=Path, default=None, metavar="RUN_DIR",
+                        help="also write the clone as a trainer run, for train --init-from")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -125,6 +132,13 @@ def main() -> None:
            "clone_return_eval": round(clone, 2), "eval_trials": args.eval_trials,
            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
     print(json.dumps(row))
+    if args.save:
+        config = dataclasses.replace(preset_config("ppo", shape), hidden=args.hidden)
+        run = Trainer(args.task, shape.cell, "ppo", args.seed, args.save, config,
+                      command=f"benchmarks/rl2_imitation.py: behaviour clone of {args.teacher} {setting}")
+        run.policy.load_state_dict(policy.state_dict())
+        run.save(finished=False)
+        row["saved"] = str(args.save)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
