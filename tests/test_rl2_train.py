@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -363,3 +364,33 @@ def test_zoo_budget_lists_every_cell(tmp_path, monkeypatch, capsys):
     row = [line.split() for line in out.splitlines() if line.startswith("mab")][-1]
     assert row[:3] == ["mab", "n10-k5", "6.7"]  # 3 iterations: too few to fit, so no rate
     assert len(row) == 6  # task, cell, paper, window iterations, steps, device
+
+
+def test_ppo_kl_backtrack_keeps_the_step_inside_the_trust_region(tmp_path):
+    """A deliberately huge Adam rate overshoots; the authors' PPOSGD rule halves the step back under max_kl."""
+    big = dict(update="ppo", policy_lr=0.3, ppo_epochs=3, max_grad_norm=math.inf, max_kl=0.002)
+    free = _trainer(tmp_path / "free", **big)
+    free.run(iters=1, progress=False)
+    held = _trainer(tmp_path / "held", **big, ppo_kl_backtrack=True)
+    held.run(iters=1, progress=False)
+    assert free.curve[-1]["kl"] > 0.002  # the overshoot the rule must repair
+    row = held.curve[-1]
+    assert row["kl_full_step"] == pytest.approx(free.curve[-1]["kl"])  # same step before backtracking
+    assert row["backtracks"] >= 1 and (row["kl"] <= 0.002 or row["backtracks"] == 10)
+
+
+def test_ppo_minibatch_trials_sets_the_number_of_adam_steps(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path, update="ppo", ppo_epochs=2, ppo_minibatch_trials=20)  # 2000 steps: 200 trials
+    steps = []
+    original = trainer.policy_optimizer.step
+    monkeypatch.setattr(trainer.policy_optimizer, "step", lambda *a, **k: (steps.append(1), original(*a, **k)))
+    trainer.run(iters=1, progress=False)
+    assert len(steps) == 2 * 10
+
+
+def test_ppo_sgd_preset_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--task", "mab", "--cell", "n10-k3", "--preset", "ppo-sgd", "--iters", "1", "--out", str(out),
+                 "--set", "hidden=8", "--set", "batch_steps=2000", "--no-progress"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["preset"] == "ppo-sgd" and meta["config"]["ppo_kl_backtrack"] is True

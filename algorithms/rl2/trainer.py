@@ -21,6 +21,12 @@ Presets:
   because the fast TRPO recipe levels off below the paper on trials of 100+ steps, and PPO learns more
   per environment step and per second here (leaderboard/NOTES.md has the comparison and which cell
   uses which preset).
+* ``ppo-sgd``: the update the authors' released launchers used for the paper's bandit and MDP runs
+  (rllab sandbox ``neural_learner``: ``PPOSGD`` with ``TBPTTOptimizer``; read, not copied): the paper's
+  batch, GRU 256, gamma 0.99, lambda 0.3 and no bonus, with 5 Adam epochs (rate 1e-3, no gradient-norm
+  clipping) over minibatches of 128 whole trials, ratio clip 0.1, then the full-batch mean KL brought
+  back under 0.01 by halving the step (``ppo_kl_backtrack``). At 250k steps that is ~100 Adam steps per
+  iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class TrainConfig:
     ppo_clip: float = 0.1
     ppo_epochs: int = 4
     ppo_minibatches: int = 4
+    ppo_minibatch_trials: int = 0  # > 0: minibatches of this many trials (overrides ppo_minibatches)
+    ppo_kl_backtrack: bool = False  # after the epochs, halve the step until the batch's mean KL <= max_kl
     policy_lr: float = 1e-3  # Adam rate of the PPO policy step
     max_grad_norm: float = 0.5  # PPO gradient clipping
     baseline_epochs: int = 3
@@ -84,7 +92,7 @@ class TrainConfig:
     checkpoint_every: int = 5
 
 
-PRESETS = ("paper", "fast", "ppo")
+PRESETS = ("paper", "fast", "ppo", "ppo-sgd")
 UPDATES = ("trpo", "ppo")
 
 
@@ -92,6 +100,11 @@ def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
     """The configuration a preset gives for a cell (see the module docstring)."""
     if preset == "paper":
         return TrainConfig()
+    if preset == "ppo-sgd":
+        return TrainConfig(update="ppo", ppo_clip=0.1, ppo_epochs=5, ppo_minibatch_trials=128,
+                           ppo_kl_backtrack=True, policy_lr=1e-3, max_grad_norm=math.inf,
+                           baseline_epochs=5, baseline_minibatches=max(1, round(250_000 / shape.trial_len / 128)),
+                           iters=1000)
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     cfg = TrainConfig(hidden=64, batch_steps=25_000, fvp_fraction=0.2, iters=_fast_iters(shape),
@@ -122,6 +135,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "baseline_minibatches": (1, math.inf, True), "baseline_lr": (0, math.inf, False),
     "iters": (1, math.inf, True), "checkpoint_every": (1, math.inf, True),
     "ppo_clip": (0, 1, False), "ppo_epochs": (1, math.inf, True), "ppo_minibatches": (1, math.inf, True),
+    "ppo_minibatch_trials": (0, math.inf, True),
     "policy_lr": (0, math.inf, False), "max_grad_norm": (0, math.inf, False),
     # maze trainer fields
     "ridge": (0, math.inf, True), "pool": (1, math.inf, True), "workers": (1, math.inf, True),
@@ -394,9 +408,13 @@ class Trainer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
         grad_norm = 0.0
+        n_trials = x.shape[1]
+        minibatches = (max(1, round(n_trials / cfg.ppo_minibatch_trials)) if cfg.ppo_minibatch_trials
+                       else cfg.ppo_minibatches)
+        start = torch.nn.utils.parameters_to_vector(params).detach().clone()
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(x.shape[1], generator=self.fvp_gen).to(self.device)
-            for idx in order.chunk(cfg.ppo_minibatches):
+            order = torch.randperm(n_trials, generator=self.fvp_gen).to(self.device)
+            for idx in order.chunk(minibatches):
                 logp_all = torch.log_softmax(self.policy(x[:, idx])[0], -1)
                 logp = logp_all.gather(-1, batch.actions[:, idx].unsqueeze(-1)).squeeze(-1)
                 ratio = torch.exp(logp - old_logp[:, idx])
@@ -408,12 +426,23 @@ class Trainer:
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 self.policy_optimizer.step()
-        with torch.no_grad():
-            logp_all = torch.log_softmax(self.policy(x)[0], -1)
-            logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-            surr_after = float((torch.exp(logp - old_logp) * adv).mean())
-            kl = float((old_p * (old_logp_all - logp_all)).sum(-1).mean())
-        info = StepInfo(surr_before, surr_after, float("nan"), kl, 0, True, grad_norm)
+
+        def surrogate_and_kl() -> tuple[float, float]:
+            with torch.no_grad():
+                logp_all = torch.log_softmax(self.policy(x)[0], -1)
+                logp = logp_all.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+                return (float((torch.exp(logp - old_logp) * adv).mean()),
+                        float((old_p * (old_logp_all - logp_all)).sum(-1).mean()))
+
+        surr_after, kl = surrogate_and_kl()
+        kl_full, backtracks = kl, 0
+        if cfg.ppo_kl_backtrack:  # the authors' PPOSGD: halve the step until the mean KL is within bounds
+            step = torch.nn.utils.parameters_to_vector(params).detach() - start
+            while kl > cfg.max_kl and backtracks < 10:
+                backtracks += 1
+                torch.nn.utils.vector_to_parameters(start + 0.5 ** backtracks * step, params)
+                surr_after, kl = surrogate_and_kl()
+        info = StepInfo(surr_before, surr_after, kl_full, kl, backtracks, True, grad_norm)
         return info, float(-(old_p * old_logp_all).sum(-1).mean())
 
     def _fit_baseline(self, x: torch.Tensor, returns: torch.Tensor) -> None:
