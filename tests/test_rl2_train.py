@@ -380,12 +380,15 @@ def test_ppo_kl_backtrack_keeps_the_step_inside_the_trust_region(tmp_path):
 
 
 def test_ppo_minibatch_trials_sets_the_number_of_adam_steps(tmp_path, monkeypatch):
-    trainer = _trainer(tmp_path, update="ppo", ppo_epochs=2, ppo_minibatch_trials=20)  # 2000 steps: 200 trials
-    steps = []
-    original = trainer.policy_optimizer.step
+    trainer = _trainer(tmp_path, update="ppo", ppo_epochs=2, ppo_minibatch_trials=20, baseline_minibatch_trials=50)
+    steps, baseline_steps = [], []  # 2000 steps of n10-k5: 200 trials
+    original, baseline_original = trainer.policy_optimizer.step, trainer.optimizer.step
     monkeypatch.setattr(trainer.policy_optimizer, "step", lambda *a, **k: (steps.append(1), original(*a, **k)))
+    monkeypatch.setattr(trainer.optimizer, "step",
+                        lambda *a, **k: (baseline_steps.append(1), baseline_original(*a, **k)))
     trainer.run(iters=1, progress=False)
     assert len(steps) == 2 * 10
+    assert len(baseline_steps) == trainer.cfg.baseline_epochs * 4
 
 
 def test_ppo_sgd_preset_trains_from_the_command_line(tmp_path):

@@ -87,6 +87,7 @@ class TrainConfig:
     max_grad_norm: float = 0.5  # PPO gradient clipping
     baseline_epochs: int = 3
     baseline_minibatches: int = 4
+    baseline_minibatch_trials: int = 0  # > 0: minibatches of this many trials (overrides baseline_minibatches)
     baseline_lr: float = 1e-3
     iters: int = 1000
     checkpoint_every: int = 5
@@ -103,8 +104,7 @@ def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
     if preset == "ppo-sgd":
         return TrainConfig(update="ppo", ppo_clip=0.1, ppo_epochs=5, ppo_minibatch_trials=128,
                            ppo_kl_backtrack=True, policy_lr=1e-3, max_grad_norm=math.inf,
-                           baseline_epochs=5, baseline_minibatches=max(1, round(250_000 / shape.trial_len / 128)),
-                           iters=1000)
+                           baseline_epochs=5, baseline_minibatch_trials=128, iters=1000)
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     cfg = TrainConfig(hidden=64, batch_steps=25_000, fvp_fraction=0.2, iters=_fast_iters(shape),
@@ -135,7 +135,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "baseline_minibatches": (1, math.inf, True), "baseline_lr": (0, math.inf, False),
     "iters": (1, math.inf, True), "checkpoint_every": (1, math.inf, True),
     "ppo_clip": (0, 1, False), "ppo_epochs": (1, math.inf, True), "ppo_minibatches": (1, math.inf, True),
-    "ppo_minibatch_trials": (0, math.inf, True),
+    "ppo_minibatch_trials": (0, math.inf, True), "baseline_minibatch_trials": (0, math.inf, True),
     "policy_lr": (0, math.inf, False), "max_grad_norm": (0, math.inf, False),
     # maze trainer fields
     "ridge": (0, math.inf, True), "pool": (1, math.inf, True), "workers": (1, math.inf, True),
@@ -261,6 +261,12 @@ def training_device(device: torch.device | str) -> torch.device:
 def device_label(device: torch.device) -> str:
     """What meta.json records as the device of a run's last invocation."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _minibatch_count(n_trials: int, trials_per_minibatch: int, default: int) -> int:
+    """How many minibatches to cut ``n_trials`` into: about ``trials_per_minibatch`` trials each when that
+    is set (> 0), else ``default``."""
+    return max(1, round(n_trials / trials_per_minibatch)) if trials_per_minibatch else default
 
 
 def _env_steps(state: dict[str, Any]) -> int:
@@ -409,8 +415,7 @@ class Trainer:
         surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
         grad_norm = 0.0
         n_trials = x.shape[1]
-        minibatches = (max(1, round(n_trials / cfg.ppo_minibatch_trials)) if cfg.ppo_minibatch_trials
-                       else cfg.ppo_minibatches)
+        minibatches = _minibatch_count(n_trials, cfg.ppo_minibatch_trials, cfg.ppo_minibatches)
         start = torch.nn.utils.parameters_to_vector(params).detach().clone()
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(n_trials, generator=self.fvp_gen).to(self.device)
@@ -449,9 +454,10 @@ class Trainer:
         """A few Adam epochs of squared error on the discounted returns, minibatches of whole trials."""
         n = x.shape[1]
         target = returns / self.baseline.scale
+        minibatches = _minibatch_count(n, self.cfg.baseline_minibatch_trials, self.cfg.baseline_minibatches)
         for _ in range(self.cfg.baseline_epochs):
             order = torch.randperm(n, generator=self.fvp_gen).to(self.device)
-            for idx in order.chunk(self.cfg.baseline_minibatches):
+            for idx in order.chunk(minibatches):
                 pred = self.baseline(x[:, idx])[0].squeeze(-1)
                 loss = ((pred - target[:, idx]) ** 2).mean()
                 self.optimizer.zero_grad()
