@@ -61,16 +61,16 @@ def execution_backend(name: str, address: str | None, n_jobs: int) -> Iterator[i
 
         with contextlib.ExitStack() as stack:
             try:
+                # joblib's dask backend uses the client made current here
                 if address:
-                    client = stack.enter_context(Client(address, timeout="20s"))
+                    stack.enter_context(Client(address, timeout="20s"))
                 else:
                     cluster = stack.enter_context(LocalCluster(n_workers=n_jobs, threads_per_worker=1,
                                                                processes=True, dashboard_address=None))
-                    client = stack.enter_context(Client(cluster))
+                    stack.enter_context(Client(cluster))
             except OSError as err:
                 raise UserError(f"cannot reach the Dask scheduler at {address}: {err}") from None
             with parallel_config(backend="dask", wait_for_workers_timeout=60):
-                del client  # joblib's dask backend finds the current client itself
                 yield -1
         return
     import ray
