@@ -8,6 +8,7 @@ import torch
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
+from rl2bench.algorithms.rl2.fused_gru import fused_gru
 from rl2bench.algorithms.rl2.gae import discounted_returns, gae
 from rl2bench.algorithms.rl2.policy import Policy, input_size
 from rl2bench.algorithms.rl2.trpo import conjugate_gradient, fisher_vector_product
@@ -140,3 +141,45 @@ def test_trpo_step_keeps_old_parameters_when_no_step_improves():
     info = trpo_step(net, evaluate, lambda: _kl_to(old_p, net), max_kl=0.01)
     assert not info.accepted and info.backtracks == 15 and info.kl == 0.0
     assert float(net.theta.detach().abs().max()) == 0.0
+
+
+def test_fused_gru_backward_passes_gradcheck_and_matches_nn_gru():
+    """The hand-written BPTT against finite differences (float64), and against nn.GRU's autograd, for
+    gradients arriving through every output and through the last hidden state."""
+    g = torch.Generator().manual_seed(3)
+    gru = torch.nn.GRU(5, 4).double()
+    x = torch.randn(7, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().clone().requires_grad_() for p in
+               (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)]
+    assert torch.autograd.gradcheck(fused_gru, (x, h0, *weights))
+
+    w_out = torch.randn(7, 3, 4, generator=g, dtype=torch.float64)
+    w_last = torch.randn(1, 3, 4, generator=g, dtype=torch.float64)
+
+    def grads(run):
+        out, last = run()
+        loss = (out * w_out).sum() + (last * w_last).sum()
+        return out.detach(), torch.autograd.grad(loss, [x, h0, *weights])
+
+    ours, ours_grads = grads(lambda: fused_gru(x, h0, *weights))
+    theirs, theirs_grads = grads(lambda: torch._VF.gru(x, h0, weights, True, 1, 0.0, False, False, False))
+    assert torch.equal(ours, theirs)  # the forward pass is nn.GRU's own
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_policy_gradients_are_the_same_with_the_fused_backward():
+    """Through weight normalisation and the head, float32: the switch changes speed, not the update."""
+    g = torch.Generator().manual_seed(4)
+    net = Policy(n_states=3, n_actions=4, hidden=16, generator=g)
+    x = torch.randn(20, 6, input_size(3, 4), generator=g)
+
+    def grads(fused):
+        net.fused_backward = fused
+        net.zero_grad()
+        torch.log_softmax(net(x)[0], -1)[..., 1].sum().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    for a, b in zip(grads(True), grads(False), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -211,6 +211,8 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "max_kl=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "update=sgd"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo", "--set", "ppo_clip=0"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo-sgd", "--set", "baseline_minibatches=16"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "ppo_minibatch_trials=8", "--set", "ppo_minibatches=2"],
     ["train", "--task", "maze", "--cell", "small-e2", "--set", "workers=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
@@ -397,3 +399,22 @@ def test_ppo_sgd_preset_trains_from_the_command_line(tmp_path):
                  "--set", "hidden=8", "--set", "batch_steps=2000", "--no-progress"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["preset"] == "ppo-sgd" and meta["config"]["ppo_kl_backtrack"] is True
+
+
+@pytest.mark.parametrize("update", ["ppo", "trpo"])
+def test_fused_backward_is_used_where_it_is_exact_and_changes_no_update(tmp_path, update):
+    """On CPU the PPO policy and every baseline back-propagate through fused_gru; TRPO's policy keeps
+    nn.GRU (its Fisher-vector products differentiate twice). With and without the switch the networks end
+    the same (PPO: two iterations; TRPO: one, since its conjugate-gradient step on a near-singular Fisher
+    turns float-rounding differences in the next advantages into visible ones either way)."""
+    iters = 2 if update == "ppo" else 1
+    fused = _trainer(tmp_path / "fused", update=update)
+    fused.run(iters=iters, progress=False)
+    assert fused.baseline.fused_backward and fused.policy.fused_backward == (update == "ppo")
+    plain = _trainer(tmp_path / "plain", update=update, fused_backward=False)
+    plain.run(iters=iters, progress=False)
+    assert not plain.baseline.fused_backward and not plain.policy.fused_backward
+    for net_a, net_b in ((fused.policy, plain.policy), (fused.baseline, plain.baseline)):
+        for a, b in zip(net_a.parameters(), net_b.parameters(), strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fused.curve[-1]["mean_return"] == pytest.approx(plain.curve[-1]["mean_return"], rel=1e-3)

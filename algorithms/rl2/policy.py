@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from .fused_gru import fused_gru
+
 
 def input_size(n_states: int, n_actions: int) -> int:
     """Width of the joint embedding: state one-hot (or one constant 0), action one-hot, reward, flag."""
@@ -65,9 +67,18 @@ class RecurrentNet(nn.Module):
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
 
+    #: Back-propagate through the hand-written GRU backward (``fused_gru``) when gradients are on: same
+    #: outputs, ~1.4x faster updates on CPU, first-order only (TRPO's Fisher-vector products need nn.GRU).
+    fused_backward: bool = False
+
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (steps, trials, input) -> (head outputs (steps, trials, n_out), last hidden (1, trials, H))."""
-        out, h = self.gru(x, h0)
+        if self.fused_backward and torch.is_grad_enabled():
+            h0 = self.initial_state(x.shape[1]) if h0 is None else h0
+            g = self.gru
+            out, h = fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+        else:
+            out, h = self.gru(x, h0)
         return self.head(out), h
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

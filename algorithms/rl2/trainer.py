@@ -89,6 +89,7 @@ class TrainConfig:
     baseline_minibatches: int = 4
     baseline_minibatch_trials: int = 0  # > 0: minibatches of this many trials (overrides baseline_minibatches)
     baseline_lr: float = 1e-3
+    fused_backward: bool = True  # on CPU, back-propagate PPO and baseline updates by fused_gru.py (same values)
     iters: int = 1000
     checkpoint_every: int = 5
 
@@ -143,6 +144,8 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
 }
 # Fields that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES}
+# A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
+_SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
 FIXED_ON_RESUME = ("hidden", "gru_update_bias")
 
@@ -172,7 +175,13 @@ def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ())
         if not isinstance(number, bool) and not (low <= number <= high and (closed or number > low)):
             bound = f"{'>=' if closed else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
             raise UserError(f"bad --set {item!r}: {key} must be {bound}")
-    return dataclasses.replace(cfg, **changes)
+    new = dataclasses.replace(cfg, **changes)
+    for count, per_trials in _SHADOWED_BY.items():  # a setting that would silently do nothing is an error
+        if count in changes and getattr(new, per_trials) > 0:
+            raise UserError(f"--set {count}={changes[count]} would have no effect: {per_trials}="
+                            f"{getattr(new, per_trials)} takes precedence; set {per_trials}=N (trials per "
+                            f"minibatch) instead, or also {per_trials}=0 to count minibatches")
+    return new
 
 
 def reference_scores(task: str, cell: str) -> dict[str, float]:
@@ -336,6 +345,9 @@ class Trainer:
         t_rollout = time.perf_counter() - start
 
         x = batch.inputs(s.n_states, s.n_actions)
+        fused = cfg.fused_backward and self.device.type == "cpu"  # cuDNN's GRU is the fast one on a GPU
+        self.baseline.fused_backward = fused
+        self.policy.fused_backward = fused and cfg.update == "ppo"  # TRPO's Fisher products need nn.GRU
         with torch.no_grad():
             values = self.baseline.values(x)
         returns = discounted_returns(batch.rewards, cfg.gamma)
