@@ -27,6 +27,10 @@ Presets:
   clipping) over minibatches of 128 whole trials, ratio clip 0.1, then the full-batch mean KL brought
   back under 0.01 by halving the step (``ppo_kl_backtrack``). At 250k steps that is ~100 Adam steps per
   iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16.
+
+On CPU the PPO policy update and every baseline fit back-propagate through ``fused_gru`` (a hand-written
+GRU backward: the same values, 1.6-1.7x faster iterations at the CPU size; ``--set fused_backward=0``
+returns to nn.GRU's autograd). TRPO's policy step keeps nn.GRU: its Fisher products differentiate twice.
 """
 
 from __future__ import annotations
