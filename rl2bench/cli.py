@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", action="store_true",
                    help="per cell: the return its current recipe still gains per doubling of steps, and the "
                         "steps and hours it would need at that rate to reach the paper's RL^2")
+    p.add_argument("--promote", type=Path, default=None, metavar="RUN_DIR",
+                   help="install a trainer run as its cell's policy if its last --window training-batch means "
+                        "beat the current policy's (exit 1 and no change otherwise)")
+    p.add_argument("--window", type=int, default=100, help="training batches compared by --promote (default 100)")
+    p.add_argument("--force", action="store_true", help="--promote even if the run's training means are lower")
     return parser
 
 
@@ -244,9 +249,21 @@ def cmd_zoo(args) -> int:
     from tabulate import tabulate
 
     from rl2bench.algorithms.rl2.agent import zoo_dir
-    from rl2bench.zoo import budget_table, plot_curves, zoo_table
+    from rl2bench.zoo import budget_table, plot_curves, promote, zoo_table
 
     root = zoo_dir()
+    if args.promote is not None:
+        done = promote(args.promote, root, args.window, args.force)
+        versus = ("the cell had no policy" if done.incumbent_mean is None else
+                  f"the zoo's policy {done.incumbent_mean:.4g}")
+        verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"
+        print(f"{done.task} {done.cell}: last {done.window} training-batch means {done.candidate_mean:.4g} "
+              f"against {versus}: {verdict}")
+        if not done.promoted:
+            return 1
+        print(f"re-evaluate it with: python -m rl2bench run --task {done.task} --algos all --out "
+              f"leaderboard/runs/{done.task} --publish leaderboard/{done.task}.md --resume")
+        return 0
     table = zoo_table(root)
     if table.empty:
         print(f"the zoo at {root} holds no trained policy yet")

@@ -7,6 +7,9 @@ reader sees at a glance which cells reached the paper's RL^2 and which are still
 ``python -m rl2bench zoo --budget`` turns each curve into the budget its cell would need: the rate at
 which the current recipe still gains (return per doubling of environment steps) and where that rate,
 kept up, would meet the paper's RL^2 number.
+``python -m rl2bench zoo --promote RUN_DIR`` installs a trainer run as its cell's policy, only if its
+last training-batch means beat the policy it replaces (judged on the training stream, never on the
+evaluation instances, so that promotion cannot overfit the leaderboard).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +175,79 @@ def plot_curves(root: Path, path: Path, smooth: int = 25) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+RUN_FILES = ("checkpoint.pt", "policy.pt", "curve.csv", "meta.json")  # curve.png is copied when present
+
+
+@dataclasses.dataclass(frozen=True)
+class Promotion:
+    """What ``promote`` decided: the training means compared, and whether the zoo now holds the run."""
+
+    task: str
+    cell: str
+    window: int
+    candidate_mean: float
+    incumbent_mean: float | None  # None: the cell had no policy
+    promoted: bool
+
+
+def training_mean(curve: pd.DataFrame, window: int) -> float:
+    """Mean trial return of the last ``window`` training batches (all of them if there are fewer)."""
+    return float(curve["mean_return"].tail(window).mean())
+
+
+def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False) -> Promotion:
+    """Copy a trainer run into ``root/<task>/<cell>/`` if its last ``window`` training-batch means beat
+    the current policy's (or the cell is empty, or ``force``). The files are staged and checked for one
+    consistent iteration first (a run still training rewrites them), and the cell folder is swapped in
+    by renames, so the zoo never holds half a run."""
+    import torch
+
+    run_dir = Path(run_dir)
+    if window < 1:
+        raise UserError(f"--window must be >= 1, got {window}")
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"{run_dir} is not a trainer run folder: no {', '.join(missing)}")
+    meta = json.loads((run_dir / "meta.json").read_text())
+    task, cell = meta["task"], meta["cell"]
+    if any(c in task + cell for c in "/\\") or task.startswith(".") or cell.startswith("."):
+        raise UserError(f"{run_dir}/meta.json names an odd cell {task!r} {cell!r}")
+    (root / task).mkdir(parents=True, exist_ok=True)
+    stage, old = root / task / f".{cell}.incoming", root / task / f".{cell}.replaced"
+    for leftover in (stage, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        stage.mkdir()
+        for name in (*RUN_FILES, "curve.png"):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, stage / name)
+        staged_meta = json.loads((stage / "meta.json").read_text())
+        curve = pd.read_csv(stage / "curve.csv")
+        iterations = {
+            "meta.json": staged_meta["iterations"],
+            "curve.csv": int(curve["iteration"].iloc[-1]) if len(curve) else 0,
+            "policy.pt": torch.load(stage / "policy.pt", map_location="cpu", weights_only=False)["iteration"],
+            "checkpoint.pt": torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)["iteration"],
+        }
+        if len(set(iterations.values())) != 1 or (staged_meta["task"], staged_meta["cell"]) != (task, cell):
+            found = ", ".join(f"{k} at {v}" for k, v in iterations.items())
+            raise UserError(f"{run_dir} changed while it was copied ({found}): is it still training? "
+                            "Copy it when it has stopped, or try again")
+        if curve.empty:
+            raise UserError(f"{run_dir} has no training iterations yet")
+        candidate = training_mean(curve, window)
+        target = root / task / cell
+        incumbent = None
+        if (target / "curve.csv").is_file():
+            incumbent = training_mean(pd.read_csv(target / "curve.csv"), window)
+        promoted = force or incumbent is None or candidate > incumbent
+        if promoted:
+            if target.exists():
+                target.rename(old)
+            stage.rename(target)
+        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

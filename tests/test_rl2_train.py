@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -418,3 +419,61 @@ def test_fused_backward_is_used_where_it_is_exact_and_changes_no_update(tmp_path
         for a, b in zip(net_a.parameters(), net_b.parameters(), strict=True):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     assert fused.curve[-1]["mean_return"] == pytest.approx(plain.curve[-1]["mean_return"], rel=1e-3)
+
+
+def _shift_curve(run, by: float) -> float:
+    """Move a run's training means by ``by`` (the promotion rule reads only the curve); its new mean."""
+    curve = run / "curve.csv"
+    frame = pd.read_csv(curve)
+    frame["mean_return"] += by
+    frame.to_csv(curve, index=False)
+    return float(frame["mean_return"].mean())
+
+
+def test_zoo_promote_installs_only_a_run_whose_training_means_are_higher(tmp_path, monkeypatch, capsys):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    first, better, worse = (tmp_path / name for name in ("first", "better", "worse"))
+    for run in (first, better, worse):
+        _trainer(run, cell="n10-k3", batch_steps=1_000).run(iters=2, progress=False)
+    _shift_curve(better, +1.0)
+    _shift_curve(worse, -1.0)
+    cell = zoo / "mab" / "n10-k3"
+
+    assert main(["zoo", "--promote", str(first)]) == 0  # an empty cell takes any run
+    assert "no policy" in capsys.readouterr().out
+    assert (cell / "policy.pt").read_bytes() == (first / "policy.pt").read_bytes()
+
+    assert main(["zoo", "--promote", str(worse)]) == 1
+    assert "not promoted" in capsys.readouterr().out
+    assert (cell / "curve.csv").read_bytes() == (first / "curve.csv").read_bytes()  # unchanged
+
+    assert main(["zoo", "--promote", str(better), "--window", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "promoted" in out and "run --task mab" in out
+    assert (cell / "curve.csv").read_bytes() == (better / "curve.csv").read_bytes()
+    assert sorted(p.name for p in (zoo / "mab").iterdir()) == ["n10-k3"]  # no staging folder left
+
+    assert main(["zoo", "--promote", str(worse), "--force"]) == 0
+    assert (cell / "curve.csv").read_bytes() == (worse / "curve.csv").read_bytes()
+
+
+def test_zoo_promote_refuses_a_torn_or_incomplete_run(tmp_path, monkeypatch, capsys):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    run = tmp_path / "run"
+    _trainer(run, cell="n10-k3", batch_steps=1_000).run(iters=2, progress=False)
+    meta = json.loads((run / "meta.json").read_text())
+    meta["iterations"] += 2  # as if the trainer had saved again between two of the copies
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert main(["zoo", "--promote", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "still training" in err
+    assert not (zoo / "mab" / "n10-k3").exists() and list((zoo / "mab").iterdir()) == []
+
+    (run / "policy.pt").unlink()
+    assert main(["zoo", "--promote", str(run)]) == 2
+    assert "not a trainer run folder: no policy.pt" in capsys.readouterr().err
+    assert main(["zoo", "--promote", str(tmp_path / "nowhere")]) == 2
+    assert main(["zoo", "--promote", str(run), "--window", "0"]) == 2
+    assert "--window must be >= 1" in capsys.readouterr().err
