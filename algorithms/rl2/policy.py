@@ -68,7 +68,7 @@ class RecurrentNet(nn.Module):
         return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
 
     #: Back-propagate through the hand-written GRU backward (``fused_gru``) when gradients are on: same
-    #: outputs, ~1.4x faster updates on CPU, first-order only (TRPO's Fisher-vector products need nn.GRU).
+    #: outputs, 1.6-1.7x faster ppo-sgd iterations on CPU, first-order only (TRPO's Fisher-vector products need nn.GRU).
     fused_backward: bool = False
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
