@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="install a trainer run as its cell's policy if its last --window training-batch means "
                         "beat the current policy's (exit 1 and no change otherwise)")
     p.add_argument("--window", type=int, default=100, help="training batches compared by --promote (default 100)")
+    p.add_argument("--min-z", type=float, default=0.0, metavar="Z",
+                   help="--promote only if the run leads by more than Z standard errors of the difference of the "
+                        "two windows' means (Welch; default 0: any higher mean). 2 keeps a near-tie from "
+                        "replacing a policy on noise")
     p.add_argument("--force", action="store_true", help="--promote even if the run's training means are lower")
     return parser
 
@@ -253,9 +257,9 @@ def cmd_zoo(args) -> int:
 
     root = zoo_dir()
     if args.promote is not None:
-        done = promote(args.promote, root, args.window, args.force)
+        done = promote(args.promote, root, args.window, args.force, args.min_z)
         versus = ("the cell had no policy" if done.incumbent_mean is None else
-                  f"the zoo's policy {done.incumbent_mean:.4g}")
+                  f"the zoo's policy {done.incumbent_mean:.4g} (ahead by {done.z:.2f} standard errors)")
         verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"
         print(f"{done.task} {done.cell}: last {done.window} training-batch means {done.candidate_mean:.4g} "
               f"against {versus}: {verdict}")

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,22 @@ class Promotion:
     candidate_mean: float
     incumbent_mean: float | None  # None: the cell had no policy
     promoted: bool
+    z: float | None = None  # Welch t of candidate minus incumbent window means; None: nothing to compare
+
+
+def welch_z(candidate: pd.Series, incumbent: pd.Series) -> float:
+    """Welch's t statistic of the difference of two windows of training-batch means (how many standard
+    errors the candidate is ahead). Successive batches share a slowly moving policy, so this understates the
+    noise somewhat: a margin, not a p-value. Windows too short or too constant for a spread give +-inf or 0."""
+    diff = float(candidate.mean() - incumbent.mean())
+    t = np.nan
+    if min(len(candidate), len(incumbent)) > 1:
+        with warnings.catch_warnings():  # constant windows: scipy warns, and the answer is NaN, handled below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            t = stats.ttest_ind(candidate, incumbent, equal_var=False).statistic
+    if np.isnan(t):
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return float(t)
 
 
 def training_mean(curve: pd.DataFrame, window: int) -> float:
@@ -197,9 +214,10 @@ def training_mean(curve: pd.DataFrame, window: int) -> float:
     return float(curve["mean_return"].tail(window).mean())
 
 
-def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False) -> Promotion:
+def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, min_z: float = 0.0) -> Promotion:
     """Copy a trainer run into ``root/<task>/<cell>/`` if its last ``window`` training-batch means beat
-    the current policy's (or the cell is empty, or ``force``). The files are staged and checked for one
+    the current policy's by more than ``min_z`` standard errors (Welch; 0: any higher mean), or the cell
+    is empty, or ``force``. The files are staged and checked for one
     consistent iteration first (a run still training rewrites them), and the cell folder is swapped in
     by renames, so the zoo never holds half a run."""
     import torch
@@ -207,6 +225,8 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False) -
     run_dir = Path(run_dir)
     if window < 1:
         raise UserError(f"--window must be >= 1, got {window}")
+    if not np.isfinite(min_z) or min_z < 0:
+        raise UserError(f"--min-z must be a finite number >= 0, got {min_z}")
     missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
     if missing:
         raise UserError(f"{run_dir} is not a trainer run folder: no {', '.join(missing)}")
@@ -239,15 +259,17 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False) -
             raise UserError(f"{run_dir} has no training iterations yet")
         candidate = training_mean(curve, window)
         target = root / task / cell
-        incumbent = None
+        incumbent, z = None, None
         if (target / "curve.csv").is_file():
-            incumbent = training_mean(pd.read_csv(target / "curve.csv"), window)
-        promoted = force or incumbent is None or candidate > incumbent
+            incumbent_curve = pd.read_csv(target / "curve.csv")
+            incumbent = training_mean(incumbent_curve, window)
+            z = welch_z(curve["mean_return"].tail(window), incumbent_curve["mean_return"].tail(window))
+        promoted = force or incumbent is None or (candidate > incumbent and z > min_z)
         if promoted:
             if target.exists():
                 target.rename(old)
             stage.rename(target)
-        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted)
+        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted, z)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

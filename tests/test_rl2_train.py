@@ -477,3 +477,25 @@ def test_zoo_promote_refuses_a_torn_or_incomplete_run(tmp_path, monkeypatch, cap
     assert main(["zoo", "--promote", str(tmp_path / "nowhere")]) == 2
     assert main(["zoo", "--promote", str(run), "--window", "0"]) == 2
     assert "--window must be >= 1" in capsys.readouterr().err
+
+
+def test_zoo_promote_min_z_keeps_a_near_tie_from_replacing_the_policy(tmp_path, monkeypatch, capsys):
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    first, tie = tmp_path / "first", tmp_path / "tie"
+    for run in (first, tie):
+        _trainer(run, cell="n10-k3", batch_steps=1_000).run(iters=3, progress=False)
+    assert pd.read_csv(first / "curve.csv")["mean_return"].std() > 0  # a spread to measure the lead against
+    assert main(["zoo", "--promote", str(first)]) == 0
+    _shift_curve(tie, +1e-3)  # same seed: the same curve, a hair higher
+    cell = zoo / "mab" / "n10-k3"
+
+    assert main(["zoo", "--promote", str(tie), "--min-z", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "not promoted" in out and "ahead by 0.00 standard errors" in out
+    assert (cell / "curve.csv").read_bytes() == (first / "curve.csv").read_bytes()
+    assert main(["zoo", "--promote", str(tie)]) == 0  # the default rule: any higher mean
+    assert (cell / "curve.csv").read_bytes() == (tie / "curve.csv").read_bytes()
+
+    assert main(["zoo", "--promote", str(tie), "--min-z", "-1"]) == 2
+    assert "--min-z must be a finite number >= 0" in capsys.readouterr().err
