@@ -79,7 +79,8 @@ def behaviour(cell_name: str, algo: str, n_instances: int) -> dict:
         if step.trial_done.all():
             break
     env.close()
-    return {"cell": cell.name, "algorithm": algo, "instances": n_instances, "return": round(float(total.mean()), 2),
+    return {"cell": cell.name, "algorithm": algo, "setting": json.dumps(setting, sort_keys=True),
+            "instances": n_instances, "return": round(float(total.mean()), 2),
             "arms_tried": round(float((pulls > 0).sum(axis=1).mean()), 2),
             "failed_arm_repulls": round(refail / n_instances, 2),
             "switches_after_success": round(switch_after_win / n_instances, 2),
