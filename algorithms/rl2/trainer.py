@@ -26,7 +26,9 @@ Presets:
   batch, GRU 256, gamma 0.99, lambda 0.3 and no bonus, with 5 Adam epochs (rate 1e-3, no gradient-norm
   clipping) over minibatches of 128 whole trials, ratio clip 0.1, then the full-batch mean KL brought
   back under 0.01 by halving the step (``ppo_kl_backtrack``). At 250k steps that is ~100 Adam steps per
-  iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16.
+  iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16. On trials of 100+
+  steps, ``--set gamma=0.999`` learned faster here than the paper's 0.99, which discounts away the late
+  pay-off of exploring (leaderboard/NOTES.md, RL^2, session 7).
 
 On CPU the PPO policy update and every baseline fit back-propagate through ``fused_gru`` (a hand-written
 GRU backward: the same values, 1.6-1.7x faster iterations at the CPU size; ``--set fused_backward=0``
