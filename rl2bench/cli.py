@@ -276,7 +276,8 @@ def cmd_zoo(args) -> int:
     print(tabulate(table.astype(object).fillna(""), headers="keys", showindex=False, floatfmt=".4g"))
     if args.budget:
         print("\nBudget to the paper's RL^2 at each cell's current rate (fit: training-batch means on log2 steps, "
-              "later half of the iterations since the last recipe change; inf: not rising by 2 standard errors, "
+              "later half of the iterations since the last recipe change, steps counted from the policy's first "
+              "run including --init-from ancestors; inf: not rising by 2 standard errors, "
               "or beyond 1000x the steps so far; empty: under 40 such iterations):")
         budget = budget_table(root)
         print(tabulate(budget.astype(object).where(budget.notna(), ""), headers="keys", showindex=False,

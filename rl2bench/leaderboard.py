@@ -14,6 +14,7 @@ from tabulate import tabulate
 from rl2bench import stats
 from rl2bench.registry import get_family
 from rl2bench.results import write_text_atomic
+from rl2bench.zoo import inherited
 
 
 def reference_algorithms(task: str) -> frozenset[str]:
@@ -178,13 +179,23 @@ def render_trained_policies(folder: Path) -> str:
                      "preset": meta.get("preset", ""), "recipe": _recipe(meta.get("config", {})),
                      "iterations": meta.get("iterations", ""),
                      "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),
-                     "started from": f"{start['cell']}" if start else ""})
+                     "started from": f"{start['cell']}" if start else "",
+                     "steps with its start (M)": _steps_with_ancestry(meta)})
     if not rows:
         return ""
     rows.sort(key=lambda r: (rank.get(r["cell"], len(rank)), r["algorithm"]))
     table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="pipe", showindex=False)
     return ("\n\nTrained policies evaluated (file version = first 12 hex digits of the policy file's sha256; "
             "status and training from the zoo's meta.json):\n\n" + table + "\n")
+
+
+def _steps_with_ancestry(meta: dict) -> str:
+    """The policy's environment steps counted from its first run (``>=`` where the --init-from chain
+    predates the ancestry record)."""
+    if "env_steps" not in meta:
+        return ""
+    before, _, complete = inherited(meta)
+    return ("" if complete else ">=") + f"{(meta['env_steps'] + before) / 1e6:.1f}"
 
 
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",

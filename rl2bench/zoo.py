@@ -28,7 +28,19 @@ from scipy import stats
 from rl2bench.errors import UserError
 
 COLUMNS = ["task", "cell", "status", "preset", "seed", "iterations", "env_steps", "wall_seconds",
-           "final_batch_mean", "paper_rl2", "initialized_from"]
+           "final_batch_mean", "paper_rl2", "total_env_steps", "total_wall_seconds", "initialized_from"]
+
+
+def inherited(meta: dict) -> tuple[int, float, bool]:
+    """Environment steps and wall seconds a run's starting networks had already cost (the sum over its
+    ``--init-from`` ancestry), and whether that chain is known to its root. A run started from another
+    counts its own steps from zero; its learning curve sits at this offset on the policy's real axis."""
+    ancestry = meta.get("ancestry") or []
+    steps = sum(int(a.get("env_steps", 0)) for a in ancestry)
+    seconds = sum(float(a.get("wall_seconds", 0.0)) for a in ancestry)
+    recorded = bool(ancestry) or not meta.get("initialized_from")  # runs from before the record have none
+    complete = recorded and not any(a.get("earlier_unknown") for a in ancestry)
+    return steps, seconds, complete
 
 
 def _cell_order(task: str, cell: str) -> tuple:
@@ -45,6 +57,7 @@ def zoo_table(root: Path) -> pd.DataFrame:
     for meta_path in sorted(root.glob("*/*/meta.json")):
         meta = json.loads(meta_path.read_text())
         start = meta.get("initialized_from") or {}
+        steps_before, seconds_before, complete = inherited(meta)
         rows.append({
             "task": meta["task"], "cell": meta["cell"], "status": meta.get("status", "?"),
             "preset": meta.get("preset"), "seed": meta.get("seed"), "iterations": meta.get("iterations"),
@@ -52,6 +65,10 @@ def zoo_table(root: Path) -> pd.DataFrame:
             "final_batch_mean": meta.get("final_mean_return"),
             "paper_rl2": (meta.get("paper") or {}).get("rl2"),
             "initialized_from": f"{start['task']} {start['cell']}" if start else "",
+            # ">=": part of the chain predates the ancestry record, so the total is a lower bound
+            "total_env_steps": (meta.get("env_steps") or 0) + steps_before if complete
+            else f">={(meta.get('env_steps') or 0) + steps_before}",
+            "total_wall_seconds": round((meta.get("wall_seconds") or 0) + seconds_before, 1),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
@@ -128,10 +145,11 @@ def budget_table(root: Path, min_iterations: int = 40) -> pd.DataFrame:
         if paper is None or not (folder / "curve.csv").exists():
             continue
         window = recipe_window(pd.read_csv(folder / "curve.csv"), meta)
+        offset = inherited(meta)[0]  # a continuation's steps count from its start; the policy's from its root
         out = {"task": row.task, "cell": row.cell, "paper_rl2": paper, "window_iterations": len(window),
-               "steps_now_M": row.env_steps / 1e6, "device": meta.get("device", "cpu")}
+               "steps_now_M": (row.env_steps + offset) / 1e6, "device": meta.get("device", "cpu")}
         if len(window) >= min_iterations:
-            rate = gain_rate(window["env_steps"], window["mean_return"], window["wall_seconds"])
+            rate = gain_rate(window["env_steps"] + offset, window["mean_return"], window["wall_seconds"])
             steps = rate.steps_to(paper)
             out.update(fitted_now=rate.level, gain_per_doubling=rate.per_doubling, se=rate.stderr,
                        steps_needed_x=steps / rate.end_steps,
@@ -158,17 +176,18 @@ def plot_curves(root: Path, path: Path, smooth: int = 25) -> None:
             curve = pd.read_csv(curve_path)
             if curve["normalized"].isna().all():
                 continue
-            line = ax.plot(curve["env_steps"] / 1e6, curve["normalized"].rolling(smooth, min_periods=1).mean(),
+            steps = (curve["env_steps"] + inherited(json.loads(meta_path.read_text()))[0]) / 1e6
+            line = ax.plot(steps, curve["normalized"].rolling(smooth, min_periods=1).mean(),
                            lw=1.1, label=folder.name)[0]
             paper = json.loads(meta_path.read_text()).get("paper") or {}
             if {"random", "reference", "rl2"} <= paper.keys():
                 level = (paper["rl2"] - paper["random"]) / (paper["reference"] - paper["random"])
                 if math.isfinite(level):
-                    ax.plot([curve["env_steps"].iloc[-1] / 1e6], [level], marker="<", color=line.get_color())
+                    ax.plot([steps.iloc[-1]], [level], marker="<", color=line.get_color())
         ax.axhline(1.0, color="k", ls="--", lw=0.7)
         ax.axhline(0.0, color="grey", ls=":", lw=0.7)
         ax.set_title(f"{task}: RL$^2$ training batch, normalized (reference = 1, random = 0)", fontsize=9)
-        ax.set_xlabel("environment steps (millions)")
+        ax.set_xlabel("environment steps (millions), counted from each policy's first run")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2, loc="lower right")
     axes[0].set_ylabel("normalized return (markers: paper RL$^2$)")

@@ -148,6 +148,55 @@ def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
         wrong.init_from(tmp_path / "n10")
 
 
+def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
+    from rl2bench.zoo import inherited
+
+    root = _trainer(tmp_path / "a", cell="n10-k3", batch_steps=1_000)
+    root.run(iters=2, progress=False)
+    middle = _trainer(tmp_path / "b", cell="n20-k3", batch_steps=1_000)
+    middle.init_from(tmp_path / "a")
+    middle.run(iters=3, progress=False)
+    leaf = _trainer(tmp_path / "c", cell="n20-k3", batch_steps=2_000)
+    leaf.init_from(tmp_path / "b")
+    leaf.run(iters=1, progress=False)
+    chain = [(a["cell"], a["iteration"], a["env_steps"]) for a in leaf.ancestry]
+    assert chain == [("n10-k3", 2, 2000), ("n20-k3", 3, 3000)]
+    assert Trainer.from_checkpoint(tmp_path / "c").ancestry == leaf.ancestry
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    assert inherited(meta) == (5000, pytest.approx(root.wall_seconds + middle.wall_seconds, abs=0.2), True)
+    # a parent saved before the ancestry record: its own start is known, what came before it is not
+    state = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
+    del state["ancestry"]
+    torch.save(state, tmp_path / "b" / CHECKPOINT)
+    legacy = _trainer(tmp_path / "d", cell="n20-k3", batch_steps=1_000)
+    legacy.init_from(tmp_path / "b")
+    legacy.run(iters=1, progress=False)
+    assert inherited(json.loads((tmp_path / "d" / "meta.json").read_text()))[::2] == (3000, False)
+
+
+def test_budget_fits_the_rate_on_steps_counted_from_the_policy_root(tmp_path):
+    """A continuation of a 100 M-step policy: 10 M more steps are a small fraction of a doubling, and the
+    fit must see them so (on the run's own counter they would look like five doublings)."""
+    from rl2bench.zoo import budget_table
+
+    folder = tmp_path / "mab" / "n100-k5"
+    folder.mkdir(parents=True)
+    steps = np.arange(1, 401) * 25_000.0
+    offset = 100_000_000
+    returns = 50.0 + 2.0 * np.log2(offset + steps) + np.random.default_rng(0).normal(0, 0.01, steps.size)
+    pd.DataFrame({"iteration": np.arange(1, 401), "env_steps": steps, "mean_return": returns,
+                  "wall_seconds": steps * 1e-4, "normalized": 0.5}).to_csv(folder / "curve.csv", index=False)
+    meta = {"task": "mab", "cell": "n100-k5", "iterations": 400, "env_steps": int(steps[-1]),
+            "wall_seconds": 1000.0, "paper": {"rl2": 200.0},
+            "initialized_from": {"task": "mab", "cell": "n100-k5", "iteration": 4000, "env_steps": offset},
+            "ancestry": [{"task": "mab", "cell": "n100-k5", "iteration": 4000, "env_steps": offset,
+                          "wall_seconds": 9e3}]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    row = budget_table(tmp_path).iloc[0]
+    assert row.gain_per_doubling == pytest.approx(2.0, rel=0.05)
+    assert row.steps_now_M == pytest.approx(110.0)
+
+
 def test_time_budget_stops_with_a_partial_run(tmp_path):
     trainer = _trainer(tmp_path)
     trainer.run(iters=50, progress=False, seconds=1e-9)  # the first iteration already ends past the budget
@@ -276,6 +325,7 @@ def test_zoo_command_lists_cells_in_numeric_order_and_plots(tmp_path, monkeypatc
     rows = [line.split() for line in out.splitlines() if line.startswith("mab")]
     assert [r[1] for r in rows] == ["n10-k5", "n20-k5", "n100-k5"]
     assert rows[1][-2:] == ["mab", "n10-k5"]  # the curriculum start is shown
+    assert rows[1][-4] == "4000"  # its own 2 iterations of 1000 steps plus the 2 of n10-k5 it started from
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 

@@ -284,6 +284,18 @@ def _minibatch_count(n_trials: int, trials_per_minibatch: int, default: int) -> 
     return max(1, round(n_trials / trials_per_minibatch)) if trials_per_minibatch else default
 
 
+def ancestor_record(run_dir: Path | str, state: dict[str, Any]) -> dict[str, Any]:
+    """What a run started by ``--init-from`` keeps of its parent: enough to count the steps and wall time
+    the policy really cost (a continuation's own counters start at zero) and to find the parent again.
+    ``earlier_unknown``: the parent was itself started from a run but predates this record."""
+    record = {"run": str(run_dir), "task": state["task"], "cell": state["cell"], "preset": state.get("preset"),
+              "seed": state.get("seed"), "iteration": state["iteration"], "env_steps": _env_steps(state),
+              "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1), "command": state.get("command", "")}
+    if state.get("initialized_from") and not state.get("ancestry"):
+        record["earlier_unknown"] = True
+    return record
+
+
 def _env_steps(state: dict[str, Any]) -> int:
     return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
@@ -335,6 +347,7 @@ class Trainer:
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
         self.initialized_from: dict[str, Any] | None = None  # curriculum: whose networks this run started from
+        self.ancestry: list[dict[str, Any]] = []  # every run up the --init-from chain, oldest first (see init_from)
         self.config_changes: list[dict[str, Any]] = []  # ``--resume --set``: what changed at which iteration
         self.resumed: list[dict[str, Any]] = []  # each --resume invocation: its iteration and command line
 
@@ -494,8 +507,8 @@ class Trainer:
             "instance_rng": self.instance_rng.bit_generator.state,
             "env_gen": self.env_gen.get_state(), "act_gen": self.act_gen.get_state(),
             "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
-            "initialized_from": self.initialized_from, "config_changes": self.config_changes,
-            "resumed": self.resumed,
+            "initialized_from": self.initialized_from, "ancestry": self.ancestry,
+            "config_changes": self.config_changes, "resumed": self.resumed,
         }
 
     @classmethod
@@ -517,6 +530,7 @@ class Trainer:
         self.curve = state["curve"]
         self.saved_iteration = self.iteration
         self.initialized_from = state.get("initialized_from")
+        self.ancestry = state.get("ancestry", [])
         self.config_changes = state.get("config_changes", [])
         self.resumed = state.get("resumed", [])
         return self
@@ -550,6 +564,7 @@ class Trainer:
                             f"GRU {self.cfg.hidden}") from None
         self.initialized_from = {"run": str(run_dir), "task": state["task"], "cell": state["cell"],
                                  "iteration": state["iteration"], "env_steps": _env_steps(state)}
+        self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
         s = self.shape
@@ -571,6 +586,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
             "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
+            "ancestry": self.ancestry,
             "config_changes": self.config_changes, "resumed": self.resumed,
             "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
             "first_reached_paper_rl2": None if reached is None else
