@@ -68,10 +68,13 @@ def play_trials(
     root_seed: int,
     phase: str,
     chunk: int = 0,
+    watch: Callable[[np.ndarray, Any], None] | None = None,
 ) -> TrialOutcome:
     """One trial on each instance of chunk ``chunk`` of the phase's ``n_instances`` instances of
     ``cell``, all stepping together. Instance parameters are drawn for the whole phase and sliced, so
-    instance i is the same whatever the chunking; env and agent noise have a stream per chunk."""
+    instance i is the same whatever the chunking; env and agent noise have a stream per chunk.
+    ``watch(actions, step)``, if given, sees every step (for analyses beyond the trial return, e.g.
+    ``benchmarks/rl2_mdp_episodes.py``); it must not change them."""
     start = time.perf_counter()
     spec = family.spec(cell)
     rows = chunks(n_instances, family.chunk_size)[chunk]
@@ -93,6 +96,8 @@ def play_trials(
                 actions = _checked_actions(agent.act(obs), size, spec.n_actions, agent_cls.name)
                 step = env.step(actions)
                 total += step.reward
+                if watch is not None:
+                    watch(actions, step)
                 if privileged:
                     agent.see_privileged(env.privileged_info())
                 agent.observe(actions, step.reward, step.obs, step.episode_done)

@@ -48,6 +48,17 @@ def test_seeded_trials_are_deterministic_and_seed_sensitive():
     assert len(one) == 50 and not np.array_equal(one, other)
 
 
+def test_a_watcher_sees_every_step_and_changes_nothing():
+    cell = FAM.parse_cell("n30-k5")
+    seen = []
+    watched = play_trials(FAM, cell, ALGOS["ts"], {}, 300, 7, "eval", chunk=1,
+                          watch=lambda actions, step: seen.append((actions.copy(), step.reward.copy()))).returns
+    plain = play_trials(FAM, cell, ALGOS["ts"], {}, 300, 7, "eval", chunk=1).returns
+    np.testing.assert_array_equal(watched, plain)
+    assert len(seen) == 30 and all(a.shape == (50,) for a, _ in seen)
+    np.testing.assert_allclose(np.sum([r for _, r in seen], axis=0), plain)
+
+
 def _config(**kw):
     base = dict(task="mab", cells=["n10-k3", "n20-k2"], algorithms=[ALGOS["random"], ALGOS["ucb1"], ALGOS["ts"]],
                 instances=300, tune_instances=200, seed=3, n_jobs=1)
