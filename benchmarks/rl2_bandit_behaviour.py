@@ -1,7 +1,8 @@
 """How an agent explores a Bernoulli bandit trial, next to Gittins on the same instances: why RL^2 misses
 the paper on the k = 50 cells (is it memory, or strategy?).
 
-    python benchmarks/rl2_bandit_behaviour.py --cell n100-k50 [--algos rl2,gittins,ucb1] [--instances 2000]
+    python benchmarks/rl2_bandit_behaviour.py --cell n100-k50 [--algos rl2,gittins,ucb1] [--instances 2000] \
+        [--play argmax]
 
 Per agent, averaged over instances (drawn with their own seed, never the evaluation instances):
 - return: total reward of the trial;
@@ -11,7 +12,8 @@ Per agent, averaged over instances (drawn with their own seed, never the evaluat
 - switches after success: leaving an arm right after it paid off;
 - best-arm share, last half: pulls of the instance's best arm in the second half of the trial.
 Each agent plays with its tuned setting from the committed leaderboard run when there is one
-(``leaderboard/runs/mab/run.json``), else its first grid setting. ``--record`` appends the rows to
+(``leaderboard/runs/mab/run.json``), else its first grid setting; ``--play argmax`` makes rl2 take its
+most probable action instead of sampling. ``--record`` appends the rows to
 benchmarks/results/rl2_bandit_behaviour.jsonl.
 """
 
@@ -43,12 +45,14 @@ def tuned_setting(agent_cls, cell, spec) -> dict:
     return setting
 
 
-def behaviour(cell_name: str, algo: str, n_instances: int) -> dict:
+def behaviour(cell_name: str, algo: str, n_instances: int, play: str = "sample") -> dict:
     family = get_family("mab")
     cell = family.parse_cell(cell_name)
     spec = family.spec(cell)
     agent_cls = algorithms("mab")[algo]
     setting = tuned_setting(agent_cls, cell, spec)
+    if algo == "rl2" and play != "sample":
+        setting = {**setting, "play": play}
     agent_cls.prepare(cell, spec, [setting])
     instances = family.sample_instances(cell, SEED, "tune", n_instances)
     env = family.make_env(cell, instances, seeding.env_rng(SEED, "tune", "mab", cell.name, 0))
@@ -92,9 +96,10 @@ def main() -> None:
     parser.add_argument("--cell", default="n100-k50")
     parser.add_argument("--algos", default="rl2,gittins,ucb1,ts")
     parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--play", choices=("sample", "argmax"), default="sample", help="how rl2 picks its action")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    rows = [behaviour(args.cell, algo, args.instances) for algo in args.algos.split(",")]
+    rows = [behaviour(args.cell, algo, args.instances, args.play) for algo in args.algos.split(",")]
     print(tabulate(rows, headers="keys", tablefmt="github"))
     if args.record:
         with RESULTS.open("a") as f:

@@ -2,10 +2,11 @@
 level off? Why RL^2 misses the paper on the long MDP cells (n25-n100).
 
     python benchmarks/rl2_mdp_episodes.py --cell n100 [--algos rl2,opsrl,psrl,greedy,oracle] \
-        [--instances 500] [--plot benchmarks/results/rl2_mdp_episodes_n100.png] [--record]
+        [--instances 500] [--plot benchmarks/results/rl2_mdp_episodes_n100.png] [--play argmax] [--record]
 
 Each agent plays the same instances (drawn with their own seed, never the evaluation instances) with the
-setting the committed leaderboard run evaluated (``leaderboard/runs/mdp``), else its first grid setting.
+setting the committed leaderboard run evaluated (``leaderboard/runs/mdp``), else its first grid setting;
+``--play argmax`` makes rl2 take its most probable action instead of sampling.
 Printed per agent: the trial's return and the mean return of episodes 1, 2, 5, 10, ... and of the last
 tenth of the trial; ``--plot`` draws the whole per-episode curve (moving average over 5 episodes),
 ``--record`` appends the rows to benchmarks/results/rl2_mdp_episodes.jsonl.
@@ -40,7 +41,7 @@ def evaluated_setting(agent_cls, cell, spec) -> dict:
     return agent_cls.grid(cell, spec)[0]
 
 
-def episode_returns(cell_name: str, algo: str, n_instances: int) -> tuple[np.ndarray, dict]:
+def episode_returns(cell_name: str, algo: str, n_instances: int, play: str = "sample") -> tuple[np.ndarray, dict]:
     """(instances x episodes) returns of one agent, and the setting it played: the harness's own trial
     loop (``play_trials``, chunk by chunk), watched step by step."""
     family = get_family("mdp")
@@ -48,6 +49,8 @@ def episode_returns(cell_name: str, algo: str, n_instances: int) -> tuple[np.nda
     spec = family.spec(cell)
     agent_cls = algorithms("mdp")[algo]
     setting = evaluated_setting(agent_cls, cell, spec)
+    if algo == "rl2" and play != "sample":
+        setting = {**setting, "play": play}
     agent_cls.prepare(cell, spec, [setting])
     parts = []
     for chunk in range(len(chunks(n_instances, family.chunk_size))):
@@ -105,11 +108,12 @@ def main() -> None:
     parser.add_argument("--algos", default="rl2,opsrl,psrl,greedy,oracle")
     parser.add_argument("--instances", type=int, default=500)
     parser.add_argument("--plot", type=Path, help="write the per-episode curves to this PNG")
+    parser.add_argument("--play", choices=("sample", "argmax"), default="sample", help="how rl2 picks its action")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     rows, curves = [], {}
     for algo in args.algos.split(","):
-        returns, setting = episode_returns(args.cell, algo, args.instances)
+        returns, setting = episode_returns(args.cell, algo, args.instances, args.play)
         rows.append(summary(args.cell, algo, returns, setting))
         curves[algo] = returns.mean(axis=0)
     print(tabulate([{k: v for k, v in r.items() if k != "setting"} for r in rows], headers="keys", tablefmt="github"))

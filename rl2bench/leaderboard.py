@@ -175,7 +175,8 @@ def render_trained_policies(folder: Path) -> str:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         start = meta.get("initialized_from") or {}
         rows.append({"cell": cell, "algorithm": algorithm, "policy": setting["policy"],
-                     "version": setting["version"], "status": meta.get("status", ""),
+                     "version": setting["version"], "play": setting.get("play", "sample"),
+                     "status": meta.get("status", ""),
                      "preset": meta.get("preset", ""), "recipe": _recipe(meta.get("config", {})),
                      "iterations": meta.get("iterations", ""),
                      "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),

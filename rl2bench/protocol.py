@@ -249,16 +249,17 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
     eval_jobs = []
     for c, a in pairs:
         grid = grids[c.name, a.name]
+        chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
         if store.has_eval(c.name, a.name):
             stored = store.eval_setting(c.name, a.name)
-            if len(grid) != 1 or setting_key(stored) == setting_key(grid[0]):
+            if setting_key(stored) == setting_key(chosen):
                 continue
-            # A single-setting agent whose setting changed since (a retrained rl2 policy has a new file
-            # version): its stored result no longer describes it, so --resume evaluates it again.
+            # The setting the agent would be evaluated with now is not the stored one (a retrained rl2
+            # policy has a new file version; a changed grid tunes to another setting): the stored result
+            # no longer describes it, so --resume evaluates it again.
             notice(f"{a.name} on {c.name}: the stored result was played with {setting_key(stored)}, the agent "
-                   f"now has {setting_key(grid[0])}; evaluating it again")
+                   f"now has {setting_key(chosen)}; evaluating it again")
             store.reopen_eval(c.name, a.name)
-        chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
         done = store.eval_chunks(c.name, a.name, setting_key(chosen))
         eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
                       for i in range(n_chunks) if i not in done]

@@ -198,6 +198,46 @@ def test_resume_replays_chunks_played_with_another_setting(tmp_path, monkeypatch
     pd.testing.assert_frame_equal(store.results(), fresh.results())
 
 
+class _VersionedPair(_Versioned):
+    """Two settings (arm 0 or 2) of one versioned policy, like rl2's sampled and argmax play."""
+
+    name = "versioned-pair"
+    version = 1
+
+    @classmethod
+    def grid(cls, cell, spec):
+        return [{"arm": arm, "version": cls.version} for arm in (0, 2)]
+
+    def __init__(self, spec, batch_size, rng, *, arm, version):
+        super().__init__(spec, batch_size, rng, arm=arm)
+
+
+def test_resume_tunes_and_evaluates_again_when_a_tuned_grid_changed(tmp_path, monkeypatch, capsys):
+    import rl2bench.protocol as protocol
+
+    cfg = _config(cells=["n10-k3"], algorithms=[_VersionedPair])
+    store = RunStore(tmp_path / "r")
+    store.open(cfg.identity(), resume=False)
+    real, calls = protocol._execute, []
+
+    def counting(job):
+        calls.append((job.phase, job.setting["version"]))
+        return real(job)
+
+    monkeypatch.setattr(protocol, "_execute", counting)
+    run_benchmark(cfg, store, progress=False)
+    first = len(calls)
+    assert {p for p, _ in calls} == {"tune", "eval"}
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)  # same grid: nothing to do
+    assert len(calls) == first
+    monkeypatch.setattr(_VersionedPair, "version", 2)  # a retrained policy: both settings are new
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)
+    assert calls[first:] and all(v == 2 for _, v in calls[first:]) and "evaluating it again" in capsys.readouterr().err
+    assert store.eval_setting("n10-k3", "versioned-pair")["version"] == 2
+
+
 def test_resume_evaluates_again_an_agent_whose_single_setting_changed(tmp_path, monkeypatch, capsys):
     import rl2bench.protocol as protocol
 

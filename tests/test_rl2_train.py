@@ -81,6 +81,26 @@ def _zoo_with(tmp_path, monkeypatch, trainer: Trainer) -> None:
     torch.save(trainer.policy_file(), folder / POLICY)
 
 
+def test_argmax_play_is_deterministic_and_a_bad_mode_is_refused(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path / "run", cell="n10-k3")
+    _zoo_with(tmp_path, monkeypatch, trainer)
+    spec = EnvSpec("mab", n_states=1, n_actions=3, horizon=1, n_episodes=10)
+
+    def trial(play: str, seed: int) -> list[list[int]]:
+        agent = rl2_agent.RL2(spec, 64, np.random.default_rng(seed), policy="mab/n10-k3", play=play)
+        chosen = []
+        for t in range(10):
+            actions = agent.act(np.zeros(64, dtype=int))
+            chosen.append(actions.tolist())
+            agent.observe(actions, (actions == t % 3).astype(float), np.zeros(64, dtype=int), np.ones(64, bool))
+        return chosen
+
+    assert trial("argmax", 0) == trial("argmax", 1)  # no sampling noise left
+    assert trial("sample", 0) != trial("sample", 1)
+    with pytest.raises(UserError, match="play="):
+        rl2_agent.RL2(spec, 1, np.random.default_rng(0), policy="mab/n10-k3", play="greedy")
+
+
 def test_agent_hidden_state_carries_across_episodes(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path / "run", task="mdp", cell="n2-s3-a2-t2")
     _zoo_with(tmp_path, monkeypatch, trainer)
@@ -232,10 +252,11 @@ def test_agent_plays_under_protocol(tmp_path, monkeypatch):
     _zoo_with(tmp_path, monkeypatch, trainer)
     family = get_family("mab")
     cell = family.parse_cell("n10-k3")
-    (setting,) = rl2_agent.RL2.grid(cell, family.spec(cell))
+    sampled, argmax = rl2_agent.RL2.grid(cell, family.spec(cell))  # the two ways of playing it, tuned per cell
+    assert argmax == {**sampled, "play": "argmax"} and "play" not in sampled
     assert rl2_agent.RL2.unavailable(cell, family.spec(cell)) is None
-    a = play_trials(family, cell, rl2_agent.RL2, setting, 200, 0, "eval")
-    b = play_trials(family, cell, rl2_agent.RL2, setting, 200, 0, "eval")
+    a = play_trials(family, cell, rl2_agent.RL2, sampled, 200, 0, "eval")
+    b = play_trials(family, cell, rl2_agent.RL2, sampled, 200, 0, "eval")
     assert a.returns.shape == (200,) and np.array_equal(a.returns, b.returns)  # seeded
     assert isinstance(rl2_agent.RL2, type) and issubclass(rl2_agent.RL2, Agent)
 
@@ -334,10 +355,10 @@ def test_rl2_setting_names_the_policy_version_and_a_changed_file_is_refused(tmp_
     _zoo_with(tmp_path, monkeypatch, trainer)
     family = get_family("mab")
     cell = family.parse_cell("n10-k3")
-    (setting,) = rl2_agent.RL2.grid(cell, family.spec(cell))
+    setting = rl2_agent.RL2.grid(cell, family.spec(cell))[0]
     trainer.run(iters=1, progress=False)  # the policy changes: a new file in the zoo
     torch.save(trainer.policy_file(), tmp_path / "zoo" / "mab" / "n10-k3" / POLICY)
-    (newer,) = rl2_agent.RL2.grid(cell, family.spec(cell))
+    newer = rl2_agent.RL2.grid(cell, family.spec(cell))[0]
     assert newer["version"] != setting["version"]
     with pytest.raises(UserError, match="changed while this run"):
         rl2_agent.RL2(family.spec(cell), 4, np.random.default_rng(0), **setting)

@@ -110,11 +110,13 @@ class RL2(_RecurrentPolicyAgent):
 
     @classmethod
     def grid(cls, cell, spec):
-        """One setting naming the zoo entry (agents are built from the spec alone, which lacks the cell)
-        and the version of its file."""
+        """The zoo entry (agents are built from the spec alone, which lacks the cell) and the version of
+        its file, played two ways: sampling, as trained, or taking the most probable action. Like every
+        algorithm's hyperparameters, the protocol picks one per cell on the tuning instances."""
         path = policy_path(spec.family, cell.name)
         version = {"version": policy_version(path)} if path.exists() else {}
-        return [{"policy": f"{spec.family}/{cell.name}", **version}]
+        setting = {"policy": f"{spec.family}/{cell.name}", **version}
+        return [setting, {**setting, "play": "argmax"}]
 
     @classmethod
     def unavailable(cls, cell, spec) -> str | None:
@@ -128,9 +130,17 @@ class RL2(_RecurrentPolicyAgent):
                     f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
         return None
 
-    def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None):
+    PLAY = ("sample", "argmax")
+
+    def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None, play: str = "sample"):
+        """``play="argmax"``: take the most probable action instead of sampling (an analysis option; the
+        leaderboards sample, as the policy was trained to)."""
         super().__init__(spec, batch_size, rng)
         from .policy import cached_weights, embed
+
+        if play not in self.PLAY:
+            raise UserError(f"rl2: play={play!r} is not one of {', '.join(self.PLAY)}")
+        self.play = play
 
         path = zoo_dir() / policy / POLICY_FILE
         self.net, _ = load_policy(str(path), _checked_version(path, version))
@@ -145,6 +155,8 @@ class RL2(_RecurrentPolicyAgent):
                         self.spec.n_actions)
         with torch.no_grad(), self._cached():
             logits, self.h = self.net.step(x, self.h)
+        if self.play == "argmax":
+            return logits.argmax(-1).numpy()
         return self._sample(logits, self.gen).numpy()
 
 
