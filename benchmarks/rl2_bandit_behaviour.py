@@ -11,10 +11,9 @@ Per agent, averaged over instances (drawn with their own seed, never the evaluat
   (under the uniform prior an untried arm is worth more: a forgetful or sloppy explorer does this);
 - switches after success: leaving an arm right after it paid off;
 - best-arm share, last half: pulls of the instance's best arm in the second half of the trial.
-Each agent plays with its tuned setting from the committed leaderboard run when there is one
-(``leaderboard/runs/mab/run.json``), else its first grid setting; ``--play argmax`` makes rl2 take its
-most probable action instead of sampling. ``--record`` appends the rows to
-benchmarks/results/rl2_bandit_behaviour.jsonl.
+Each agent plays with the setting the committed leaderboard run evaluated (``leaderboard/runs/mab``;
+``prepare_agent``); ``--play`` says how rl2 picks its action (default: sampling, as trained).
+``--record`` appends the rows to benchmarks/results/rl2_bandit_behaviour.jsonl.
 """
 
 from __future__ import annotations
@@ -27,33 +26,18 @@ import numpy as np
 from tabulate import tabulate
 
 from rl2bench import seeding
-from rl2bench.registry import algorithms, get_family
+from rl2bench.protocol import prepare_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "rl2_bandit_behaviour.jsonl"
 SEED = 777  # not the leaderboards' root seed 0: these instances are none of the evaluation instances
 
 
-def tuned_setting(agent_cls, cell, spec) -> dict:
-    """The setting the committed leaderboard chose for this cell (its run.json), else the first of the
-    agent's grid. rl2's setting names the policy file; the zoo's current policy is played either way."""
-    run = ROOT / "leaderboard" / "runs" / "mab" / "run.json"
-    chosen = json.loads(run.read_text()).get("chosen_settings", {}) if run.is_file() else {}
-    setting = chosen.get(f"{cell.name}/{agent_cls.name}")
-    if setting is None or agent_cls.name == "rl2":
-        return agent_cls.grid(cell, spec)[0]
-    return setting
-
-
 def behaviour(cell_name: str, algo: str, n_instances: int, play: str = "sample") -> dict:
-    family = get_family("mab")
-    cell = family.parse_cell(cell_name)
+    prepared = prepare_agent("mab", cell_name, algo, ROOT / "leaderboard" / "runs" / "mab",
+                             **({"play": play} if algo == "rl2" else {}))
+    family, cell, agent_cls, setting = prepared.family, prepared.cell, prepared.agent_cls, prepared.setting
     spec = family.spec(cell)
-    agent_cls = algorithms("mab")[algo]
-    setting = tuned_setting(agent_cls, cell, spec)
-    if algo == "rl2" and play != "sample":
-        setting = {**setting, "play": play}
-    agent_cls.prepare(cell, spec, [setting])
     instances = family.sample_instances(cell, SEED, "tune", n_instances)
     env = family.make_env(cell, instances, seeding.env_rng(SEED, "tune", "mab", cell.name, 0))
     agent = agent_cls(spec, n_instances, seeding.agent_rng(SEED, "tune", "mab", cell.name, algo, 0), **setting)

@@ -5,8 +5,8 @@ level off? Why RL^2 misses the paper on the long MDP cells (n25-n100).
         [--instances 500] [--plot benchmarks/results/rl2_mdp_episodes_n100.png] [--play argmax] [--record]
 
 Each agent plays the same instances (drawn with their own seed, never the evaluation instances) with the
-setting the committed leaderboard run evaluated (``leaderboard/runs/mdp``), else its first grid setting;
-``--play argmax`` makes rl2 take its most probable action instead of sampling.
+setting the committed leaderboard run evaluated (``leaderboard/runs/mdp``; ``prepare_agent``);
+``--play`` says how rl2 picks its action (default: sampling, as trained).
 Printed per agent: the trial's return and the mean return of episodes 1, 2, 5, 10, ... and of the last
 tenth of the trial; ``--plot`` draws the whole per-episode curve (moving average over 5 episodes),
 ``--record`` appends the rows to benchmarks/results/rl2_mdp_episodes.jsonl.
@@ -21,37 +21,19 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from rl2bench.protocol import chunks, play_trials
-from rl2bench.registry import algorithms, get_family
-from rl2bench.results import RunStore
+from rl2bench.protocol import chunks, play_trials, prepare_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "rl2_mdp_episodes.jsonl"
 SEED = 777  # not the leaderboards' root seed 0: these instances are none of the evaluation instances
 
 
-def evaluated_setting(agent_cls, cell, spec) -> dict:
-    """The setting the committed leaderboard evaluated for this cell, else the first of the agent's grid
-    (rl2's setting names the policy file; the zoo's current policy is played either way)."""
-    run = ROOT / "leaderboard" / "runs" / "mdp"
-    if agent_cls.name != "rl2" and (run / "run.json").is_file():
-        store = RunStore.existing(run)
-        if store.has_eval(cell.name, agent_cls.name):
-            return store.eval_setting(cell.name, agent_cls.name)
-    return agent_cls.grid(cell, spec)[0]
-
-
 def episode_returns(cell_name: str, algo: str, n_instances: int, play: str = "sample") -> tuple[np.ndarray, dict]:
     """(instances x episodes) returns of one agent, and the setting it played: the harness's own trial
     loop (``play_trials``, chunk by chunk), watched step by step."""
-    family = get_family("mdp")
-    cell = family.parse_cell(cell_name)
-    spec = family.spec(cell)
-    agent_cls = algorithms("mdp")[algo]
-    setting = evaluated_setting(agent_cls, cell, spec)
-    if algo == "rl2" and play != "sample":
-        setting = {**setting, "play": play}
-    agent_cls.prepare(cell, spec, [setting])
+    agent = prepare_agent("mdp", cell_name, algo, ROOT / "leaderboard" / "runs" / "mdp",
+                          **({"play": play} if algo == "rl2" else {}))
+    family, cell = agent.family, agent.cell
     parts = []
     for chunk in range(len(chunks(n_instances, family.chunk_size))):
         returns: list[np.ndarray] = []  # one (instances,) array per episode of the chunk
@@ -63,11 +45,12 @@ def episode_returns(cell_name: str, algo: str, n_instances: int, play: str = "sa
                 returns.append(np.sum(running, axis=0))
                 running.clear()
 
-        outcome = play_trials(family, cell, agent_cls, setting, n_instances, SEED, "tune", chunk, watch=watch)
+        outcome = play_trials(family, cell, agent.agent_cls, agent.setting, n_instances, SEED, "tune", chunk,
+                              watch=watch)
         part = np.stack(returns, axis=1)
         assert np.allclose(part.sum(axis=1), outcome.returns)  # nothing was missed
         parts.append(part)
-    return np.concatenate(parts), setting
+    return np.concatenate(parts), agent.setting
 
 
 def summary(cell: str, algo: str, returns: np.ndarray, setting: dict) -> dict:

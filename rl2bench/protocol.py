@@ -23,7 +23,7 @@ from rl2bench import seeding
 from rl2bench.algorithms.base import Agent, Setting
 from rl2bench.backends import execution_backend, results_as
 from rl2bench.errors import UserError
-from rl2bench.registry import get_family
+from rl2bench.registry import get_family, resolve_algorithms
 from rl2bench.results import RunStore
 from rl2bench.tasks.base import Cell, TaskFamily
 
@@ -114,6 +114,39 @@ def play_trials(
                         f"not finite (a bug in the environment or the agent); nothing was recorded for them")
     metrics = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return TrialOutcome(total, metrics, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class PreparedAgent:
+    """One algorithm ready to play a cell outside a benchmark run (analyses, benchmarks/)."""
+
+    family: TaskFamily
+    cell: Cell
+    agent_cls: type[Agent]
+    setting: Setting
+
+
+def prepare_agent(task: str, cell_name: str, algo: str, run_dir: str | os.PathLike | None = None,
+                  **overrides: Any) -> PreparedAgent:
+    """The agent as a committed leaderboard run in ``run_dir`` evaluated it on this cell (that setting,
+    if the agent's grid still has it: a retrained rl2 policy has a new version), else its first grid
+    setting; ``overrides`` replace setting entries (e.g. ``play="argmax"`` for rl2). Prepared as a run
+    would prepare it."""
+    family = get_family(task)
+    cell = family.parse_cell(cell_name)
+    spec = family.spec(cell)
+    agent_cls = resolve_algorithms(algo, task)[0]
+    grid = agent_cls.grid(cell, spec)
+    setting = grid[0]
+    if run_dir is not None:
+        store = RunStore.existing(run_dir)  # a clear error if it is not a run folder
+        if store.has_eval(cell.name, agent_cls.name):
+            stored = store.eval_setting(cell.name, agent_cls.name)
+            if setting_key(stored) in {setting_key(s) for s in grid}:
+                setting = stored
+    setting = {**setting, **overrides}
+    agent_cls.prepare(cell, spec, [setting])
+    return PreparedAgent(family, cell, agent_cls, setting)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,29 @@ def test_resume_tunes_and_evaluates_again_when_a_tuned_grid_changed(tmp_path, mo
     assert store.eval_setting("n10-k3", "versioned-pair")["version"] == 2
 
 
+def test_prepare_agent_plays_what_the_committed_run_evaluated(tmp_path, monkeypatch):
+    from rl2bench.protocol import prepare_agent
+
+    cfg = _config(cells=["n10-k3"], algorithms=[_VersionedPair])
+    store = RunStore(tmp_path / "r")
+    store.open(cfg.identity(), resume=False)
+    run_benchmark(cfg, store, progress=False)
+    evaluated = store.eval_setting("n10-k3", "versioned-pair")
+    from rl2bench import registry
+
+    algorithms("mab")  # the built-ins first, then this one for this test only
+    monkeypatch.setitem(registry._ALGORITHMS["mab"], "versioned-pair", _VersionedPair)
+    assert prepare_agent("mab", "n10-k3", "versioned-pair", tmp_path / "r").setting == evaluated
+    assert prepare_agent("mab", "n10-k3", "versioned-pair").setting == {"arm": 0, "version": 1}  # no run: grid[0]
+    assert prepare_agent("mab", "n10-k3", "versioned-pair", tmp_path / "r", arm=1).setting["arm"] == 1
+    monkeypatch.setattr(_VersionedPair, "version", 2)  # retrained since the run: its setting is gone
+    assert prepare_agent("mab", "n10-k3", "versioned-pair", tmp_path / "r").setting == {"arm": 0, "version": 2}
+    with pytest.raises(UserError, match="unknown algorithm"):
+        prepare_agent("mab", "n10-k3", "no-such-agent")
+    with pytest.raises(UserError, match="not an rl2bench run folder"):
+        prepare_agent("mab", "n10-k3", "versioned-pair", tmp_path)
+
+
 def test_resume_evaluates_again_an_agent_whose_single_setting_changed(tmp_path, monkeypatch, capsys):
     import rl2bench.protocol as protocol
 
