@@ -168,6 +168,23 @@ def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
         wrong.init_from(tmp_path / "n10")
 
 
+def test_init_from_into_a_wider_gru_keeps_the_function_and_lets_new_units_learn(tmp_path):
+    source = _trainer(tmp_path / "narrow", cell="n10-k3")
+    source.run(iters=2, progress=False)
+    wide = _trainer(tmp_path / "wide", cell="n10-k3", hidden=2 * source.cfg.hidden)
+    wide.init_from(tmp_path / "narrow")
+    assert wide.initialized_from["widened_from"] == source.cfg.hidden
+    x = torch.randn(30, 5, source.policy.gru.input_size, generator=torch.Generator().manual_seed(0))
+    for narrow_net, wide_net in ((source.policy, wide.policy), (source.baseline, wide.baseline)):
+        torch.testing.assert_close(wide_net(x)[0], narrow_net(x)[0], atol=1e-5, rtol=1e-5)
+    wide.policy(x)[0].square().sum().backward()
+    new_columns = wide.policy.head.parametrizations.weight.original1.grad[:, source.cfg.hidden:]
+    assert new_columns.abs().sum() > 0  # the new units are read as soon as training moves these zeros
+    wide.run(iters=1, progress=False)
+    with pytest.raises(UserError, match="do not fit"):  # narrowing is not offered
+        _trainer(tmp_path / "narrower", cell="n10-k3", hidden=source.cfg.hidden // 2).init_from(tmp_path / "narrow")
+
+
 def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
     from rl2bench.zoo import inherited
 

@@ -64,6 +64,34 @@ class RecurrentNet(nn.Module):
         with torch.no_grad():
             self.gru.bias_hh_l0[self.hidden:2 * self.hidden] = value
 
+    @torch.no_grad()
+    def widen_from(self, narrow: RecurrentNet) -> None:
+        """Take a trained narrower network's function into this wider one (a net2net-style growth step):
+        its units keep their weights, the new units keep this network's fresh initialisation but nothing
+        old reads them yet (their columns in the old units' recurrent rows and in the head start at 0), so
+        the outputs are exactly the narrow network's until training moves those zeros. Under weight
+        normalisation a zero column still gets a gradient, so the new units come into use as they learn."""
+        old, new = narrow.hidden, self.hidden
+        if old > new or (narrow.n_states, narrow.n_actions) != (self.n_states, self.n_actions):
+            raise ValueError(f"cannot widen a GRU {old} for {narrow.n_states}x{narrow.n_actions} into a GRU {new} "
+                             f"for {self.n_states}x{self.n_actions}")
+        g, ng = self.gru, narrow.gru
+        w_ih, w_hh = g.weight_ih_l0.clone(), g.weight_hh_l0.clone()
+        b_ih, b_hh = g.bias_ih_l0.clone(), g.bias_hh_l0.clone()
+        for gate in range(3):  # rows: reset, update, new gate blocks of each width
+            rows, narrow_rows = slice(gate * new, gate * new + old), slice(gate * old, (gate + 1) * old)
+            w_ih[rows] = ng.weight_ih_l0[narrow_rows]
+            w_hh[rows, :old] = ng.weight_hh_l0[narrow_rows]
+            w_hh[rows, old:] = 0.0
+            b_ih[rows], b_hh[rows] = ng.bias_ih_l0[narrow_rows], ng.bias_hh_l0[narrow_rows]
+        head = self.head.weight.clone()
+        head[:, :old], head[:, old:] = narrow.head.weight, 0.0
+        g.weight_ih_l0, g.weight_hh_l0 = w_ih, w_hh  # through weight_norm's right_inverse: gain = row norm
+        g.bias_ih_l0.copy_(b_ih)
+        g.bias_hh_l0.copy_(b_hh)
+        self.head.weight = head
+        self.head.bias.copy_(narrow.head.bias)
+
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
 

@@ -546,8 +546,9 @@ class Trainer:
 
     def init_from(self, run_dir: Path) -> None:
         """Start from the policy and baseline weights of another run (a curriculum: e.g. n500-k10 from
-        n100-k10, MDP n25 from n10). The networks must have the same sizes; optimiser, seeds and the
-        baseline's return scale stay this run's own."""
+        n100-k10, MDP n25 from n10). The networks must fit the cell; a wider GRU than the source's takes
+        its function over and grows (``RecurrentNet.widen_from``); optimiser, seeds and the baseline's
+        return scale stay this run's own."""
         path = Path(run_dir) / CHECKPOINT
         if not path.exists():
             raise UserError(f"--init-from: no {CHECKPOINT} in {run_dir}")
@@ -555,15 +556,26 @@ class Trainer:
         if state["task"] != self.shape.task:
             raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not {self.shape.task}")
         baseline = {k: v for k, v in state["baseline"].items() if k != "scale"}
+        narrow = int(state["config"]["hidden"])
+        misfit = UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, GRU {narrow}) "
+                           f"do not fit {self.shape.task} {self.shape.cell} with GRU {self.cfg.hidden}")
         try:
-            self.policy.load_state_dict(state["policy"])
-            self.baseline.load_state_dict(baseline, strict=False)
-        except RuntimeError:
-            raise UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, GRU "
-                            f"{state['config']['hidden']}) do not fit {self.shape.task} {self.shape.cell} with "
-                            f"GRU {self.cfg.hidden}") from None
+            if narrow < self.cfg.hidden:  # grow: the trained units carry over, new ones start unread
+                s = self.shape
+                old_policy = Policy(s.n_states, s.n_actions, narrow)
+                old_baseline = Baseline(s.n_states, s.n_actions, narrow)
+                old_policy.load_state_dict(state["policy"])
+                old_baseline.load_state_dict(baseline, strict=False)
+                self.policy.widen_from(old_policy.to(self.device))
+                self.baseline.widen_from(old_baseline.to(self.device))
+            else:
+                self.policy.load_state_dict(state["policy"])
+                self.baseline.load_state_dict(baseline, strict=False)
+        except (RuntimeError, ValueError):
+            raise misfit from None
         self.initialized_from = {"run": str(run_dir), "task": state["task"], "cell": state["cell"],
-                                 "iteration": state["iteration"], "env_steps": _env_steps(state)}
+                                 "iteration": state["iteration"], "env_steps": _env_steps(state),
+                                 **({"widened_from": narrow} if narrow < self.cfg.hidden else {})}
         self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
