@@ -133,8 +133,8 @@ class RL2(_RecurrentPolicyAgent):
     PLAY = ("sample", "argmax")
 
     def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None, play: str = "sample"):
-        """``play="argmax"``: take the most probable action instead of sampling (an analysis option; the
-        leaderboards sample, as the policy was trained to)."""
+        """``play="argmax"``: take the most probable action instead of sampling as in training; the
+        protocol tunes this per cell like any setting (``grid``)."""
         super().__init__(spec, batch_size, rng)
         from .policy import cached_weights, embed
 
