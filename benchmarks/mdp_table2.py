@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rl2bench import cli
 from rl2bench.registry import get_family
+from rl2bench.results import append_jsonl
 
 TARGET_SECONDS = 60.0
 LOG = Path(__file__).resolve().parent / "mdp_table2_runs.jsonl"
@@ -73,9 +74,7 @@ def main() -> None:
           "target); "
           f"1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     if not args.no_log:
-        LOG.parent.mkdir(parents=True, exist_ok=True)
-        with open(LOG, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(LOG, record)
 
 
 if __name__ == "__main__":

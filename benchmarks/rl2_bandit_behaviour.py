@@ -27,6 +27,7 @@ from tabulate import tabulate
 
 from rl2bench import seeding
 from rl2bench.protocol import prepare_agent
+from rl2bench.results import append_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "rl2_bandit_behaviour.jsonl"
@@ -86,9 +87,7 @@ def main() -> None:
     rows = [behaviour(args.cell, algo, args.instances, args.play) for algo in args.algos.split(",")]
     print(tabulate(rows, headers="keys", tablefmt="github"))
     if args.record:
-        with RESULTS.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        append_jsonl(RESULTS, rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from tabulate import tabulate
 
 from rl2bench.algorithms.rl2.rollout import task_shape
 from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
+from rl2bench.results import append_jsonl
 
 CPU_SIZE = dict(hidden=64, batch_steps=25_000, ppo_minibatch_trials=16, baseline_minibatch_trials=16)
 CELLS = (("mdp", "n10"), ("mab", "n100-k10"))
@@ -61,9 +61,7 @@ def main() -> None:
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "iters": args.iters,
               "rounds": args.rounds, "note": args.note, "rows": rows}
-    out = Path(__file__).parent / "results" / "rl2_fused_backward.jsonl"
-    with out.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(Path(__file__).parent / "results" / "rl2_fused_backward.jsonl", record)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from rl2bench.algorithms.rl2.policy import Policy, embed
 from rl2bench.algorithms.rl2.rollout import collect, task_shape
 from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
 from rl2bench.registry import algorithms, get_family
+from rl2bench.results import append_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "rl2_imitation.jsonl"
@@ -139,9 +140,7 @@ def main() -> None:
         run.policy.load_state_dict(policy.state_dict())
         run.save(finished=False)
         row["saved"] = str(args.save)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    append_jsonl(RESULTS, row)
 
 
 if __name__ == "__main__":

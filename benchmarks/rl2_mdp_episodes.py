@@ -22,6 +22,7 @@ import numpy as np
 from tabulate import tabulate
 
 from rl2bench.protocol import chunks, play_trials, prepare_agent
+from rl2bench.results import append_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "rl2_mdp_episodes.jsonl"
@@ -104,9 +105,7 @@ def main() -> None:
         plot(curves, args.cell, args.plot)
         print(f"per-episode curves written to {args.plot}")
     if args.record:
-        with RESULTS.open("a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        append_jsonl(RESULTS, rows)
 
 
 if __name__ == "__main__":

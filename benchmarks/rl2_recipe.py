@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rl2bench.algorithms.rl2.trainer import CHECKPOINT, Trainer
+from rl2bench.results import append_jsonl
 
 
 def main() -> None:
@@ -57,9 +58,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
     }
     print(json.dumps(record))
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.record, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_jsonl(args.record, record)
 
 
 if __name__ == "__main__":

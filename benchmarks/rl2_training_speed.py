@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from rl2bench.results import append_jsonl
+
 RESULTS = Path(__file__).parent / "results" / "rl2_training_speed.jsonl"
 
 
@@ -50,9 +52,7 @@ def main() -> None:
     row = {"where": args.where, **speed(args.run, int(first), int(last or first))}
     print(tabulate([row], headers="keys", tablefmt="simple"))
     if args.record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_jsonl(RESULTS, row)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,17 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def append_jsonl(path: Path, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Append one JSON line per row, flushed to disk: a log that a killed process cannot half-erase."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        for row in [rows] if isinstance(rows, dict) else rows:
+            fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -112,12 +123,7 @@ class RunStore:
                     seconds: float) -> None:
         line = {"key": key, "setting": setting, "chunk": chunk, "sum": float(returns.sum()),
                 "sumsq": float((returns**2).sum()), "instances": len(returns), "seconds": seconds}
-        path = self._tune_path(cell, algo)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self._tune_path(cell, algo), line)
 
     def best_setting(self, cell: str, algo: str, keys: list[str]) -> dict:
         """The setting with the highest tuning mean (first in grid order on ties)."""

@@ -112,38 +112,42 @@ def test_tuning_uses_tuning_instances_and_records_the_choice(tmp_path):
     assert meta["setting"] == best["setting"]
 
 
+def _watch_jobs(monkeypatch, what, die_at: int | None = None) -> list:
+    """Wrap the protocol's job runner: record ``what(job)`` for every job, and raise KeyboardInterrupt at job
+    number ``die_at`` (a kill mid-run, that job unfinished). Later jobs run normally."""
+    import rl2bench.protocol as protocol
+
+    real, seen = protocol._execute, []
+
+    def watched(job):
+        seen.append(what(job))
+        if len(seen) == die_at:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(protocol, "_execute", watched)
+    return seen
+
+
 def test_resume_skips_finished_work(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "r")
     cfg = _config()
     store.open(cfg.identity(), resume=False)
-    import rl2bench.protocol as protocol
-
-    real = protocol._execute
-    calls = {"n": 0}
-
-    def dying(job):
-        calls["n"] += 1
-        if calls["n"] > 10:
-            raise KeyboardInterrupt
-        return real(job)
-
-    monkeypatch.setattr(protocol, "_execute", dying)
+    calls = _watch_jobs(monkeypatch, lambda job: job.phase, die_at=11)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(cfg, store, progress=False)
     done_before = sum(len(store.tuning_chunks("n10-k3", "ucb1", k)) for k in store.tuning_rows("n10-k3", "ucb1"))
     done_before += sum(len(store.tuning_chunks("n20-k2", "ucb1", k)) for k in store.tuning_rows("n20-k2", "ucb1"))
     assert done_before == 10
 
-    calls["n"] = -10**9
     store.open(cfg.identity(), resume=True)
     run_benchmark(cfg, store, progress=False)
     total_jobs = 2 * 11 + 2 * 3 * 2  # tuning chunks (1 chunk of 200) + eval chunks (2 of 250/50)
-    assert calls["n"] == -10**9 + total_jobs - 10
+    assert len(calls) == 11 + total_jobs - 10
     resumed = store.results()
 
     fresh = RunStore(tmp_path / "fresh")
     fresh.open(cfg.identity(), resume=False)
-    monkeypatch.setattr(protocol, "_execute", real)
     run_benchmark(cfg, fresh, progress=False)
     key = ["cell", "algorithm", "instance"]
     pd.testing.assert_frame_equal(resumed.sort_values(key).reset_index(drop=True),
@@ -170,20 +174,10 @@ class _Versioned(Agent):
 
 
 def test_resume_replays_chunks_played_with_another_setting(tmp_path, monkeypatch):
-    import rl2bench.protocol as protocol
-
     cfg = _config(cells=["n10-k3"], algorithms=[_Versioned])  # 300 instances: two evaluation chunks
     store = RunStore(tmp_path / "r")
     store.open(cfg.identity(), resume=False)
-    real, calls = protocol._execute, []
-
-    def dying(job):
-        calls.append(job.setting["arm"])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(job)
-
-    monkeypatch.setattr(protocol, "_execute", dying)
+    calls = _watch_jobs(monkeypatch, lambda job: job.setting["arm"], die_at=2)
     monkeypatch.setattr(_Versioned, "arm", 0)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(cfg, store, progress=False)
@@ -193,7 +187,6 @@ def test_resume_replays_chunks_played_with_another_setting(tmp_path, monkeypatch
     assert calls == [0, 0, 1, 1]  # the chunk finished with arm 0 was played again
     fresh = RunStore(tmp_path / "fresh")
     fresh.open(cfg.identity(), resume=False)
-    monkeypatch.setattr(protocol, "_execute", real)
     run_benchmark(cfg, fresh, progress=False)
     pd.testing.assert_frame_equal(store.results(), fresh.results())
 
@@ -213,18 +206,10 @@ class _VersionedPair(_Versioned):
 
 
 def test_resume_tunes_and_evaluates_again_when_a_tuned_grid_changed(tmp_path, monkeypatch, capsys):
-    import rl2bench.protocol as protocol
-
     cfg = _config(cells=["n10-k3"], algorithms=[_VersionedPair])
     store = RunStore(tmp_path / "r")
     store.open(cfg.identity(), resume=False)
-    real, calls = protocol._execute, []
-
-    def counting(job):
-        calls.append((job.phase, job.setting["version"]))
-        return real(job)
-
-    monkeypatch.setattr(protocol, "_execute", counting)
+    calls = _watch_jobs(monkeypatch, lambda job: (job.phase, job.setting["version"]))
     run_benchmark(cfg, store, progress=False)
     first = len(calls)
     assert {p for p, _ in calls} == {"tune", "eval"}
@@ -262,18 +247,10 @@ def test_prepare_agent_plays_what_the_committed_run_evaluated(tmp_path, monkeypa
 
 
 def test_resume_evaluates_again_an_agent_whose_single_setting_changed(tmp_path, monkeypatch, capsys):
-    import rl2bench.protocol as protocol
-
     cfg = _config(cells=["n10-k3"], algorithms=[_Versioned])
     store = RunStore(tmp_path / "r")
     store.open(cfg.identity(), resume=False)
-    real, calls = protocol._execute, []
-
-    def counting(job):
-        calls.append(job.setting["arm"])
-        return real(job)
-
-    monkeypatch.setattr(protocol, "_execute", counting)
+    calls = _watch_jobs(monkeypatch, lambda job: job.setting["arm"])
     monkeypatch.setattr(_Versioned, "arm", 0)
     run_benchmark(cfg, store, progress=False)
     store.open(cfg.identity(), resume=True)
@@ -286,7 +263,6 @@ def test_resume_evaluates_again_an_agent_whose_single_setting_changed(tmp_path, 
     assert store.eval_setting("n10-k3", "versioned") == {"arm": 2}
     fresh = RunStore(tmp_path / "fresh")
     fresh.open(cfg.identity(), resume=False)
-    monkeypatch.setattr(protocol, "_execute", real)
     run_benchmark(cfg, fresh, progress=False)
     pd.testing.assert_frame_equal(store.results(), fresh.results())
 
@@ -346,3 +322,13 @@ def test_invalid_actions_are_a_clear_error_naming_the_agent(agent, needle):
     with pytest.raises(UserError, match=needle) as info:
         play_trials(FAM, cell, agent, {"arm": 0}, 20, 0, "eval")
     assert agent.name in str(info.value)
+
+
+def test_append_jsonl_keeps_earlier_lines(tmp_path):
+    from rl2bench.results import append_jsonl
+
+    log = tmp_path / "new" / "log.jsonl"
+    append_jsonl(log, {"a": 1})
+    append_jsonl(log, [{"a": 2}, {"a": 3}])
+    append_jsonl(log, [])
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"a": 1}, {"a": 2}, {"a": 3}]
