@@ -587,3 +587,19 @@ def test_zoo_promote_min_z_keeps_a_near_tie_from_replacing_the_policy(tmp_path, 
 
     assert main(["zoo", "--promote", str(tie), "--min-z", "-1"]) == 2
     assert "--min-z must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_cell_the_paper_did_not_run_is_normalized_by_measured_references(tmp_path):
+    paper_cell = _trainer(tmp_path / "paper", task="mdp", cell="n10")
+    assert paper_cell.norm_source == "paper" and paper_cell.norm_refs == paper_cell.refs
+    trainer = _trainer(tmp_path / "own", task="mdp", cell="n7")
+    assert trainer.refs == {} and trainer.norm_source.startswith("measured")
+    refs = trainer.norm_refs
+    assert 0 < refs["random"] < refs["reference"]
+    assert _trainer(tmp_path / "again", task="mdp", cell="n7").norm_refs == refs  # the same for every seed/run
+    trainer.run(iters=1, progress=False)
+    row = trainer.curve[-1]
+    span = refs["reference"] - refs["random"]
+    assert row["normalized"] == pytest.approx((row["mean_return"] - refs["random"]) / span)
+    meta = json.loads((tmp_path / "own" / "meta.json").read_text())
+    assert meta["normalized_by"]["source"] == trainer.norm_source and meta["paper"] == {}

@@ -204,6 +204,39 @@ def reference_scores(task: str, cell: str) -> dict[str, float]:
     return out
 
 
+REFERENCE_ALGORITHM = {"mab": "gittins", "mdp": "opsrl"}
+MEASURED_REFERENCE_INSTANCES = 500
+
+
+def measured_reference_scores(task: str, cell: str, instances: int = MEASURED_REFERENCE_INSTANCES
+                              ) -> dict[str, float]:
+    """For a cell the paper did not run: random and the reference algorithm (its default setting) played on
+    ``instances`` of the cell's tuning instances (root seed 0; never the evaluation ones), so that every run
+    of the cell, whatever its seed, is normalized the same way (random = 0, reference = 1). Empty for tasks
+    with no reference algorithm (mazes)."""
+    from rl2bench.protocol import chunks, play_trials, prepare_agent  # the harness imports this module
+
+    if task not in REFERENCE_ALGORITHM:
+        return {}
+    out = {}
+    for key, algo in (("random", "random"), ("reference", REFERENCE_ALGORITHM[task])):
+        agent = prepare_agent(task, cell, algo)
+        returns = [play_trials(agent.family, agent.cell, agent.agent_cls, agent.setting, instances, 0, "tune",
+                               chunk).returns for chunk in range(len(chunks(instances, agent.family.chunk_size)))]
+        out[key] = float(np.concatenate(returns).mean())
+    return out
+
+
+def normalization_scores(task: str, cell: str) -> tuple[dict[str, float], str]:
+    """The random and reference numbers a cell's curves are normalized by, and where they come from: the
+    paper's table where it has the cell, else measured here."""
+    paper = reference_scores(task, cell)
+    if {"random", "reference"} <= paper.keys():
+        return paper, "paper"
+    measured = measured_reference_scores(task, cell)
+    return measured, f"measured on {MEASURED_REFERENCE_INSTANCES} tuning instances" if measured else "none"
+
+
 def normalized(value: float, refs: dict[str, float]) -> float:
     if "random" not in refs or "reference" not in refs:
         return float("nan")
@@ -324,7 +357,8 @@ class Trainer:
         self.preset, self.seed, self.out = preset, seed, Path(out)
         self.cfg = config or preset_config(preset, self.shape)
         self.command = command
-        self.refs = reference_scores(self.shape.task, self.shape.cell)
+        self.refs = reference_scores(self.shape.task, self.shape.cell)  # the paper's numbers, if any
+        self.norm_refs, self.norm_source = normalization_scores(self.shape.task, self.shape.cell)
         s = self.shape
         init = seeding.generator(seed, "init", s.task, s.cell, "rl2")
         self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init))
@@ -389,7 +423,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 3),
             "mean_return": mean_return,
-            "normalized": normalized(mean_return, self.refs),
+            "normalized": normalized(mean_return, self.norm_refs),
             "entropy": entropy,
             "kl": info.kl,
             "kl_full_step": info.kl_full_step,
@@ -598,6 +632,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 1), "config": asdict(self.cfg),
             "command": self.command, "paper": self.refs, "initialized_from": self.initialized_from,
+            "normalized_by": {"source": self.norm_source, **self.norm_refs},
             "ancestry": self.ancestry,
             "config_changes": self.config_changes, "resumed": self.resumed,
             "final_mean_return": self.curve[-1]["mean_return"] if self.curve else None,
@@ -636,10 +671,11 @@ class Trainer:
         ax.plot(its, ys, lw=1.2, label="RL$^2$ (training batch mean)")
         if norm:
             ref = "Gittins" if self.shape.task == "mab" else "OPSRL"
-            ax.axhline(1.0, color="k", ls="--", lw=0.8, label=f"{ref} (paper) = 1")
+            source = "paper" if self.norm_source == "paper" else "measured"
+            ax.axhline(1.0, color="k", ls="--", lw=0.8, label=f"{ref} ({source}) = 1")
             ax.axhline(0.0, color="grey", ls=":", lw=0.8, label="random = 0")
             if "rl2" in self.refs:
-                ax.axhline(normalized(self.refs["rl2"], self.refs), color="C3", ls="-.", lw=0.8,
+                ax.axhline(normalized(self.refs["rl2"], self.norm_refs), color="C3", ls="-.", lw=0.8,
                            label="paper RL$^2$")
         ax.set_xlabel("iteration")
         ax.set_ylabel("normalized return" if norm else "mean trial return")
@@ -727,6 +763,11 @@ def train_command(args) -> int:
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
           f"{trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
+    if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
+        refs = trainer.norm_refs
+        print(f"(not a cell of the paper: norm = 0 at random's {refs['random']:.2f}, 1 at "
+              f"{REFERENCE_ALGORITHM[shape.task]}'s {refs['reference']:.2f}, {trainer.norm_source})",
+              file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
