@@ -154,6 +154,23 @@ def test_resume_skips_finished_work(tmp_path, monkeypatch):
                                   fresh.results().sort_values(key).reset_index(drop=True))
 
 
+def test_resume_with_one_more_algorithm_runs_only_its_jobs(tmp_path, monkeypatch):
+    """How a user adds their algorithm to a committed leaderboard run without recomputing the baselines."""
+    store = RunStore(tmp_path / "r")
+    store.open(_config().identity(), resume=False)
+    run_benchmark(_config(), store, progress=False)
+    before = store.results()
+    calls = _watch_jobs(monkeypatch, lambda job: job.agent_cls.name)
+    more = _config(algorithms=[ALGOS["random"], ALGOS["ucb1"], ALGOS["ts"], ALGOS["greedy"]])
+    store.open(more.identity(), resume=True)
+    run_benchmark(more, store, progress=False)
+    assert calls and set(calls) == {"greedy"}
+    after = store.results()
+    kept = after[after["algorithm"] != "greedy"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))
+    assert (after["algorithm"] == "greedy").sum() == 2 * 300
+
+
 class _Versioned(Agent):
     """Pulls one fixed arm; which one is its single setting, like the rl2 policy's file version."""
 
