@@ -13,6 +13,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rl2bench.errors import UserError
 
@@ -135,6 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def grid_summary(grid: list[dict[str, Any]]) -> str:
+    """A grid as the values each key takes, e.g. '21 settings: scaling in {0.0001, 0.0001585, ..., 1}';
+    a key that some settings leave out shows as 'default' there."""
+    if grid == [{}]:
+        return "-"
+
+    def fmt(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    parts = []
+    for key in dict.fromkeys(k for setting in grid for k in setting):
+        values = list(dict.fromkeys(fmt(s[key]) if key in s else "default" for s in grid))
+        if len(values) == 1:
+            parts.append(f"{key}={values[0]}")
+        else:
+            shown = values if len(values) <= 4 else [*values[:2], "...", values[-1]]
+            parts.append(f"{key} in {{{', '.join(shown)}}}")
+    return f"{len(grid)} setting{'s' if len(grid) > 1 else ''}: " + "; ".join(parts)
+
+
+def _first_words(text: str, width: int) -> str:
+    line = text.splitlines()[0] if text else ""
+    if len(line) <= width:
+        return line
+    return line[: line.rfind(" ", 0, width - 3) if " " in line[: width - 3] else width - 3].rstrip(" ,;:") + "..."
+
+
 def cmd_list(args) -> int:
     from tabulate import tabulate
 
@@ -148,10 +176,7 @@ def cmd_list(args) -> int:
         example = fam.parse_cell(fam.default_cells[0])
         for name, cls in algorithms(fam.name).items():
             grid = cls.grid(example, fam.spec(example))
-            shown = "-" if grid == [{}] else f"{len(grid)} settings: " + "; ".join(
-                ", ".join(f"{k}={v}" for k, v in s.items()) for s in grid[:4]) + (" ..." if len(grid) > 4 else "")
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            rows.append([name, shown, doc[:70]])
+            rows.append([name, grid_summary(grid), _first_words((cls.__doc__ or "").strip(), 70)])
         print(tabulate(rows, ["algorithm", f"grid (at {example.name})", "description"], tablefmt="simple"))
         print()
     return 0

@@ -49,8 +49,20 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
 def test_list_names_families_cells_and_grids(capsys):
     assert main(["list", "--task", "mab"]) == 0
     out = capsys.readouterr().out
-    for word in ("n500-k50", "ucb1", "gittins", "ots", "c=0.1", "samples=1"):
+    for word in ("n500-k50", "ucb1", "gittins", "ots", "11 settings: c in {0, 0.1, ..., 1}",
+                 "20 settings: samples in {1, 2, ..., 20}"):
         assert word in out
+
+
+def test_grid_summary_lists_each_key_with_its_values():
+    from rl2bench.cli import grid_summary
+
+    assert grid_summary([{}]) == "-"
+    assert grid_summary([{"eps": 0.1}]) == "1 setting: eps=0.1"
+    scaling = [{"scaling": 1e-4 * 10 ** (i / 5), "policy": "p"} for i in range(21)]
+    assert grid_summary(scaling) == "21 settings: scaling in {0.0001, 0.0001585, ..., 1}; policy=p"
+    play = [{"v": "a"}, {"v": "a", "play": "argmax"}]
+    assert grid_summary(play) == "2 settings: v=a; play in {default, argmax}"
 
 
 def test_run_table_check_and_a_user_algorithm_from_module_path(tmp_path):
