@@ -10,6 +10,7 @@ import argparse
 import os
 import shlex
 import sys
+import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
@@ -156,13 +157,6 @@ def grid_summary(grid: list[dict[str, Any]]) -> str:
     return f"{len(grid)} setting{'s' if len(grid) > 1 else ''}: " + "; ".join(parts)
 
 
-def _first_words(text: str, width: int) -> str:
-    line = text.splitlines()[0] if text else ""
-    if len(line) <= width:
-        return line
-    return line[: line.rfind(" ", 0, width - 3) if " " in line[: width - 3] else width - 3].rstrip(" ,;:") + "..."
-
-
 def cmd_list(args) -> int:
     from tabulate import tabulate
 
@@ -176,7 +170,8 @@ def cmd_list(args) -> int:
         example = fam.parse_cell(fam.default_cells[0])
         for name, cls in algorithms(fam.name).items():
             grid = cls.grid(example, fam.spec(example))
-            rows.append([name, grid_summary(grid), _first_words((cls.__doc__ or "").strip(), 70)])
+            summary = (cls.__doc__ or "").strip().split("\n")[0]
+            rows.append([name, grid_summary(grid), textwrap.shorten(summary, 70, placeholder="...")])
         print(tabulate(rows, ["algorithm", f"grid (at {example.name})", "description"], tablefmt="simple"))
         print()
     return 0

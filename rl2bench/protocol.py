@@ -125,6 +125,13 @@ class PreparedAgent:
     agent_cls: type[Agent]
     setting: Setting
 
+    def returns(self, n_instances: int, root_seed: int, phase: str) -> np.ndarray:
+        """Trial returns on all ``n_instances`` instances of the phase, chunk by chunk as a run plays them."""
+        return np.concatenate([
+            play_trials(self.family, self.cell, self.agent_cls, self.setting, n_instances, root_seed, phase,
+                        chunk).returns
+            for chunk in range(len(chunks(n_instances, self.family.chunk_size)))])
+
 
 def prepare_agent(task: str, cell_name: str, algo: str, run_dir: str | os.PathLike | None = None,
                   **overrides: Any) -> PreparedAgent:

@@ -204,27 +204,23 @@ def reference_scores(task: str, cell: str) -> dict[str, float]:
     return out
 
 
-REFERENCE_ALGORITHM = {"mab": "gittins", "mdp": "opsrl"}
 MEASURED_REFERENCE_INSTANCES = 500
 
 
 def measured_reference_scores(task: str, cell: str, instances: int = MEASURED_REFERENCE_INSTANCES
                               ) -> dict[str, float]:
-    """For a cell the paper did not run: random and the reference algorithm (its default setting) played on
-    ``instances`` of the cell's tuning instances (root seed 0; never the evaluation ones), so that every run
-    of the cell, whatever its seed, is normalized the same way (random = 0, reference = 1). Empty for tasks
-    with no reference algorithm (mazes)."""
-    from rl2bench.protocol import chunks, play_trials, prepare_agent  # the harness imports this module
+    """For a cell the paper did not run: the two algorithms the family normalizes by (random and Gittins or
+    OPSRL, default settings) played on ``instances`` of the cell's tuning instances (root seed 0; never the
+    evaluation ones), so that every run of the cell, whatever its seed, is normalized the same way. Empty
+    for families without a normalization (mazes)."""
+    from rl2bench.protocol import prepare_agent  # the harness imports this module
+    from rl2bench.registry import get_family
 
-    if task not in REFERENCE_ALGORITHM:
+    by = get_family(task).normalize_by
+    if by is None:
         return {}
-    out = {}
-    for key, algo in (("random", "random"), ("reference", REFERENCE_ALGORITHM[task])):
-        agent = prepare_agent(task, cell, algo)
-        returns = [play_trials(agent.family, agent.cell, agent.agent_cls, agent.setting, instances, 0, "tune",
-                               chunk).returns for chunk in range(len(chunks(instances, agent.family.chunk_size)))]
-        out[key] = float(np.concatenate(returns).mean())
-    return out
+    return {key: float(prepare_agent(task, cell, algo).returns(instances, 0, "tune").mean())
+            for key, algo in zip(("random", "reference"), by, strict=True)}
 
 
 def normalization_scores(task: str, cell: str) -> tuple[dict[str, float], str]:
@@ -764,10 +760,11 @@ def train_command(args) -> int:
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
           f"{trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
     if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
-        refs = trainer.norm_refs
-        print(f"(not a cell of the paper: norm = 0 at random's {refs['random']:.2f}, 1 at "
-              f"{REFERENCE_ALGORITHM[shape.task]}'s {refs['reference']:.2f}, {trainer.norm_source})",
-              file=sys.stderr)
+        from rl2bench.registry import get_family
+
+        refs, (lower, upper) = trainer.norm_refs, get_family(shape.task).normalize_by
+        print(f"(not a cell of the paper: norm = 0 at {lower}'s {refs['random']:.2f}, 1 at {upper}'s "
+              f"{refs['reference']:.2f}, {trainer.norm_source})", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
