@@ -112,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop cleanly (checkpoint, policy, curve; status 'partial') after the first iteration "
                         "that ends past this many minutes of this invocation")
     p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
-                   help="start a new run from another run's trained networks (same task and GRU size, e.g. "
-                        "n500-k10 from n100-k10): a curriculum, recorded in meta.json")
-    p.add_argument("--device", default="cpu",
-                   help="where the networks and updates run: cpu (default) or cuda[:N]; random streams stay on "
-                        "the CPU, so a run resumes on either")
+                   help="start a new run from another run's trained networks (same task, e.g. n500-k10 from "
+                        "n100-k10; a larger --set hidden=H grows the GRU): a curriculum, recorded in meta.json")
+    p.add_argument("--device", default=None,
+                   help="where the networks and updates run: cpu or cuda[:N] (default: cpu; with --resume, the "
+                        "kind the run last trained on where it is here); random streams stay on the CPU, so a "
+                        "run resumes on either")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("zoo", help="list the trained RL^2 policies; optionally plot their learning curves")

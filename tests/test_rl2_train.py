@@ -264,6 +264,27 @@ def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
         resumed.change_config(["hidden=16"])
 
 
+def test_resume_without_device_goes_where_the_run_last_trained(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--task", "mab", "--cell", "n10-k3", "--set", "batch_steps=500", "--set", "hidden=8",
+            "--out", str(out), "--no-progress"]
+    assert main([*base, "--iters", "1"]) == 0
+    resume = ["train", "--task", "mab", "--cell", "n10-k3", "--resume", "--out", str(out), "--no-progress"]
+    capsys.readouterr()
+    assert main([*resume, "--iters", "2"]) == 0  # a CPU run resumes on the CPU, without a note
+    err = capsys.readouterr().err
+    assert "on cpu" in err and "last trained on" not in err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["device"] == "cpu"
+    (out / "meta.json").write_text(json.dumps({**meta, "device": "NVIDIA H200"}))  # as a GPU machine leaves it
+    assert main([*resume, "--iters", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "last trained on NVIDIA H200" in err
+    assert ("on cuda" in err) == torch.cuda.is_available() and Trainer.from_checkpoint(out).iteration == 3
+    assert main([*resume, "--iters", "4", "--device", "cpu"]) == 0  # an explicit --device always wins
+    assert "last trained on" not in capsys.readouterr().err
+
+
 def test_agent_plays_under_protocol(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path / "run", cell="n10-k3")
     _zoo_with(tmp_path, monkeypatch, trainer)

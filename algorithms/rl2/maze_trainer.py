@@ -55,7 +55,7 @@ from .trainer import (
     check_resumed_identity,
     curve_columns,
     device_label,
-    resolve_device,
+    run_device,
     training_device,
     training_loop,
 )
@@ -411,8 +411,8 @@ def train_command(args) -> int:
     """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
     command = args.command_line
     cell = args.cell.strip()
-    device = resolve_device(getattr(args, "device", "cpu"))
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
+    device = run_device(getattr(args, "device", None), out, args.resume)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")

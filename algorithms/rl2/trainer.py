@@ -292,6 +292,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def run_device(requested: str | None, out: Path, resume: bool) -> torch.device:
+    """``--device`` as given; left out, ``cpu`` for a new run and, for ``--resume``, the kind of device the
+    run last trained on (its meta.json), so that resuming a GPU run on its GPU machine stays on the GPU.
+    Where that GPU is not here the run resumes on the CPU and says so."""
+    if requested is not None:
+        return resolve_device(requested)
+    last = "cpu"
+    if resume and (out / "meta.json").exists():
+        try:
+            last = json.loads((out / "meta.json").read_text()).get("device", "cpu")
+        except (OSError, ValueError):
+            last = "cpu"
+    if last == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        print(f"(resuming on cuda: the run last trained on {last}; pass --device cpu to move it)", file=sys.stderr)
+        return training_device("cuda")
+    print(f"(the run last trained on {last}; no CUDA GPU here, so it resumes on the CPU with the same random "
+          "streams)", file=sys.stderr)
+    return torch.device("cpu")
+
+
 def training_device(device: torch.device | str) -> torch.device:
     """The device a trainer runs its networks on. On CUDA, cuDNN is switched off for the process: its GRU
     neither differentiates twice (TRPO's Fisher products) nor accepts weight-normalised (recomputed)
@@ -728,8 +750,8 @@ def train_command(args) -> int:
         return maze_train_command(args)
     command = args.command_line
     shape = task_shape(args.task, args.cell)
-    device = resolve_device(getattr(args, "device", "cpu"))
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
+    device = run_device(getattr(args, "device", None), out, args.resume)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
