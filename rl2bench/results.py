@@ -70,8 +70,29 @@ class RunStore:
             if diff:
                 detail = ", ".join(f"{k}: stored {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
                 raise UserError(f"cannot resume {self.root}: {detail}")
+            self.restore_merged_rows()
         else:
             write_text_atomic(cfg, json.dumps(identity, indent=2))
+
+    def restore_merged_rows(self) -> None:
+        """A committed run folder keeps its tuning lines and evaluation markers (small) and its rows in
+        results.csv, but not the per-chunk files nor each marker's merged rows: write those back from
+        results.csv, so that ``--resume`` on a fresh clone (or a copy) reuses every stored evaluation.
+        A marker whose rows results.csv lacks is dropped, and that evaluation runs again."""
+        markers = sorted((self.root / "parts" / "eval").glob("*/*.json"))
+        missing = [m for m in markers if not m.with_suffix(".csv").exists()]
+        if not missing:
+            return
+        merged = self.root / "results.csv"
+        rows = pd.read_csv(merged) if merged.exists() else pd.DataFrame(columns=["cell", "algorithm"])
+        for marker in missing:
+            meta = json.loads(marker.read_text())
+            part = rows[(rows["cell"].astype(str) == meta["cell"]) & (rows["algorithm"] == meta["algorithm"])]
+            if part.empty:
+                marker.unlink()
+                continue
+            part = part.dropna(axis="columns", how="all")  # another algorithm's metric columns
+            write_text_atomic(marker.with_suffix(".csv"), part.to_csv(index=False))
 
     @classmethod
     def existing(cls, root: Path | str) -> RunStore:

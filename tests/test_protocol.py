@@ -1,5 +1,7 @@
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,6 +171,37 @@ def test_resume_with_one_more_algorithm_runs_only_its_jobs(tmp_path, monkeypatch
     kept = after[after["algorithm"] != "greedy"].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))
     assert (after["algorithm"] == "greedy").sum() == 2 * 300
+
+
+def _as_committed(run: Path, to: Path) -> Path:
+    """Copy a run folder as git carries a committed one: results.csv, run.json, config.json, the tuning lines
+    and the evaluation markers, but none of the per-chunk files or merged rows (.gitignore)."""
+    shutil.copytree(run, to, ignore=lambda folder, names: [
+        n for n in names if Path(folder).parent.name == "eval" and (n.endswith(".csv") or (Path(folder) / n).is_dir())])
+    return to
+
+
+def test_resume_of_a_committed_run_folder_reuses_every_stored_result(tmp_path, monkeypatch):
+    """A fresh clone has no per-chunk files: --resume must still reuse the committed evaluations and tuning."""
+    store = RunStore(tmp_path / "r")
+    store.open(_config().identity(), resume=False)
+    run_benchmark(_config(), store, progress=False)
+    before = store.assemble({})
+    clone = _as_committed(tmp_path / "r", tmp_path / "clone")
+    assert not list((clone / "parts" / "eval").glob("*/*.csv")) and list((clone / "parts" / "eval").glob("*/*.json"))
+    results = pd.read_csv(clone / "results.csv")  # one stored evaluation lost its rows: only it runs again
+    (clone / "results.csv").write_text(
+        results[~((results.cell == "n20-k2") & (results.algorithm == "ucb1"))].to_csv(index=False))
+    calls = _watch_jobs(monkeypatch, lambda job: (job.agent_cls.name, job.phase, job.cell))
+    more = _config(algorithms=[ALGOS["random"], ALGOS["ucb1"], ALGOS["ts"], ALGOS["greedy"]])
+    resumed = RunStore(clone)
+    resumed.open(more.identity(), resume=True)
+    run_benchmark(more, resumed, progress=False)
+    assert calls and {c for c in calls if c[0] != "greedy"} == {("ucb1", "eval", "n20-k2")}
+    after = resumed.assemble({})
+    key = ["cell", "algorithm", "instance"]
+    kept = after[after["algorithm"] != "greedy"].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, before.sort_values(key).reset_index(drop=True), check_dtype=False)
 
 
 class _Versioned(Agent):
