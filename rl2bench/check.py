@@ -68,6 +68,30 @@ def check_run(run: Path, against: str, tolerance: float = DEFAULT_TOLERANCE) -> 
     return table, bool((table["status"] != "FAIL").all())
 
 
+def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool]:
+    """Does ``run`` reproduce ``against`` instance by instance? For every (task, cell, algorithm) in both,
+    count the evaluation instances whose returns differ (beyond 1e-9): the same seed and protocol must give
+    the same numbers, so any difference is a change of behaviour, however small its effect on the mean."""
+    key = ["task", "cell", "algorithm", "instance"]
+    ours = RunStore.existing(run).results()[[*key, "return"]]
+    theirs = RunStore.existing(against).results()[[*key, "return"]]
+    both = ours.merge(theirs, on=key, how="inner", suffixes=("", "_ref"))
+    if both.empty:
+        raise UserError(f"no (task, cell, algorithm, instance) of {run} appears in {against}")
+    both["differs"] = ~np.isclose(both["return"], both["return_ref"], rtol=1e-9, atol=1e-9)
+    table = both.groupby(["task", "cell", "algorithm"], sort=True).agg(
+        mean=("return", "mean"), value=("return_ref", "mean"), instances=("return", "size"),
+        differing=("differs", "sum")).reset_index()
+    table["status"] = np.where(table["differing"] == 0, "ok", "FAIL")
+    return table, bool((table["status"] == "ok").all())
+
+
+def render_reproduction(table: pd.DataFrame) -> str:
+    rows = table[["task", "cell", "algorithm", "mean", "value", "instances", "differing", "status"]]
+    return tabulate(rows.values.tolist(), ["task", "cell", "algorithm", "ours", "reference", "instances",
+                                           "differing", "status"], floatfmt=".6g", tablefmt="simple")
+
+
 def render(table: pd.DataFrame) -> str:
     rows = table[["task", "cell", "algorithm", "mean", "value", "delta", "se", "z", "status"]]
     return tabulate(rows.values.tolist(), ["task", "cell", "algorithm", "ours", "reference", "delta", "se", "z",

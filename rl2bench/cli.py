@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--against", default="paper", help="'paper' or another run folder")
     p.add_argument("--tolerance", type=float, default=None, help="largest accepted |z| (default 3)")
+    p.add_argument("--exact", action="store_true",
+                   help="with --against RUN: a reproduction check, every instance's return must be the same")
 
     p = sub.add_parser("train", help="train an RL^2 policy for one cell (TRPO + GRU); resumable")
     p.add_argument("--task", required=True, help="mab, mdp or maze")
@@ -253,6 +255,18 @@ def cmd_check(args) -> int:
         raise UserError("--tolerance must be positive")
     if args.against != "paper" and not Path(args.against).is_dir():
         raise UserError(f"--against must be 'paper' or a run folder; {args.against!r} is neither")
+    if args.exact:
+        from rl2bench.check import render_reproduction, reproduce_run
+
+        if args.against == "paper" or args.tolerance is not None:
+            raise UserError("--exact compares two runs instance by instance: give --against RUN_FOLDER and "
+                            "no --tolerance")
+        table, ok = reproduce_run(args.run, Path(args.against))
+        print(render_reproduction(table))
+        counts = table["status"].value_counts().to_dict()
+        print(f"\n{counts.get('ok', 0)} reproduced exactly, {counts.get('FAIL', 0)} FAIL (some instance's "
+              f"return differs from {args.against})")
+        return 0 if ok else 1
     table, ok = check_run(args.run, args.against, tolerance)
     print(render(table))
     counts = table["status"].value_counts().to_dict()

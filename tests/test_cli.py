@@ -135,6 +135,28 @@ def test_check_fails_on_a_regression(tmp_path):
     assert check.returncode == 1 and "FAIL" in check.stdout
 
 
+def test_check_exact_reproduces_a_run_and_names_a_changed_instance(tmp_path):
+    """The same command twice gives the same returns; one changed instance of one algorithm fails it."""
+    import pandas as pd
+
+    args = ["--task", "mab", "--algos", "random,greedy,ucb1", "--cells", "n10-k5", "--instances", "300",
+            "--no-progress"]
+    for name in ("a", "b"):
+        assert run_cli("run", *args, "--out", str(tmp_path / name), cwd=tmp_path).returncode == 0
+    same = run_cli("check", str(tmp_path / "a"), "--against", str(tmp_path / "b"), "--exact", cwd=tmp_path)
+    assert same.returncode == 0 and "3 reproduced exactly, 0 FAIL" in same.stdout
+    part = tmp_path / "b" / "parts" / "eval" / "n10-k5" / "ucb1.csv"
+    frame = pd.read_csv(part)
+    frame.loc[17, "return"] += 1e-6
+    frame.to_csv(part, index=False)
+    changed = run_cli("check", str(tmp_path / "a"), "--against", str(tmp_path / "b"), "--exact", cwd=tmp_path)
+    assert changed.returncode == 1 and "2 reproduced exactly, 1 FAIL" in changed.stdout
+    line = next(row for row in changed.stdout.splitlines() if " ucb1 " in f" {row} ")
+    assert line.split()[-2:] == ["1", "FAIL"]
+    refused = run_cli("check", str(tmp_path / "a"), "--exact", cwd=tmp_path)
+    assert refused.returncode == 2 and "--against RUN_FOLDER" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_algos_all_combines_with_names_and_module_paths(tmp_path, monkeypatch):
     from rl2bench.registry import resolve_algorithms
 
