@@ -265,19 +265,27 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
             else:
                 raise UserError(reason)
     grids = {(c.name, a.name): a.grid(c, family.spec(c)) for c, a in pairs}
-    for c, a in pairs:
-        a.prepare(c, family.spec(c), grids[c.name, a.name])
+    prepared: set[tuple[str, str]] = set()
+
+    def prepare(c: Cell, a: type[Agent], settings: list[Setting]) -> None:
+        """Build an agent's caches (e.g. Gittins tables) only where it has jobs to run: resuming a finished
+        run, or adding one algorithm to a committed leaderboard, skips every other agent's preparation."""
+        if (c.name, a.name) not in prepared:
+            prepared.add((c.name, a.name))
+            a.prepare(c, family.spec(c), settings)
 
     tune_jobs = []
     for c, a in pairs:
         grid = grids[c.name, a.name]
         if len(grid) == 1:
             continue
-        n_tune = tune_instances_for(a, config)
+        n_tune, before = tune_instances_for(a, config), len(tune_jobs)
         for s in grid:
             done = store.tuning_chunks(c.name, a.name, setting_key(s))
             tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i)
                           for i in range(len(chunks(n_tune, family.chunk_size))) if i not in done]
+        if len(tune_jobs) > before:
+            prepare(c, a, grid)
 
     def save_tuning(job: Job, outcome: TrialOutcome) -> None:
         store.save_tuning(job.cell, job.algorithm, setting_key(job.setting), job.setting, job.chunk,
@@ -303,6 +311,8 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
         done = store.eval_chunks(c.name, a.name, setting_key(chosen))
         eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
                       for i in range(n_chunks) if i not in done]
+        if len(done) < n_chunks:
+            prepare(c, a, [chosen])
         if len(done) == n_chunks:  # all chunks stored but not marked complete (killed in between)
             store.complete_eval(config.task, c.name, a.name, chosen, n_chunks)
 

@@ -194,10 +194,15 @@ def test_resume_of_a_committed_run_folder_reuses_every_stored_result(tmp_path, m
         results[~((results.cell == "n20-k2") & (results.algorithm == "ucb1"))].to_csv(index=False))
     calls = _watch_jobs(monkeypatch, lambda job: (job.agent_cls.name, job.phase, job.cell))
     more = _config(algorithms=[ALGOS["random"], ALGOS["ucb1"], ALGOS["ts"], ALGOS["greedy"]])
+    prepared = []
+    for algo in more.algorithms:  # caches (Gittins tables, policies) are built only where jobs run
+        monkeypatch.setattr(algo, "prepare", classmethod(
+            lambda cls, cell, spec, settings: prepared.append((cls.name, cell.name, len(settings)))))
     resumed = RunStore(clone)
     resumed.open(more.identity(), resume=True)
     run_benchmark(more, resumed, progress=False)
     assert calls and {c for c in calls if c[0] != "greedy"} == {("ucb1", "eval", "n20-k2")}
+    assert sorted(prepared) == [("greedy", "n10-k3", 1), ("greedy", "n20-k2", 1), ("ucb1", "n20-k2", 1)]
     after = resumed.assemble({})
     key = ["cell", "algorithm", "instance"]
     kept = after[after["algorithm"] != "greedy"].sort_values(key).reset_index(drop=True)
