@@ -74,25 +74,35 @@ class RunStore:
         else:
             write_text_atomic(cfg, json.dumps(identity, indent=2))
 
-    def restore_merged_rows(self) -> None:
-        """A committed run folder keeps its tuning lines and evaluation markers (small) and its rows in
-        results.csv, but not the per-chunk files nor each marker's merged rows: write those back from
-        results.csv, so that ``--resume`` on a fresh clone (or a copy) reuses every stored evaluation.
-        A marker whose rows results.csv lacks is dropped, and that evaluation runs again."""
-        markers = sorted((self.root / "parts" / "eval").glob("*/*.json"))
+    def _committed_rows(self, markers: list[Path]) -> dict[Path, pd.DataFrame | None]:
+        """The rows of each marker whose merged file is missing, taken from results.csv (None: not there).
+        A committed run folder keeps its tuning lines and evaluation markers (small) and its rows in
+        results.csv, but not the per-chunk files nor each marker's merged rows."""
         missing = [m for m in markers if not m.with_suffix(".csv").exists()]
         if not missing:
-            return
+            return {}
         merged = self.root / "results.csv"
         rows = pd.read_csv(merged) if merged.exists() else pd.DataFrame(columns=["cell", "algorithm"])
+        found: dict[Path, pd.DataFrame | None] = {}
         for marker in missing:
             meta = json.loads(marker.read_text())
             part = rows[(rows["cell"].astype(str) == meta["cell"]) & (rows["algorithm"] == meta["algorithm"])]
-            if part.empty:
+            # another algorithm's metric columns are empty here
+            found[marker] = None if part.empty else part.dropna(axis="columns", how="all")
+        return found
+
+    def restore_merged_rows(self) -> None:
+        """Before ``--resume``: write each marker's missing rows back from results.csv, so that a fresh
+        clone (or a copy) reuses every stored evaluation; a marker whose rows results.csv lacks is dropped,
+        and that evaluation runs again."""
+        for marker, part in self._committed_rows(self._markers()).items():
+            if part is None:
                 marker.unlink()
-                continue
-            part = part.dropna(axis="columns", how="all")  # another algorithm's metric columns
-            write_text_atomic(marker.with_suffix(".csv"), part.to_csv(index=False))
+            else:
+                write_text_atomic(marker.with_suffix(".csv"), part.to_csv(index=False))
+
+    def _markers(self) -> list[Path]:
+        return sorted((self.root / "parts" / "eval").glob("*/*.json"))
 
     @classmethod
     def existing(cls, root: Path | str) -> RunStore:
@@ -214,12 +224,14 @@ class RunStore:
         write_text_atomic(self._eval_marker(cell, algo), json.dumps(meta, indent=2))
 
     def eval_meta(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted((self.root / "parts" / "eval").glob("*/*.json"))]
+        return [json.loads(p.read_text()) for p in self._markers()]
 
     def results(self) -> pd.DataFrame:
         """All evaluation rows; from results.csv if the run was assembled, else from the parts."""
-        markers = sorted((self.root / "parts" / "eval").glob("*/*.json"))
-        frames = [pd.read_csv(p.with_suffix(".csv")) for p in markers]
+        markers = self._markers()
+        committed = self._committed_rows(markers)  # read-only: a committed folder is not written to here
+        frames = [committed[p] if p in committed else pd.read_csv(p.with_suffix(".csv")) for p in markers]
+        frames = [f for f in frames if f is not None]
         if not frames:
             merged = self.root / "results.csv"
             if merged.exists():

@@ -189,6 +189,11 @@ def test_resume_of_a_committed_run_folder_reuses_every_stored_result(tmp_path, m
     before = store.assemble({})
     clone = _as_committed(tmp_path / "r", tmp_path / "clone")
     assert not list((clone / "parts" / "eval").glob("*/*.csv")) and list((clone / "parts" / "eval").glob("*/*.json"))
+    key = ["cell", "algorithm", "instance"]
+    read = RunStore.existing(clone).results()  # what check and table read, without writing to the folder
+    pd.testing.assert_frame_equal(read.sort_values(key).reset_index(drop=True),
+                                  before.sort_values(key).reset_index(drop=True), check_dtype=False)
+    assert not list((clone / "parts" / "eval").glob("*/*.csv"))
     results = pd.read_csv(clone / "results.csv")  # one stored evaluation lost its rows: only it runs again
     (clone / "results.csv").write_text(
         results[~((results.cell == "n20-k2") & (results.algorithm == "ucb1"))].to_csv(index=False))
@@ -204,7 +209,6 @@ def test_resume_of_a_committed_run_folder_reuses_every_stored_result(tmp_path, m
     assert calls and {c for c in calls if c[0] != "greedy"} == {("ucb1", "eval", "n20-k2")}
     assert sorted(prepared) == [("greedy", "n10-k3", 1), ("greedy", "n20-k2", 1), ("ucb1", "n20-k2", 1)]
     after = resumed.assemble({})
-    key = ["cell", "algorithm", "instance"]
     kept = after[after["algorithm"] != "greedy"].sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.sort_values(key).reset_index(drop=True), check_dtype=False)
 
