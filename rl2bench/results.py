@@ -227,7 +227,8 @@ class RunStore:
         return [json.loads(p.read_text()) for p in self._markers()]
 
     def results(self) -> pd.DataFrame:
-        """All evaluation rows; from results.csv if the run was assembled, else from the parts."""
+        """All evaluation rows: those of every evaluation marker (from results.csv where a committed folder
+        lacks the merged file), or results.csv alone if there are no markers."""
         markers = self._markers()
         committed = self._committed_rows(markers)  # read-only: a committed folder is not written to here
         frames = [committed[p] if p in committed else pd.read_csv(p.with_suffix(".csv")) for p in markers]
