@@ -68,28 +68,41 @@ def check_run(run: Path, against: str, tolerance: float = DEFAULT_TOLERANCE) -> 
     return table, bool((table["status"] != "FAIL").all())
 
 
-def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool]:
+def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool, list[str]]:
     """Does ``run`` reproduce ``against`` instance by instance? For every (task, cell, algorithm) in both,
-    count the evaluation instances whose returns differ (beyond 1e-9): the same seed and protocol must give
-    the same numbers, so any difference is a change of behaviour, however small its effect on the mean."""
-    key = ["task", "cell", "algorithm", "instance"]
+    count the evaluation instances whose returns differ (beyond 1e-9) or that only one run holds: the same
+    seed and protocol must give the same numbers, so any difference is a change of behaviour, however
+    small its effect on the mean. Also returns the algorithm-cells that only one of the runs holds."""
+    pair = ["task", "cell", "algorithm"]
+    key = [*pair, "instance"]
     ours = RunStore.existing(run).results()[[*key, "return"]]
     theirs = RunStore.existing(against).results()[[*key, "return"]]
-    both = ours.merge(theirs, on=key, how="inner", suffixes=("", "_ref"))
-    if both.empty:
-        raise UserError(f"no (task, cell, algorithm, instance) of {run} appears in {against}")
-    both["differs"] = ~np.isclose(both["return"], both["return_ref"], rtol=1e-9, atol=1e-9)
-    table = both.groupby(["task", "cell", "algorithm"], sort=True).agg(
-        mean=("return", "mean"), value=("return_ref", "mean"), instances=("return", "size"),
-        differing=("differs", "sum")).reset_index()
-    table["status"] = np.where(table["differing"] == 0, "ok", "FAIL")
-    return table, bool((table["status"] == "ok").all())
+    for frame in (ours, theirs):
+        frame["cell"] = frame["cell"].astype(str)
+    shared = ours[pair].drop_duplicates().merge(theirs[pair].drop_duplicates(), on=pair)
+    if shared.empty:
+        raise UserError(f"no (task, cell, algorithm) of {run} appears in {against}")
+    only = []
+    for frame, name in ((ours, run), (theirs, against)):
+        alone = frame[pair].drop_duplicates().merge(shared, on=pair, how="left", indicator=True)
+        alone = alone[alone["_merge"] == "left_only"]
+        only += [f"{algo} ({', '.join(group['cell'])}) only in {name}" for algo, group in alone.groupby("algorithm")]
+    both = (ours.merge(shared, on=pair).merge(theirs.merge(shared, on=pair), on=key, how="outer",
+                                               suffixes=("", "_ref"), indicator=True))
+    both["missing"] = both["_merge"] != "both"
+    both["differs"] = ~both["missing"] & ~np.isclose(both["return"], both["return_ref"], rtol=1e-9, atol=1e-9)
+    table = both.groupby(pair, sort=True).agg(
+        mean=("return", "mean"), value=("return_ref", "mean"), instances=("_merge", "size"),
+        differing=("differs", "sum"), missing=("missing", "sum")).reset_index()
+    table["status"] = np.where((table["differing"] == 0) & (table["missing"] == 0), "ok", "FAIL")
+    return table, bool((table["status"] == "ok").all()), only
 
 
 def render_reproduction(table: pd.DataFrame) -> str:
-    rows = table[["task", "cell", "algorithm", "mean", "value", "instances", "differing", "status"]]
+    rows = table[["task", "cell", "algorithm", "mean", "value", "instances", "differing", "missing", "status"]]
     return tabulate(rows.values.tolist(), ["task", "cell", "algorithm", "ours", "reference", "instances",
-                                           "differing", "status"], floatfmt=".6g", tablefmt="simple")
+                                           "differing", "in one run only", "status"], floatfmt=".6g",
+                    tablefmt="simple")
 
 
 def render(table: pd.DataFrame) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rl2bench.errors import UserError
+from rl2bench.errors import AlgorithmFailed, UserError, writable_file, writable_folder
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,7 +207,9 @@ def cmd_run(args) -> int:
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
                        args.jobs or default_n_jobs(), backend=args.backend, cluster=args.cluster,
                        skip_unavailable="all" in (a.strip() for a in args.algos.split(",")))
-    store = RunStore(out)
+    if args.publish is not None:
+        writable_file(args.publish, "--publish", (".md", ".markdown"))
+    store = RunStore(writable_folder(out, "--out"))
     store.open(config.identity(), args.resume)
     command = args.command_line
     started = time.perf_counter()
@@ -217,6 +219,9 @@ def cmd_run(args) -> int:
         print(f"\ninterrupted: finished jobs are saved in {out}; continue with the same command plus "
               f"--resume --out {out}", file=sys.stderr)
         return 130
+    except AlgorithmFailed as exc:
+        raise UserError(f"{exc}; the finished jobs are saved in {out}: continue with the same command plus "
+                        f"--resume --out {out}") from None
     wall = time.perf_counter() - started
     results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
                               "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs,
@@ -234,14 +239,16 @@ def cmd_table(args) -> int:
     from rl2bench.results import RunStore
 
     store = RunStore.existing(args.run)
+    if args.publish is not None:
+        writable_file(args.publish, "--publish", (".md", ".markdown"))
     results = store.results()
     summary = build_summary(results)
     command = ""
     run_json = args.run / "run.json"
     if run_json.exists():
-        import json
+        from rl2bench.results import read_json
 
-        command = json.loads(run_json.read_text()).get("command", "")
+        command = read_json(run_json).get("command", "")
     write_leaderboards(summary, args.run, command, results, publish=args.publish)
     print(render_terminal(summary))
     return 0
@@ -251,8 +258,8 @@ def cmd_check(args) -> int:
     from rl2bench.check import DEFAULT_TOLERANCE, check_run, render
 
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    if tolerance <= 0:
-        raise UserError("--tolerance must be positive")
+    if not 0 < tolerance < float("inf"):  # also refuses nan, which would fail every row
+        raise UserError(f"--tolerance must be a positive number, got {tolerance:g}")
     if args.against != "paper" and not Path(args.against).is_dir():
         raise UserError(f"--against must be 'paper' or a run folder; {args.against!r} is neither")
     if args.exact:
@@ -261,11 +268,13 @@ def cmd_check(args) -> int:
         if args.against == "paper" or args.tolerance is not None:
             raise UserError("--exact compares two runs instance by instance: give --against RUN_FOLDER and "
                             "no --tolerance")
-        table, ok = reproduce_run(args.run, Path(args.against))
+        table, ok, only = reproduce_run(args.run, Path(args.against))
         print(render_reproduction(table))
         counts = table["status"].value_counts().to_dict()
         print(f"\n{counts.get('ok', 0)} reproduced exactly, {counts.get('FAIL', 0)} FAIL (some instance's "
-              f"return differs from {args.against})")
+              f"return differs from {args.against}, or only one run has it)")
+        if only:
+            print("not compared: " + "; ".join(only))
         return 0 if ok else 1
     table, ok = check_run(args.run, args.against, tolerance)
     print(render(table))
@@ -291,10 +300,16 @@ def cmd_zoo(args) -> int:
     from rl2bench.zoo import budget_table, plot_curves, promote, zoo_table
 
     root = zoo_dir()
+    if args.plot:
+        from matplotlib.figure import Figure
+
+        kinds = [f".{k}" for k in Figure().canvas.get_supported_filetypes()]
+        writable_file(args.plot, "--plot", (".png", *(k for k in kinds if k != ".png")))
     if args.promote is not None:
         done = promote(args.promote, root, args.window, args.force, args.min_z)
         versus = ("the cell had no policy" if done.incumbent_mean is None else
-                  f"the zoo's policy {done.incumbent_mean:.4g} (ahead by {done.z:.2f} standard errors)")
+                  f"the zoo's policy {done.incumbent_mean:.4g} ({'ahead' if done.z >= 0 else 'behind'} by "
+                  f"{abs(done.z):.2f} standard errors)")
         verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"
         print(f"{done.task} {done.cell}: last {done.window} training-batch means {done.candidate_mean:.4g} "
               f"against {versus}: {verdict}")

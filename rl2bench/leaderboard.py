@@ -79,19 +79,19 @@ def render_markdown(summary: pd.DataFrame, title: str = "", command: str = "") -
         out.append(f"{', '.join(refs)}: reference(s) that see the hidden instance; shown for headroom, never "
                    "bold.\n")
     headers, rows = _grid(summary, lambda r: f"**{r['mean']:.{d}f}**" if r["marked"] else f"{r['mean']:.{d}f}")
-    out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right"))
+    out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
     if any(entry == "" for row in rows for entry in row):
         out.append("\nEmpty: the algorithm did not run on that cell (rl2: no trained policy yet, see "
                    "leaderboard/NOTES.md).")
     out.append("\n\nStandard errors of the means:\n")
     headers, rows = _grid(summary, lambda r: f"{r['se']:.{d + 1}f}")
-    out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right"))
+    out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
     if "normalized" in summary and summary["normalized"].notna().any():
         family = get_family(summary["task"].iloc[0])
         lo, hi = family.normalize_by
         out.append(f"\n\nNormalized scores ({lo} = 0, {hi} = 1):\n")
         headers, rows = _grid(summary, lambda r: "" if np.isnan(r["normalized"]) else f"{r['normalized']:.3f}")
-        out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right"))
+        out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
     return "\n".join(out) + "\n"
 
 
@@ -100,13 +100,14 @@ def render_latex(summary: pd.DataFrame) -> str:
     headers, rows = _grid(
         summary, lambda r: (f"\\textbf{{{r['mean']:.{d}f}}}" if r["marked"] else f"{r['mean']:.{d}f}")
         + f" $\\pm$ {r['se']:.{d + 1}f}")
-    return tabulate(rows, headers, tablefmt="latex_raw") + "\n"
+    return tabulate(rows, headers, tablefmt="latex_raw", disable_numparse=True) + "\n"
 
 
 def render_terminal(summary: pd.DataFrame) -> str:
     d = _decimals(summary)
     headers, rows = _grid(summary, lambda r: f"*{r['mean']:.{d}f}" if r["marked"] else f"{r['mean']:.{d}f}")
-    return tabulate(rows, headers, tablefmt="simple", stralign="right") + "\n(* = best or not significantly worse)"
+    table = tabulate(rows, headers, tablefmt="simple", stralign="right", disable_numparse=True)
+    return table + "\n(* = best or not significantly worse)"
 
 
 def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
@@ -213,8 +214,8 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
             markdown += "\n![normalized scores](leaderboard.png)\n"
     markdown += render_trained_policies(folder)
     write_text_atomic(folder / "leaderboard.md", markdown)
-    if publish is not None:
-        image = Path(os.path.relpath(folder / "leaderboard.png", publish.resolve().parent)).as_posix()
-        write_text_atomic(publish, markdown.replace("](leaderboard.png)", f"]({image})"))
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
+    if publish is not None:  # last: the run folder's own pages are written whatever happens here
+        image = Path(os.path.relpath(folder / "leaderboard.png", publish.resolve().parent)).as_posix()
+        write_text_atomic(publish, markdown.replace("](leaderboard.png)", f"]({image})"))

@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from rl2bench import seeding
 from rl2bench.algorithms.base import Agent, Setting
 from rl2bench.backends import execution_backend, results_as
-from rl2bench.errors import UserError
+from rl2bench.errors import AlgorithmFailed, UserError
 from rl2bench.registry import get_family, resolve_algorithms
 from rl2bench.results import RunStore
 from rl2bench.tasks.base import Cell, TaskFamily
@@ -181,8 +181,24 @@ class Job:
 def _execute(job: Job) -> tuple[Job, TrialOutcome]:
     family = get_family(job.task)
     cell = family.parse_cell(job.cell)
-    return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed, job.phase,
-                            job.chunk)
+    try:
+        return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed,
+                                job.phase, job.chunk)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise AlgorithmFailed.from_exception(
+            f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})", exc) from None
+
+
+def _call(agent_cls: type[Agent], cell: Cell, what: str, method: Callable[..., Any], *args: Any) -> Any:
+    """Call an algorithm's class method (``grid``, ``prepare``); what it raises becomes one clear line."""
+    try:
+        return method(*args)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise AlgorithmFailed.from_exception(f"{agent_cls.name}.{what} on {cell.name}", exc) from None
 
 
 #: Jobs per wave where the backend returns whole lists only (Ray): what an interruption can lose.
@@ -264,7 +280,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
                 notice(f"skipping {a.name} on {c.name}: {reason}")
             else:
                 raise UserError(reason)
-    grids = {(c.name, a.name): a.grid(c, family.spec(c)) for c, a in pairs}
+    grids = {(c.name, a.name): _call(a, c, "grid", a.grid, c, family.spec(c)) for c, a in pairs}
     prepared: set[tuple[str, str]] = set()
 
     def prepare(c: Cell, a: type[Agent], settings: list[Setting]) -> None:
@@ -272,7 +288,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
         run, or adding one algorithm to a committed leaderboard, skips every other agent's preparation."""
         if (c.name, a.name) not in prepared:
             prepared.add((c.name, a.name))
-            a.prepare(c, family.spec(c), settings)
+            _call(a, c, "prepare", a.prepare, c, family.spec(c), settings)
 
     tune_jobs = []
     for c, a in pairs:

@@ -34,6 +34,13 @@ def register_family(cls: F) -> F:
 
 def register_algorithm(cls: A) -> A:
     """Class decorator: make ``cls`` available as ``--algos <cls.name>`` for each of ``cls.families``."""
+    label = f"{cls.__module__}:{cls.__qualname__}"
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip() or "," in name:
+        raise UserError(f"{label} needs a class attribute `name` (the name for --algos, no commas)")
+    families = getattr(cls, "families", None)
+    if isinstance(families, str) or not isinstance(families, tuple | list) or not families:
+        raise UserError(f"{label} needs a class attribute `families`, a tuple of task names such as ('mab',)")
     for family in cls.families:
         by_name = _ALGORITHMS.setdefault(family, {})
         existing = by_name.get(cls.name)

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,36 @@ def append_jsonl(path: Path, rows: dict[str, Any] | list[dict[str, Any]]) -> Non
         os.fsync(fh.fileno())
 
 
+class DamagedRun(UserError):
+    """A run folder's file that cannot be read or is incomplete (a disk filled up, a hand edit, a cut copy)."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DamagedRun(f"{path} is not valid JSON (damaged or cut?)") from None
+    if not isinstance(value, dict):
+        raise DamagedRun(f"{path} does not hold a JSON object (damaged?)")
+    return value
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """A results CSV (results.csv or one evaluation's rows), with the columns every row must have."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        raise DamagedRun(f"{path} cannot be read as a results table (empty, damaged or cut?)") from None
+    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DamagedRun(f"{path} lacks the column(s) {', '.join(missing)} (damaged?)")
+    blank = frame[RESULT_COLUMNS].isna().any(axis=1)
+    if blank.any():
+        raise DamagedRun(f"{path} has {int(blank.sum())} row(s) with an empty task, cell, algorithm, instance or "
+                         f"return (the first at line {int(blank.to_numpy().argmax()) + 2}; damaged or cut?)")
+    return frame
+
+
 class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -74,32 +105,69 @@ class RunStore:
         else:
             write_text_atomic(cfg, json.dumps(identity, indent=2))
 
-    def _committed_rows(self, markers: list[Path]) -> dict[Path, pd.DataFrame | None]:
-        """The rows of each marker whose merged file is missing, taken from results.csv (None: not there).
-        A committed run folder keeps its tuning lines and evaluation markers (small) and its rows in
-        results.csv, but not the per-chunk files nor each marker's merged rows."""
-        missing = [m for m in markers if not m.with_suffix(".csv").exists()]
-        if not missing:
-            return {}
-        merged = self.root / "results.csv"
-        rows = pd.read_csv(merged) if merged.exists() else pd.DataFrame(columns=["cell", "algorithm"])
-        found: dict[Path, pd.DataFrame | None] = {}
-        for marker in missing:
-            meta = json.loads(marker.read_text())
-            part = rows[(rows["cell"].astype(str) == meta["cell"]) & (rows["algorithm"] == meta["algorithm"])]
-            # another algorithm's metric columns are empty here
-            found[marker] = None if part.empty else part.dropna(axis="columns", how="all")
-        return found
+    def _evaluation_rows(self, repair: bool) -> list[pd.DataFrame]:
+        """The rows of every evaluation marker, each checked complete (all instances, a number each).
+
+        A marker's rows come from its merged file or, in a committed folder that keeps only results.csv,
+        from there. Rows that are missing, cut short or unreadable raise a one-line error naming the file
+        when reading; with ``repair`` (before ``--resume``) the marker is dropped instead, so that
+        evaluation runs again (from its chunks where they are still on disk), and the merged file is
+        written back from results.csv where that holds it, so a fresh clone reuses every stored result."""
+        merged: list[pd.DataFrame | None] = []  # results.csv, read once and only if needed
+
+        def stored() -> pd.DataFrame | None:
+            if not merged:
+                path = self.root / "results.csv"
+                merged.append(read_rows(path) if path.exists() else None)
+            return merged[0]
+
+        frames = []
+        for marker in self._markers():
+            own = marker.with_suffix(".csv")
+            try:
+                meta = read_json(marker)
+                if not {"cell", "algorithm", "setting"} <= meta.keys():
+                    raise DamagedRun(f"{marker} lacks its cell, algorithm or setting (damaged?)")
+                cell, algo = str(meta["cell"]), str(meta["algorithm"])
+                if own.exists():
+                    rows = read_rows(own)
+                    self._check_complete(rows, f"{cell}/{algo}", own)
+                else:
+                    every = stored()
+                    if every is None:
+                        raise DamagedRun(f"{marker} marks {cell}/{algo} evaluated, but neither {own.name} nor "
+                                         f"results.csv holds its rows")
+                    rows = every[(every["cell"].astype(str) == cell) & (every["algorithm"] == algo)]
+                    self._check_complete(rows, f"{cell}/{algo}", self.root / "results.csv")
+                    rows = rows.dropna(axis="columns", how="all")  # other algorithms' metric columns
+                    if repair:
+                        write_text_atomic(own, rows.to_csv(index=False))
+            except DamagedRun as exc:
+                if not repair:
+                    raise DamagedRun(f"{exc}; `run ... --resume --out {self.root}` evaluates it again") from None
+                print(f"rl2bench: {exc}: evaluating it again", file=sys.stderr)
+                marker.unlink()
+                own.unlink(missing_ok=True)
+                continue
+            frames.append(rows)
+        return frames
+
+    def _complete(self, rows: pd.DataFrame) -> bool:
+        n = self.config().get("instances")
+        numbers = pd.to_numeric(rows["return"], errors="coerce")
+        return (n is None or (len(rows) == n and set(rows["instance"]) == set(range(n)))) and bool(
+            numbers.notna().all())
+
+    def _check_complete(self, rows: pd.DataFrame, what: str, source: Path) -> None:
+        if not self._complete(rows):
+            n = self.config().get("instances")
+            raise DamagedRun(f"{source} holds {len(rows)} rows for {what} where the run has {n} instances with "
+                             f"a return each (damaged or cut?)")
 
     def restore_merged_rows(self) -> None:
-        """Before ``--resume``: write each marker's missing rows back from results.csv, so that a fresh
-        clone (or a copy) reuses every stored evaluation; a marker whose rows results.csv lacks is dropped,
-        and that evaluation runs again."""
-        for marker, part in self._committed_rows(self._markers()).items():
-            if part is None:
-                marker.unlink()
-            else:
-                write_text_atomic(marker.with_suffix(".csv"), part.to_csv(index=False))
+        """Before ``--resume``: check every stored evaluation; rebuild the merged rows a committed folder
+        lacks from results.csv, and drop (to run again) any whose rows are missing or damaged."""
+        self._evaluation_rows(repair=True)
 
     def _markers(self) -> list[Path]:
         return sorted((self.root / "parts" / "eval").glob("*/*.json"))
@@ -112,7 +180,7 @@ class RunStore:
         return store
 
     def config(self) -> dict[str, Any]:
-        return json.loads((self.root / "config.json").read_text())
+        return read_json(self.root / "config.json")
 
     # -- tuning ----------------------------------------------------------------------------------
     def _tune_path(self, cell: str, algo: str) -> Path:
@@ -177,7 +245,7 @@ class RunStore:
 
     def eval_setting(self, cell: str, algo: str) -> dict[str, Any]:
         """The setting a completed evaluation was played with (from its marker)."""
-        return json.loads(self._eval_marker(cell, algo).read_text())["setting"]
+        return read_json(self._eval_marker(cell, algo))["setting"]
 
     def reopen_eval(self, cell: str, algo: str) -> None:
         """Forget that (cell, algo) is evaluated (marker and merged rows); its chunks stay on disk and count
@@ -224,19 +292,19 @@ class RunStore:
         write_text_atomic(self._eval_marker(cell, algo), json.dumps(meta, indent=2))
 
     def eval_meta(self) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in self._markers()]
+        return [read_json(p) for p in self._markers()]
 
     def results(self) -> pd.DataFrame:
         """All evaluation rows: those of every evaluation marker (from results.csv where a committed folder
-        lacks the merged file), or results.csv alone if there are no markers."""
-        markers = self._markers()
-        committed = self._committed_rows(markers)  # read-only: a committed folder is not written to here
-        frames = [committed[p] if p in committed else pd.read_csv(p.with_suffix(".csv")) for p in markers]
-        frames = [f for f in frames if f is not None]
+        lacks the merged file), or results.csv alone if there are no markers. Read-only."""
+        frames = self._evaluation_rows(repair=False)
         if not frames:
             merged = self.root / "results.csv"
             if merged.exists():
-                return pd.read_csv(merged)
+                rows = read_rows(merged)
+                for (cell, algo), group in rows.groupby(["cell", "algorithm"]):
+                    self._check_complete(group, f"{cell}/{algo}", merged)
+                return rows
             raise UserError(f"{self.root} holds no finished evaluation yet")
         return pd.concat(frames, ignore_index=True)
 
@@ -247,7 +315,10 @@ class RunStore:
         meta = self.eval_meta()
         previous = self.root / "run.json"
         if previous.exists():  # a resumed run may name fewer cells or algorithms than the folder holds
-            before = json.loads(previous.read_text())
+            try:
+                before = read_json(previous)
+            except DamagedRun:  # rewritten below from the parts
+                before = {}
             for key in ("cells", "algorithms"):
                 if key in extra and key in before:
                     extra = {**extra, key: list(dict.fromkeys([*before[key], *extra[key]]))}

@@ -12,7 +12,7 @@ import numpy as np
 
 from rl2bench.registry import register_family
 
-from .base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
+from .base import Cell, CellOutOfRange, EnvSpec, StepResult, TaskFamily, VecEnv
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class BanditCell(Cell):
     def validate(self) -> None:
         super().validate()
         if self.k < 2:
-            raise ValueError("k")
+            raise CellOutOfRange(f"k{self.k}: a bandit needs at least 2 arms")
 
 
 class BanditEnv(VecEnv):

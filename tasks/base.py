@@ -39,6 +39,10 @@ class EnvSpec:
         return self.horizon * self.n_episodes
 
 
+class CellOutOfRange(ValueError):
+    """A well-formed cell name with a value the family cannot run (its message says which and why)."""
+
+
 @dataclass(frozen=True)
 class Cell:
     """A family's parameter setting, named so that the name alone rebuilds it.
@@ -74,7 +78,7 @@ class Cell:
     def validate(self) -> None:
         for f in fields(self):
             if getattr(self, f.name) < 1:
-                raise ValueError(f.name)
+                raise CellOutOfRange(f"{self._prefixes.get(f.name, f.name)}{getattr(self, f.name)} is below 1")
 
     def __str__(self) -> str:
         return self.name
@@ -143,9 +147,10 @@ class TaskFamily(ABC):
     def parse_cell(self, name: str) -> Cell:
         try:
             return self.cell_type.parse(name)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as exc:
+            why = f" ({exc})" if isinstance(exc, CellOutOfRange) else ""
             raise UserError(
-                f"invalid {self.name} cell {name!r}: expected {self.cell_help} "
+                f"invalid {self.name} cell {name!r}{why}: expected {self.cell_help} "
                 f"(paper cells: {', '.join(self.default_cells)})"
             ) from None
 

@@ -33,10 +33,19 @@ def run_cli(*args, cwd=None, env=None):
         (["run", "--task", "mab", "--cells", "n10-k3", "--out", "afile"], "is a file"),
         (["run", "--task", "mab", "--cells", "n10-k3", "--out", "broken", "--resume"], "not valid JSON"),
         (["check", "/nonexistent/run"], "not an rl2bench run folder"),
+        (["check", "broken", "--tolerance", "nan"], "positive number"),
+        (["run", "--task", "mab", "--cells", "n10-k1"], "at least 2 arms"),
+        (["run", "--task", "mab", "--cells", "n10-k3", "--algos", "random", "--publish", "adir"], "is a folder"),
+        (["run", "--task", "mab", "--cells", "n10-k3", "--algos", "random", "--out", "afile/sub"], "cannot create"),
+        (["zoo", "--plot", "curves.txt"], "expected a file name ending in one of .png"),
+        (["train", "--task", "mab", "--cell", "n10-k5", "--out", "afile"], "is a file"),
+        (["train", "--task", "mab", "--cell", "n10-k5", "--set", "center_adv=ture"], "takes true or false"),
+        (["train", "--task", "foo", "--cell", "n10"], "mab, mdp, maze"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
     (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "adir").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{truncated")
     result = run_cli(*args, cwd=tmp_path)
@@ -152,7 +161,7 @@ def test_check_exact_reproduces_a_run_and_names_a_changed_instance(tmp_path):
     changed = run_cli("check", str(tmp_path / "a"), "--against", str(tmp_path / "b"), "--exact", cwd=tmp_path)
     assert changed.returncode == 1 and "2 reproduced exactly, 1 FAIL" in changed.stdout
     line = next(row for row in changed.stdout.splitlines() if " ucb1 " in f" {row} ")
-    assert line.split()[-2:] == ["1", "FAIL"]
+    assert line.split()[-3:] == ["1", "0", "FAIL"]  # differing, in one run only, status
     refused = run_cli("check", str(tmp_path / "a"), "--exact", cwd=tmp_path)
     assert refused.returncode == 2 and "--against RUN_FOLDER" in refused.stderr and "Traceback" not in refused.stderr
 
@@ -175,3 +184,95 @@ def test_algos_all_combines_with_names_and_module_paths(tmp_path, monkeypatch):
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert [a.name for a in resolve_algorithms("all,one_more:AlwaysFirst", "mab")] == every + ["always-first"]
+
+
+def test_check_exact_fails_on_instances_only_one_run_holds(tmp_path):
+    """A run with fewer instances does not reproduce a larger one; cells in one run only are named."""
+    base = ["run", "--task", "mab", "--algos", "random,greedy", "--no-progress"]
+    assert run_cli(*base, "--cells", "n10-k5,n10-k3", "--instances", "40", "--out", "a", cwd=tmp_path).returncode == 0
+    assert run_cli(*base, "--cells", "n10-k5", "--instances", "20", "--out", "b", cwd=tmp_path).returncode == 0
+    result = run_cli("check", "a", "--against", "b", "--exact", cwd=tmp_path)
+    assert result.returncode == 1 and "0 reproduced exactly, 2 FAIL" in result.stdout, result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if " n10-k5 " in f" {line} "]
+    assert len(rows) == 2 and all(row[-2:] == ["20", "FAIL"] for row in rows)
+    assert "not compared: greedy (n10-k3) only in a; random (n10-k3) only in a" in result.stdout
+
+
+def _as_committed(run, to):
+    """A copy of a run folder as git carries it: no per-chunk files, no merged rows per evaluation."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(run, to, ignore=lambda folder, names: [
+        n for n in names if Path(folder).parent.name == "eval" and (n.endswith(".csv") or (Path(folder) / n).is_dir())])
+
+
+def test_a_damaged_run_folder_is_a_clear_error_and_resume_repairs_it(tmp_path):
+    """A cut results.csv or a garbled marker: reading says which file, never a traceback nor a silent
+    partial mean; --resume evaluates exactly those again and the folder reproduces the original."""
+    args = ["run", "--task", "mab", "--algos", "random,ucb1", "--cells", "n10-k5,n10-k3", "--instances", "40",
+            "--no-progress"]
+    assert run_cli(*args, "--out", "a", cwd=tmp_path).returncode == 0
+    _as_committed(tmp_path / "a", tmp_path / "b")
+    merged = tmp_path / "b" / "results.csv"
+    merged.write_bytes(merged.read_bytes()[: int(merged.stat().st_size * 0.6)])
+    for command in (["table", "b"], ["check", "b"], ["check", "a", "--against", "b", "--exact"]):
+        read = run_cli(*command, cwd=tmp_path)
+        assert read.returncode == 2 and "Traceback" not in read.stderr, read.stderr
+        assert "results.csv" in read.stderr and "--resume" in read.stderr
+        assert len(read.stderr.strip().splitlines()) == 1
+    resumed = run_cli(*args, "--out", "b", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0 and "evaluating it again" in resumed.stderr, resumed.stderr
+    same = run_cli("check", "b", "--against", "a", "--exact", cwd=tmp_path)
+    assert same.returncode == 0 and "4 reproduced exactly, 0 FAIL" in same.stdout, same.stdout
+    (tmp_path / "b" / "parts" / "eval" / "n10-k3" / "ucb1.json").write_text('{"cell": "n10-k3", "algo')
+    read = run_cli("table", "b", cwd=tmp_path)
+    assert read.returncode == 2 and "ucb1.json is not valid JSON" in read.stderr, read.stderr
+    assert run_cli(*args, "--out", "b", "--resume", cwd=tmp_path).returncode == 0
+    same = run_cli("check", "b", "--against", "a", "--exact", cwd=tmp_path)
+    assert same.returncode == 0 and "4 reproduced exactly, 0 FAIL" in same.stdout, same.stdout
+
+
+def test_a_failing_user_algorithm_is_one_line_naming_it_and_where(tmp_path):
+    (tmp_path / "shaky.py").write_text(textwrap.dedent("""
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        class Boom(BetaCountsAgent):
+            name = "boom"
+
+            def act(self, obs):
+                raise KeyError("boom in act")
+
+        class NoName(BetaCountsAgent):
+            families = ("mab",)
+    """))
+    failed = run_cli("run", "--task", "mab", "--algos", "random,shaky:Boom", "--cells", "n10-k5", "--instances", "20",
+                     "--jobs", "2", "--out", "r", "--no-progress", cwd=tmp_path)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    for needle in ("boom on mab n10-k5", "KeyError: 'boom in act'", "shaky.py:", "in act", "--resume --out r"):
+        assert needle in last, last
+    nameless = run_cli("run", "--task", "mab", "--algos", "shaky:NoName", cwd=tmp_path)
+    assert nameless.returncode == 2 and "needs a class attribute `name`" in nameless.stderr, nameless.stderr
+
+
+def test_leaderboard_numbers_keep_their_decimals():
+    """tabulate would print a mean of 54.0 as "54" beside "51.4" unless told the entries are text."""
+    import pandas as pd
+
+    from rl2bench.leaderboard import build_summary, render_latex, render_markdown, render_terminal
+
+    rows = pd.DataFrame({"task": "mab", "cell": "n100-k5", "algorithm": ["random"] * 4 + ["greedy"] * 4,
+                         "instance": [0, 1, 2, 3] * 2, "return": [53, 54, 55, 54, 60, 61, 59, 60.4]})
+    summary = build_summary(rows)
+    for text in (render_markdown(summary), render_terminal(summary), render_latex(summary)):
+        assert "54.0" in text and "60.1" in text
+
+
+def test_interrupted_training_says_whether_there_is_anything_to_resume(tmp_path):
+    from rl2bench.algorithms.rl2.trainer import CHECKPOINT, interrupted_advice
+
+    nothing = interrupted_advice(tmp_path, 0)
+    assert "nothing was saved" in nothing and "without --resume" in nothing
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    assert "at iteration 5" in interrupted_advice(tmp_path, 5) and "--resume --out" in interrupted_advice(tmp_path, 5)

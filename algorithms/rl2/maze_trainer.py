@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError
+from rl2bench.errors import UserError, writable_folder
 
 from .conv_policy import ConvPolicy
 from .gae import discounted_returns, gae
@@ -55,6 +55,7 @@ from .trainer import (
     check_resumed_identity,
     curve_columns,
     device_label,
+    interrupted_advice,
     run_device,
     training_device,
     training_loop,
@@ -428,8 +429,11 @@ def train_command(args) -> int:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
+        writable_folder(out, "--out")
         trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
     if args.iters:
+        if args.iters < trainer.iteration:
+            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
@@ -437,8 +441,7 @@ def train_command(args) -> int:
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
-              f"with the same command plus --resume --out {out}", file=sys.stderr)
+        print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
         return 130
     last = trainer.curve[-1] if trainer.curve else {}
     print(f"done: iteration {trainer.iteration}, mean trial return {last.get('mean_return', float('nan')):.3f}, "

@@ -76,7 +76,7 @@ def task_shape(task: str, cell: str) -> TaskShape:
             return TaskShape("mdp", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
         v = parse_mdp_cell(cell)
         return TaskShape("mdp", cell.strip(), v["states"], v["actions"], v["horizon"], v["n"])
-    raise UserError(f"rl2 trains on tasks {', '.join(TASKS)}; got {task!r}")
+    raise UserError(f"rl2 trains on tasks {', '.join((*TASKS, 'maze'))}; got {task!r}")
 
 
 def _mdp_family():

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError
+from rl2bench.errors import UserError, writable_folder
 
 from .gae import discounted_returns, gae
 from .policy import Baseline, Policy
@@ -156,6 +156,9 @@ _SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches
 FIXED_ON_RESUME = ("hidden", "gru_update_bias")
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ()) -> Any:
     """``key=value`` strings (``--set``) onto a config dataclass, typed by the field's default and
     range-checked, so a bad value is a one-line error before any work rather than a crash after it."""
@@ -169,9 +172,10 @@ def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ())
             raise UserError(f"--set {key} cannot change a run being resumed (it shapes the networks it has trained)")
         try:
             kind = types[key]
-            changes[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-        except ValueError:
-            raise UserError(f"bad --set {item!r}: {key} takes a {types[key].__name__}") from None
+            changes[key] = _BOOLEANS[value.strip().lower()] if kind is bool else kind(value)
+        except (ValueError, KeyError):
+            takes = "true or false" if types[key] is bool else f"a {types[key].__name__}"
+            raise UserError(f"bad --set {item!r}: {key} takes {takes}") from None
         if key in _CHOICES:
             if value not in _CHOICES[key]:
                 raise UserError(f"bad --set {item!r}: {key} is one of {', '.join(_CHOICES[key])}")
@@ -742,6 +746,15 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
     trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
 
 
+def interrupted_advice(out: Path, saved_iteration: int) -> str:
+    """What to do after Ctrl-C: resume from the last checkpoint, or start again if none was written."""
+    if not (out / CHECKPOINT).exists():
+        return (f"interrupted before the first checkpoint: nothing was saved in {out}; run the same command "
+                f"again, without --resume")
+    return (f"interrupted; the checkpoint in {out} is at iteration {saved_iteration}: continue with the same "
+            f"command plus --resume --out {out}")
+
+
 def train_command(args) -> int:
     """``python -m rl2bench train``: start or resume a run (see ``build_parser`` in rl2bench/cli.py)."""
     if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
@@ -773,10 +786,13 @@ def train_command(args) -> int:
         cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
+        writable_folder(out, "--out")
         trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
             trainer.init_from(args.init_from)
     if args.iters:
+        if args.iters < trainer.iteration:
+            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
@@ -790,8 +806,7 @@ def train_command(args) -> int:
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
-        print(f"\ninterrupted; the checkpoint in {out} is at iteration {trainer.saved_iteration}: continue "
-              f"with the same command plus --resume --out {out}", file=sys.stderr)
+        print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
         return 130
     last = trainer.curve[-1] if trainer.curve else {}
     mean = last.get("mean_return", float("nan"))
