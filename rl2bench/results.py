@@ -103,6 +103,8 @@ class RunStore:
                 raise UserError(f"cannot resume {self.root}: {detail}")
             self.restore_merged_rows()
         else:
+            if resume:  # a typo in the folder would otherwise start from scratch unnoticed
+                print(f"rl2bench: {self.root} holds no run yet: starting a new one there", file=sys.stderr)
             write_text_atomic(cfg, json.dumps(identity, indent=2))
 
     def _evaluation_rows(self, repair: bool) -> list[pd.DataFrame]:

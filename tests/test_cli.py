@@ -190,7 +190,8 @@ def test_check_exact_fails_on_instances_only_one_run_holds(tmp_path):
     """A run with fewer instances does not reproduce a larger one; cells in one run only are named."""
     base = ["run", "--task", "mab", "--algos", "random,greedy", "--no-progress"]
     assert run_cli(*base, "--cells", "n10-k5,n10-k3", "--instances", "40", "--out", "a", cwd=tmp_path).returncode == 0
-    assert run_cli(*base, "--cells", "n10-k5", "--instances", "20", "--out", "b", cwd=tmp_path).returncode == 0
+    fresh = run_cli(*base, "--cells", "n10-k5", "--instances", "20", "--out", "b", "--resume", cwd=tmp_path)
+    assert fresh.returncode == 0 and "b holds no run yet: starting a new one" in fresh.stderr  # a typo shows
     result = run_cli("check", "a", "--against", "b", "--exact", cwd=tmp_path)
     assert result.returncode == 1 and "0 reproduced exactly, 2 FAIL" in result.stdout, result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if " n10-k5 " in f" {line} "]
