@@ -108,4 +108,5 @@ def render_reproduction(table: pd.DataFrame) -> str:
 def render(table: pd.DataFrame) -> str:
     rows = table[["task", "cell", "algorithm", "mean", "value", "delta", "se", "z", "status"]]
     return tabulate(rows.values.tolist(), ["task", "cell", "algorithm", "ours", "reference", "delta", "se", "z",
-                                           "status"], floatfmt=".3g", tablefmt="simple")
+                                           "status"], floatfmt=("", "", "", ".5g", ".5g", ".3g", ".3g", ".3g", ""),
+                    tablefmt="simple")

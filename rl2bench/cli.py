@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="mab, mdp or maze")
     p.add_argument("--cell", required=True, help="one cell, e.g. n10-k5 or n10")
     p.add_argument("--preset", default=None,
-                   help="'fast' (CPU-sized TRPO, default), 'ppo' (fast sizes, PPO update) or 'paper' "
-                        "(Appendix A); maze: maze-fast, maze")
+                   help="'fast' (CPU-sized TRPO, default), 'ppo' (fast sizes, PPO update), 'ppo-sgd' (the "
+                        "authors' released update: PPO epochs over trial minibatches) or 'paper' (Appendix A); "
+                        "maze: maze-fast, maze")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="train until this many iterations in total")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="root seed of the training streams (default 0)")
@@ -308,15 +309,19 @@ def cmd_zoo(args) -> int:
     if args.promote is not None:
         done = promote(args.promote, root, args.window, args.force, args.min_z)
         versus = ("the cell had no policy" if done.incumbent_mean is None else
-                  f"the zoo's policy {done.incumbent_mean:.4g} ({'ahead' if done.z >= 0 else 'behind'} by "
-                  f"{abs(done.z):.2f} standard errors)")
+                  f"the zoo policy's last {done.incumbent_window}, {done.incumbent_mean:.4g} "
+                  f"({'ahead' if done.z >= 0 else 'behind'} by {abs(done.z):.2f} standard errors)")
         verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"
-        print(f"{done.task} {done.cell}: last {done.window} training-batch means {done.candidate_mean:.4g} "
+        print(f"{done.task} {done.cell}: the run's last {done.window} training-batch means, {done.candidate_mean:.4g}, "
               f"against {versus}: {verdict}")
         if not done.promoted:
             return 1
-        print(f"re-evaluate it with: python -m rl2bench run --task {done.task} --algos all --out "
-              f"leaderboard/runs/{done.task} --publish leaderboard/{done.task}.md --resume")
+        if os.environ.get("RL2BENCH_ZOO"):  # a zoo of one's own: evaluate into one's own run folder
+            print(f"evaluate it with: RL2BENCH_ZOO={root} python -m rl2bench run --task {done.task} --algos rl2 "
+                  f"--cells {done.cell} --out RUN_FOLDER (plus --resume on a folder that has other results)")
+        else:
+            print(f"re-evaluate it with: python -m rl2bench run --task {done.task} --algos all --out "
+                  f"leaderboard/runs/{done.task} --publish leaderboard/{done.task}.md --resume")
         return 0
     table = zoo_table(root)
     if table.empty:

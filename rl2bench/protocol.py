@@ -273,7 +273,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
     pairs = []
     for c in cells:
         for a in config.algorithms:
-            reason = a.unavailable(c, family.spec(c))
+            reason = _call(a, c, "unavailable", a.unavailable, c, family.spec(c))
             if reason is None:
                 pairs.append((c, a))
             elif config.skip_unavailable:

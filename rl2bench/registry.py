@@ -9,6 +9,8 @@ point in the ``rl2bench.algorithms`` group of their package.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,6 +24,7 @@ _FAMILIES: dict[str, TaskFamily] = {}
 # family -> name -> class: the same name (``random``, ``greedy``) may mean different classes per family.
 _ALGORITHMS: dict[str, dict[str, type[Agent]]] = {}
 _loaded = False
+_BROKEN_PLUGINS: dict[str, str] = {}  # entry point name -> why it failed to load
 
 F = TypeVar("F", bound="type[TaskFamily]")
 A = TypeVar("A", bound="type[Agent]")
@@ -44,7 +47,9 @@ def register_algorithm(cls: A) -> A:
     for family in cls.families:
         by_name = _ALGORITHMS.setdefault(family, {})
         existing = by_name.get(cls.name)
-        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        same_class = existing is not None and (existing.__module__, existing.__qualname__) == (
+            cls.__module__, cls.__qualname__)  # the same class imported again (a reload), not another one
+        if existing is not None and existing is not cls and not same_class:
             raise UserError(f"algorithm {cls.name!r} for {family!r} is already registered by "
                             f"{existing.__module__}; give yours another name")
         by_name[cls.name] = cls
@@ -60,9 +65,24 @@ def _load_builtins() -> None:
     importlib.import_module("rl2bench.algorithms")
     for ep in entry_points(group="rl2bench.algorithms"):
         try:
-            register_algorithm(ep.load())
+            cls = ep.load()
+            register_algorithm(cls)
         except Exception as exc:  # a broken third-party plugin must not break the harness
-            print(f"warning: could not load algorithm entry point {ep.name!r}: {exc}")
+            _BROKEN_PLUGINS[ep.name] = f"{type(exc).__name__}: {exc}"
+            _warn(f"could not load algorithm entry point {ep.name!r} ({ep.value}): {_BROKEN_PLUGINS[ep.name]}")
+            continue
+        if getattr(cls, "name", None) != ep.name:
+            _warn(f"entry point {ep.name!r} ({ep.value}) registers its class under its `name`, {cls.name!r}; "
+                  f"use --algos {cls.name}")
+
+
+def _warn(message: str) -> None:
+    """A plugin problem, said once: on stderr, by the main process (not again by every worker)."""
+    import multiprocessing
+    import sys
+
+    if multiprocessing.current_process().name == "MainProcess":
+        print(f"rl2bench: warning: {message}", file=sys.stderr)
 
 
 def families() -> dict[str, TaskFamily]:
@@ -88,6 +108,8 @@ def load_algorithm_path(path: str) -> type[Agent]:
     from rl2bench.algorithms.base import Agent
 
     module_name, _, attr = path.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the `rl2bench` script, unlike `python -m`,
+        sys.path.insert(0, os.getcwd())  # does not see the current folder; workers inherit sys.path
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -97,6 +119,8 @@ def load_algorithm_path(path: str) -> type[Agent]:
     except Exception as exc:  # the user's module failed while importing: say where, not a traceback
         raise UserError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, attr, None)
+    if cls is None:
+        raise UserError(f"module {module_name!r} ({module.__file__}) has no {attr!r}")
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise UserError(f"{path!r} is not an rl2bench Agent subclass")
     return register_algorithm(cls)
@@ -120,9 +144,12 @@ def resolve_algorithms(spec: str, family: str) -> list[type[Agent]]:
             found = [cls]
         elif item in available:
             found = [available[item]]
+        elif item in _BROKEN_PLUGINS:
+            raise UserError(f"algorithm entry point {item!r} failed to load: {_BROKEN_PLUGINS[item]}")
         else:
             raise UserError(
-                f"unknown algorithm {item!r} for task {family!r}; valid: all, {', '.join(available)}"
+                f"unknown algorithm {item!r} for task {family!r}; valid: all, {', '.join(available)}, or a class "
+                f"of your own as module:Class"
             )
         chosen += [cls for cls in found if cls not in chosen]
     if not chosen:

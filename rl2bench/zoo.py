@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from rl2bench.errors import UserError
+from rl2bench.results import DamagedRun, read_json
 
 COLUMNS = ["task", "cell", "status", "preset", "seed", "iterations", "env_steps", "wall_seconds",
            "final_batch_mean", "paper_rl2", "total_env_steps", "total_wall_seconds", "initialized_from"]
@@ -68,7 +69,7 @@ def zoo_table(root: Path) -> pd.DataFrame:
             # ">=": part of the chain predates the ancestry record, so the total is a lower bound
             "total_env_steps": (meta.get("env_steps") or 0) + steps_before if complete
             else f">={(meta.get('env_steps') or 0) + steps_before}",
-            "total_wall_seconds": round((meta.get("wall_seconds") or 0) + seconds_before, 1),
+            "total_wall_seconds": int(round((meta.get("wall_seconds") or 0) + seconds_before)),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
@@ -211,6 +212,18 @@ class Promotion:
     incumbent_mean: float | None  # None: the cell had no policy
     promoted: bool
     z: float | None = None  # Welch t of candidate minus incumbent window means; None: nothing to compare
+    incumbent_window: int | None = None  # batches averaged on the zoo's side (its curve may be shorter)
+
+
+def read_curve(path: Path) -> pd.DataFrame:
+    """A trainer's curve.csv, or a one-line error naming it."""
+    try:
+        curve = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        raise DamagedRun(f"{path} cannot be read as a learning curve (empty, damaged or cut?)") from None
+    if not {"iteration", "mean_return"} <= set(curve.columns):
+        raise DamagedRun(f"{path} lacks the iteration or mean_return column (damaged?)")
+    return curve
 
 
 def welch_z(candidate: pd.Series, incumbent: pd.Series) -> float:
@@ -249,7 +262,9 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
     missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
     if missing:
         raise UserError(f"{run_dir} is not a trainer run folder: no {', '.join(missing)}")
-    meta = json.loads((run_dir / "meta.json").read_text())
+    meta = read_json(run_dir / "meta.json")
+    if not {"task", "cell", "iterations"} <= meta.keys():
+        raise DamagedRun(f"{run_dir}/meta.json lacks its task, cell or iterations (damaged?)")
     task, cell = meta["task"], meta["cell"]
     if any(c in task + cell for c in "/\\") or task.startswith(".") or cell.startswith("."):
         raise UserError(f"{run_dir}/meta.json names an odd cell {task!r} {cell!r}")
@@ -262,8 +277,8 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
         for name in (*RUN_FILES, "curve.png"):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, stage / name)
-        staged_meta = json.loads((stage / "meta.json").read_text())
-        curve = pd.read_csv(stage / "curve.csv")
+        staged_meta = read_json(stage / "meta.json")
+        curve = read_curve(stage / "curve.csv")
         iterations = {
             "meta.json": staged_meta["iterations"],
             "curve.csv": int(curve["iteration"].iloc[-1]) if len(curve) else 0,
@@ -278,17 +293,17 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
             raise UserError(f"{run_dir} has no training iterations yet")
         candidate = training_mean(curve, window)
         target = root / task / cell
-        incumbent, z = None, None
+        incumbent, z, incumbent_window = None, None, None
         if (target / "curve.csv").is_file():
-            incumbent_curve = pd.read_csv(target / "curve.csv")
-            incumbent = training_mean(incumbent_curve, window)
+            incumbent_curve = read_curve(target / "curve.csv")
+            incumbent, incumbent_window = training_mean(incumbent_curve, window), min(window, len(incumbent_curve))
             z = welch_z(curve["mean_return"].tail(window), incumbent_curve["mean_return"].tail(window))
         promoted = force or incumbent is None or (candidate > incumbent and z > min_z)
         if promoted:
             if target.exists():
                 target.rename(old)
             stage.rename(target)
-        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted, z)
+        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted, z, incumbent_window)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

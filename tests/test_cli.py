@@ -277,3 +277,46 @@ def test_interrupted_training_says_whether_there_is_anything_to_resume(tmp_path)
     assert "nothing was saved" in nothing and "without --resume" in nothing
     (tmp_path / CHECKPOINT).write_bytes(b"")
     assert "at iteration 5" in interrupted_advice(tmp_path, 5) and "--resume --out" in interrupted_advice(tmp_path, 5)
+
+
+def test_plugin_mistakes_are_named(tmp_path):
+    """A class that reuses a built-in's name, an entry point that fails to import or is named unlike its
+    class, a missing attribute, an `unavailable` that raises: each is said in one line, on stderr."""
+    (tmp_path / "clash2.py").write_text(textwrap.dedent("""
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        class UCB1(BetaCountsAgent):  # the built-in's class name too: still another algorithm
+            name = "ucb1"
+
+        class Picky(BetaCountsAgent):
+            name = "picky"
+
+            @classmethod
+            def unavailable(cls, cell, spec):
+                raise ValueError("cannot decide")
+    """))
+    (tmp_path / "ep_agents.py").write_text(textwrap.dedent("""
+        from rl2bench.algorithms.bandit_common import BetaCountsAgent
+
+        class Softmax(BetaCountsAgent):
+            name = "softmax-ep"
+    """))
+    (tmp_path / "broken_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    info = tmp_path / "ep_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[rl2bench.algorithms]\nsoftmax = ep_agents:Softmax\n"
+                                           "raiser = broken_mod:Nothing\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    clash = run_cli("run", "--task", "mab", "--algos", "ucb1,clash2:UCB1", "--cells", "n10-k3", cwd=tmp_path, env=env)
+    assert clash.returncode == 2 and "already registered" in clash.stderr, clash.stderr
+    listed = run_cli("list", "--task", "mab", cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and "softmax-ep" in listed.stdout and "warning" not in listed.stdout
+    assert "entry point 'raiser'" in listed.stderr and "RuntimeError: boom at import" in listed.stderr
+    assert "use --algos softmax-ep" in listed.stderr
+    named = run_cli("run", "--task", "mab", "--algos", "raiser", "--cells", "n10-k3", cwd=tmp_path, env=env)
+    assert named.returncode == 2 and "'raiser' failed to load: RuntimeError" in named.stderr, named.stderr
+    for algos, needle in (("clash2:Nope", "has no 'Nope'"), ("clash2:Picky", "picky.unavailable on n10-k3 failed: "
+                                                                            "ValueError: cannot decide")):
+        result = run_cli("run", "--task", "mab", "--algos", algos, "--cells", "n10-k3", cwd=tmp_path)
+        assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -624,3 +624,22 @@ def test_a_cell_the_paper_did_not_run_is_normalized_by_measured_references(tmp_p
     assert row["normalized"] == pytest.approx((row["mean_return"] - refs["random"]) / span)
     meta = json.loads((tmp_path / "own" / "meta.json").read_text())
     assert meta["normalized_by"]["source"] == trainer.norm_source and meta["paper"] == {}
+
+
+def test_train_says_when_a_run_stopped_early_or_is_already_complete(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--task", "mab", "--cell", "n10-k3", "--set", "batch_steps=500", "--set", "hidden=8",
+            "--out", str(out), "--no-progress"]
+    assert main([*base, "--iters", "3", "--minutes", "0.0001"]) == 0  # stops after its first iteration
+    err = capsys.readouterr().err
+    assert "stopped by --minutes at iteration 1" in err and f"--resume --out {out}" in err and "done:" not in err
+    resume = ["train", "--task", "mab", "--cell", "n10-k3", "--resume", "--out", str(out), "--no-progress"]
+    assert main(resume) == 0 and "done: iteration 3" in capsys.readouterr().err
+    meta = (out / "meta.json").read_text()
+    assert main(resume) == 0 and "is complete at iteration 3" in capsys.readouterr().err
+    assert (out / "meta.json").read_text() == meta  # nothing rewritten, no false "resumed" entry
+    assert main([*resume, "--iters", "2"]) == 2 and "already at iteration 3" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--task", "mab", "--cell", "n10-k3", "--init-from", str(tmp_path / "nope"),
+                 "--out", str(fresh)]) == 2
+    assert not fresh.exists()  # a refused start leaves no empty run folder

@@ -35,14 +35,12 @@ def policy_path(task: str, cell: str) -> Path:
     return zoo_dir() / task / cell / POLICY_FILE
 
 
-def train_hint(task: str, cell: str) -> str:
-    """The command that trains the missing policy straight into the zoo (path relative when under cwd)."""
-    out = zoo_dir() / task / cell
-    try:
-        out = out.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return f"python -m rl2bench train --task {task} --cell {cell} --preset fast --out {out}"
+def train_hint(task: str, cell: str, preset: str = "fast") -> str:
+    """The commands that train the missing policy and install it in the zoo (``zoo --promote``: the one
+    way into the zoo, which checks the run's files agree and swaps the cell folder in whole)."""
+    run = f"runs/rl2/{task}-{cell}"
+    return (f"python -m rl2bench train --task {task} --cell {cell} --preset {preset} --out {run}, then "
+            f"python -m rl2bench zoo --promote {run}")
 
 
 def policy_version(path: Path) -> str:
@@ -210,7 +208,7 @@ class RL2Maze(_RecurrentPolicyAgent):
             two = dataclasses.replace(cell, episodes=2).name
             return (f"rl2 has no trained maze policy for {cell.name} (nor {two}, nor {PAPER_MAZE_TRAINING_CELL}) "
                     f"in {zoo_dir()}; "
-                    f"train one with: {train_hint('maze', two).replace('fast', 'maze-fast')}")
+                    f"train one with: {train_hint('maze', two, 'maze-fast')}")
         return None
 
     def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None):

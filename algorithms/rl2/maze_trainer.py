@@ -51,10 +51,12 @@ from .trainer import (
     _atomic_text,
     _on_cpu,
     _torch_gen,
+    already_complete,
     apply_overrides,
     check_resumed_identity,
     curve_columns,
     device_label,
+    end_message,
     interrupted_advice,
     run_device,
     training_device,
@@ -435,6 +437,8 @@ def train_command(args) -> int:
         if args.iters < trainer.iteration:
             raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    if args.resume and already_complete(trainer, out):
+        return 0
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
           f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
@@ -443,7 +447,5 @@ def train_command(args) -> int:
     except KeyboardInterrupt:
         print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
         return 130
-    last = trainer.curve[-1] if trainer.curve else {}
-    print(f"done: iteration {trainer.iteration}, mean trial return {last.get('mean_return', float('nan')):.3f}, "
-          f"{trainer.wall_seconds:.0f} s; policy in {out / POLICY}", file=sys.stderr)
+    print(end_message(trainer, out), file=sys.stderr)
     return 0

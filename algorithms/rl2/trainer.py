@@ -42,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -746,6 +747,26 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
     trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
 
 
+def already_complete(trainer: Any, out: Path) -> bool:
+    """A resumed run that has reached its ``--iters``: say so instead of rewriting its files."""
+    if trainer.iteration < trainer.cfg.iters:
+        return False
+    print(f"{out} is complete at iteration {trainer.iteration} (its --iters): nothing to do; pass a larger --iters "
+          f"to train it further", file=sys.stderr)
+    return True
+
+
+def end_message(trainer: Any, out: Path) -> str:
+    """The last line of ``train``: finished, or stopped by ``--minutes`` with how to go on."""
+    mean = (trainer.curve[-1] if trainer.curve else {}).get("mean_return", float("nan"))
+    head = (f"iteration {trainer.iteration}, mean trial return {mean:.3f}, {trainer.wall_seconds:.0f} s; policy in "
+            f"{out / POLICY}")
+    if trainer.iteration >= trainer.cfg.iters:
+        return f"done: {head}"
+    return (f"stopped by --minutes at {head} (partial: --iters {trainer.cfg.iters} not reached; continue with "
+            f"--resume --out {out})")
+
+
 def interrupted_advice(out: Path, saved_iteration: int) -> str:
     """What to do after Ctrl-C: resume from the last checkpoint, or start again if none was written."""
     if not (out / CHECKPOINT).exists():
@@ -786,14 +807,22 @@ def train_command(args) -> int:
         cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
+        created = not out.exists()
         writable_folder(out, "--out")
         trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
-            trainer.init_from(args.init_from)
+            try:
+                trainer.init_from(args.init_from)
+            except UserError:
+                if created:  # leave no empty run folder behind a refused start
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
     if args.iters:
         if args.iters < trainer.iteration:
             raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
         trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    if args.resume and already_complete(trainer, out):
+        return 0
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
           f"{trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
@@ -808,8 +837,5 @@ def train_command(args) -> int:
     except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
         print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
         return 130
-    last = trainer.curve[-1] if trainer.curve else {}
-    mean = last.get("mean_return", float("nan"))
-    print(f"done: iteration {trainer.iteration}, mean trial return {mean:.3f}, {trainer.wall_seconds:.0f} s; "
-          f"policy in {out / POLICY}", file=sys.stderr)
+    print(end_message(trainer, out), file=sys.stderr)
     return 0
