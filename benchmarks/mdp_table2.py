@@ -3,7 +3,7 @@
 
 Target: at most 60 s wall on 2 idle cores. Prints the wall time, the load average around the run (timings
 on a shared machine are inflated by the others' load: report both) and the worker seconds per algorithm
-(tuning + evaluation, summed over cells), and appends one JSON line to benchmarks/mdp_table2_runs.jsonl.
+(tuning + evaluation, summed over cells), and appends one JSON line to benchmarks/results/mdp_table2_runs.jsonl.
 With ``--jobs 1`` everything runs in this process, so its CPU time is measured too: CPU / 2 is what two
 idle cores would need at best, a figure much less sensitive to the machine's load than the wall time.
 
@@ -25,7 +25,7 @@ from rl2bench.registry import get_family
 from rl2bench.results import append_jsonl
 
 TARGET_SECONDS = 60.0
-LOG = Path(__file__).resolve().parent / "mdp_table2_runs.jsonl"
+LOG = Path(__file__).resolve().parent / "results" / "mdp_table2_runs.jsonl"
 
 
 def main() -> None:
