@@ -79,7 +79,6 @@ def _load_builtins() -> None:
 def _warn(message: str) -> None:
     """A plugin problem, said once: on stderr, by the main process (not again by every worker)."""
     import multiprocessing
-    import sys
 
     if multiprocessing.current_process().name == "MainProcess":
         print(f"rl2bench: warning: {message}", file=sys.stderr)
