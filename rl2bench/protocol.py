@@ -181,24 +181,25 @@ class Job:
 def _execute(job: Job) -> tuple[Job, TrialOutcome]:
     family = get_family(job.task)
     cell = family.parse_cell(job.cell)
+    outcome = _guarded(f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})",
+                       play_trials, family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed,
+                       job.phase, job.chunk)
+    return job, outcome
+
+
+def _guarded(what: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Run an algorithm's code (its trials, ``grid``, ``prepare``, ``unavailable``); what it raises becomes
+    one clear line naming ``what``, not a worker's traceback."""
     try:
-        return job, play_trials(family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed,
-                                job.phase, job.chunk)
+        return function(*args)
     except UserError:
         raise
     except Exception as exc:
-        raise AlgorithmFailed.from_exception(
-            f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})", exc) from None
+        raise AlgorithmFailed.from_exception(what, exc) from None
 
 
 def _call(agent_cls: type[Agent], cell: Cell, what: str, method: Callable[..., Any], *args: Any) -> Any:
-    """Call an algorithm's class method (``grid``, ``prepare``); what it raises becomes one clear line."""
-    try:
-        return method(*args)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise AlgorithmFailed.from_exception(f"{agent_cls.name}.{what} on {cell.name}", exc) from None
+    return _guarded(f"{agent_cls.name}.{what} on {cell.name}", method, *args)
 
 
 #: Jobs per wave where the backend returns whole lists only (Ray): what an interruption can lose.

@@ -79,6 +79,15 @@ def read_rows(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _check_complete(rows: pd.DataFrame, instances: int | None, what: str, source: Path) -> None:
+    """One evaluation's rows hold every instance 0..n-1 once, each with a number for its return."""
+    numbers = pd.to_numeric(rows["return"], errors="coerce")
+    complete = instances is None or (len(rows) == instances and set(rows["instance"]) == set(range(instances)))
+    if not (complete and numbers.notna().all()):
+        raise DamagedRun(f"{source} holds {len(rows)} rows for {what} where the run has {instances} instances "
+                         f"with a return each (damaged or cut?)")
+
+
 class RunStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -116,6 +125,7 @@ class RunStore:
         evaluation runs again (from its chunks where they are still on disk), and the merged file is
         written back from results.csv where that holds it, so a fresh clone reuses every stored result."""
         merged: list[pd.DataFrame | None] = []  # results.csv, read once and only if needed
+        instances = self.config().get("instances")
 
         def stored() -> pd.DataFrame | None:
             if not merged:
@@ -133,14 +143,14 @@ class RunStore:
                 cell, algo = str(meta["cell"]), str(meta["algorithm"])
                 if own.exists():
                     rows = read_rows(own)
-                    self._check_complete(rows, f"{cell}/{algo}", own)
+                    _check_complete(rows, instances, f"{cell}/{algo}", own)
                 else:
                     every = stored()
                     if every is None:
                         raise DamagedRun(f"{marker} marks {cell}/{algo} evaluated, but neither {own.name} nor "
                                          f"results.csv holds its rows")
                     rows = every[(every["cell"].astype(str) == cell) & (every["algorithm"] == algo)]
-                    self._check_complete(rows, f"{cell}/{algo}", self.root / "results.csv")
+                    _check_complete(rows, instances, f"{cell}/{algo}", self.root / "results.csv")
                     rows = rows.dropna(axis="columns", how="all")  # other algorithms' metric columns
                     if repair:
                         write_text_atomic(own, rows.to_csv(index=False))
@@ -153,18 +163,6 @@ class RunStore:
                 continue
             frames.append(rows)
         return frames
-
-    def _complete(self, rows: pd.DataFrame) -> bool:
-        n = self.config().get("instances")
-        numbers = pd.to_numeric(rows["return"], errors="coerce")
-        return (n is None or (len(rows) == n and set(rows["instance"]) == set(range(n)))) and bool(
-            numbers.notna().all())
-
-    def _check_complete(self, rows: pd.DataFrame, what: str, source: Path) -> None:
-        if not self._complete(rows):
-            n = self.config().get("instances")
-            raise DamagedRun(f"{source} holds {len(rows)} rows for {what} where the run has {n} instances with "
-                             f"a return each (damaged or cut?)")
 
     def restore_merged_rows(self) -> None:
         """Before ``--resume``: check every stored evaluation; rebuild the merged rows a committed folder
@@ -304,8 +302,9 @@ class RunStore:
             merged = self.root / "results.csv"
             if merged.exists():
                 rows = read_rows(merged)
+                instances = self.config().get("instances")
                 for (cell, algo), group in rows.groupby(["cell", "algorithm"]):
-                    self._check_complete(group, f"{cell}/{algo}", merged)
+                    _check_complete(group, instances, f"{cell}/{algo}", merged)
                 return rows
             raise UserError(f"{self.root} holds no finished evaluation yet")
         return pd.concat(frames, ignore_index=True)

@@ -51,7 +51,7 @@ from .trainer import (
     _atomic_text,
     _on_cpu,
     _torch_gen,
-    already_complete,
+    apply_iters,
     apply_overrides,
     check_resumed_identity,
     curve_columns,
@@ -433,11 +433,7 @@ def train_command(args) -> int:
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
         writable_folder(out, "--out")
         trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
-    if args.iters:
-        if args.iters < trainer.iteration:
-            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
-        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
-    if args.resume and already_complete(trainer, out):
+    if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "

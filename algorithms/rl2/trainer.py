@@ -747,9 +747,14 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
     trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
 
 
-def already_complete(trainer: Any, out: Path) -> bool:
-    """A resumed run that has reached its ``--iters``: say so instead of rewriting its files."""
-    if trainer.iteration < trainer.cfg.iters:
+def apply_iters(trainer: Any, args: Any, out: Path) -> bool:
+    """Apply ``--iters`` (a total, never below what is trained); True when a resumed run has reached it
+    already: say so instead of rewriting its files (both trainers' ``train_command``)."""
+    if args.iters:
+        if args.iters < trainer.iteration:
+            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
+        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    if not args.resume or trainer.iteration < trainer.cfg.iters:
         return False
     print(f"{out} is complete at iteration {trainer.iteration} (its --iters): nothing to do; pass a larger --iters "
           f"to train it further", file=sys.stderr)
@@ -817,11 +822,7 @@ def train_command(args) -> int:
                 if created:  # leave no empty run folder behind a refused start
                     shutil.rmtree(out, ignore_errors=True)
                 raise
-    if args.iters:
-        if args.iters < trainer.iteration:
-            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
-        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
-    if args.resume and already_complete(trainer, out):
+    if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
           f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
