@@ -107,7 +107,8 @@ def test_run_table_check_and_a_user_algorithm_from_module_path(tmp_path):
     assert table.returncode == 0 and "greedy" in table.stdout
 
     check = run_cli("check", str(out), "--against", "paper", cwd=tmp_path)
-    assert check.returncode in (0, 1) and "random" in check.stdout
+    assert check.returncode == 0, check.stdout  # random and greedy agree with the paper at this seed
+    assert "random" in check.stdout and "greedy" in check.stdout
 
 
 def test_a_clashing_user_algorithm_is_a_clear_error(tmp_path):

@@ -34,11 +34,21 @@ def test_chunks_cover_every_instance_once():
     assert [len(p) for p in chunks(10, 4)] == [4, 4, 2]
 
 
-def test_instances_do_not_depend_on_chunking():
+def test_instances_do_not_depend_on_chunking(monkeypatch):
+    """The instances a chunk plays are its rows of the whole phase's draw, not a draw of its own."""
     cell = FAM.parse_cell("n5-k3")
-    whole = FAM.sample(cell, seeding.instance_rng(0, "eval", "mab", cell.name), 1000)["arm_means"]
-    again = FAM.sample(cell, seeding.instance_rng(0, "eval", "mab", cell.name), 1000)["arm_means"]
-    np.testing.assert_array_equal(whole, again)
+    played, make_env = [], FAM.make_env
+
+    def recording(c, instances, rng):
+        played.append(instances["arm_means"])
+        return make_env(c, instances, rng)
+
+    monkeypatch.setattr(FAM, "make_env", recording)
+    for chunk in (0, 1):
+        play_trials(FAM, cell, ALGOS["random"], {}, 300, 0, "eval", chunk=chunk)
+    whole = FAM.sample(cell, seeding.instance_rng(0, "eval", "mab", cell.name), 300)["arm_means"]
+    assert FAM.chunk_size == 250 and [len(x) for x in played] == [250, 50]
+    np.testing.assert_array_equal(np.concatenate(played), whole)
 
 
 def test_seeded_trials_are_deterministic_and_seed_sensitive():
@@ -74,7 +84,16 @@ def _results(store: RunStore) -> pd.DataFrame:
 
 @pytest.mark.parametrize("backend", ["loky", "dask", "waves"])
 def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkeypatch, backend):
-    frames = []
+    from joblib.parallel import get_active_backend
+
+    frames, engines = [], []
+    real_parallel = protocol.Parallel
+
+    def recording_parallel(*args, **kwargs):  # which joblib backend the protocol's jobs went to
+        engines.append(type(get_active_backend()[0]).__name__)
+        return real_parallel(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "Parallel", recording_parallel)
     for jobs in (1, 2):
         store = RunStore(tmp_path / f"j{jobs}")
         cfg = _config(n_jobs=jobs)
@@ -88,6 +107,7 @@ def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkey
         frames.append(_results(store))
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert len(frames[0]) == 2 * 3 * 300
+    assert engines[-1] == ("DaskDistributedBackend" if backend == "dask" else "LokyBackend")
 
 
 def test_backend_errors_are_one_line(monkeypatch):
@@ -112,6 +132,26 @@ def test_tuning_uses_tuning_instances_and_records_the_choice(tmp_path):
     best = max(rows.values(), key=lambda r: r["mean"])
     meta = json.loads((tmp_path / "r/parts/eval/n10-k3/ucb1.json").read_text())
     assert meta["setting"] == best["setting"]
+
+
+def test_tuning_never_plays_an_evaluation_instance(tmp_path, monkeypatch):
+    """Grid search sees only tuning instances: no instance a tuning job plays is one the evaluation plays."""
+    played: dict[str, set] = {"tune": set(), "eval": set()}
+    phase = []
+    _watch_jobs(monkeypatch, lambda job: phase.append(job.phase))
+    make_env = FAM.make_env
+
+    def recording(cell, instances, rng):
+        played[phase[-1]].update(map(tuple, instances["arm_means"].round(12)))
+        return make_env(cell, instances, rng)
+
+    monkeypatch.setattr(FAM, "make_env", recording)
+    store = RunStore(tmp_path / "r")
+    cfg = _config(cells=["n10-k3"])
+    store.open(cfg.identity(), resume=False)
+    run_benchmark(cfg, store, progress=False)
+    assert len(played["tune"]) == 200 and len(played["eval"]) == 300
+    assert not played["tune"] & played["eval"]
 
 
 def _watch_jobs(monkeypatch, what, die_at: int | None = None) -> list:
@@ -154,6 +194,31 @@ def test_resume_skips_finished_work(tmp_path, monkeypatch):
     key = ["cell", "algorithm", "instance"]
     pd.testing.assert_frame_equal(resumed.sort_values(key).reset_index(drop=True),
                                   fresh.results().sort_values(key).reset_index(drop=True))
+
+
+def test_resume_after_a_kill_between_the_last_chunk_and_its_marker(tmp_path, monkeypatch):
+    """Every chunk of an evaluation stored, the run killed before the completion marker: --resume must
+    complete it from the stored chunks, neither losing its rows nor playing it again."""
+    cfg = _config(cells=["n10-k3"], algorithms=[ALGOS["random"], ALGOS["greedy"]])
+    store = RunStore(tmp_path / "r")
+    store.open(cfg.identity(), resume=False)
+    real_complete = RunStore.complete_eval
+
+    killed_algorithm = []
+
+    def killed(self, task, cell, algorithm, *args, **kwargs):
+        killed_algorithm.append(algorithm)
+        raise KeyboardInterrupt  # after the evaluation's last chunk was saved, before its marker
+
+    monkeypatch.setattr(RunStore, "complete_eval", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, store, progress=False)
+    monkeypatch.setattr(RunStore, "complete_eval", real_complete)
+    calls = _watch_jobs(monkeypatch, lambda job: (job.phase, job.agent_cls.name))
+    store.open(cfg.identity(), resume=True)
+    run_benchmark(cfg, store, progress=False)
+    assert len(killed_algorithm) == 1 and killed_algorithm[0] not in {name for _, name in calls}
+    assert store.results().groupby("algorithm").size().to_dict() == {"greedy": 300, "random": 300}
 
 
 def test_resume_with_one_more_algorithm_runs_only_its_jobs(tmp_path, monkeypatch):

@@ -61,7 +61,6 @@ def test_rollout_masks_match_the_episode_lengths(tmp_path):
     torch.testing.assert_close(logits[valid], batch.logits[valid], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.heavy
 def test_resume_continues_exactly(tmp_path):
     full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
     full.run(progress=False)

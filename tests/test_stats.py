@@ -26,8 +26,42 @@ def test_summary_marks_best_and_ties_but_not_clearly_worse():
     assert summary.loc["a", "best"] or summary.loc["b", "best"]
     assert summary.loc["a", "marked"] and summary.loc["b", "marked"]
     assert not summary.loc["c", "marked"] and summary.loc["c", "p_value"] < 1e-10
-    assert np.isclose(summary.loc["c", "se"], summary.loc["c", "se"])
+    c = rows_of(rows, "c")
+    assert np.isclose(summary.loc["c", "se"], c.std(ddof=1) / np.sqrt(len(c)))
     np.testing.assert_allclose(summary["n"], 1000)
+
+
+def rows_of(rows: list[dict], algo: str) -> np.ndarray:
+    return np.array([r["return"] for r in rows if r["algorithm"] == algo])
+
+
+def _shifted_cell(shifts: dict[str, float]) -> pd.DataFrame:
+    """One cell: algorithm "best" and copies of its returns shifted down (same spread, known t)."""
+    best = np.random.default_rng(1).normal(10.0, 1.0, 1000)
+    rows = [{"task": "mab", "cell": "c", "algorithm": algo, "instance": i, "return": v}
+            for algo, x in [("best", best), *((a, best - s) for a, s in shifts.items())] for i, v in enumerate(x)]
+    return pd.DataFrame(rows)
+
+
+def test_marking_threshold_is_the_papers_five_percent():
+    # t = shift / sqrt(2 var / n): 0.057 -> p ~ 0.10 (not significant), 0.084 -> p ~ 0.03 (significant)
+    summary = stats.summarize(_shifted_cell({"close": 0.057, "apart": 0.084})).set_index("algorithm")
+    assert 0.05 < summary.loc["close", "p_value"] < 0.2 and 0.01 < summary.loc["apart", "p_value"] < 0.05
+    assert summary.loc["close", "marked"] and not summary.loc["apart", "marked"]
+
+
+def test_marked_cells_are_shown_as_marked_in_every_format():
+    from rl2bench.leaderboard import render_latex, render_markdown, render_terminal
+
+    summary = stats.summarize(_shifted_cell({"close": 0.057, "apart": 0.5}))
+    mean = summary.set_index("algorithm")["mean"]
+    best, close, apart = (f"{mean[a]:.2f}" for a in ("best", "close", "apart"))
+    page, latex, term = render_markdown(summary), render_latex(summary), render_terminal(summary)
+    for shown in (f"**{best}**", f"**{close}**"):
+        assert shown in page
+    assert apart in page and f"**{apart}**" not in page
+    assert f"\\textbf{{{close}}}" in latex and f"\\textbf{{{apart}}}" not in latex and apart in latex
+    assert f"*{close}" in term and f"*{apart}" not in term and apart in term
 
 
 def test_normalized_scores():
