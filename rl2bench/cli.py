@@ -62,12 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="tune and evaluate algorithms on a task's cells, write a leaderboard")
     p.add_argument("--task", required=True, help="task family (see `list`)")
-    p.add_argument("--algos", default="all", help="'all' or a comma list of names and module:Class paths")
-    p.add_argument("--cells", default="paper", help="'paper' (the paper's cells) or a comma list, e.g. n200-k20")
-    p.add_argument("--instances", type=_positive_int, default=1000, help="evaluation instances per cell")
+    p.add_argument("--algos", default="all",
+                   help="'all' (default: every baseline, and rl2 where it has a policy; variants such as "
+                        "ucb1-textbook only by name, see `list`) or a comma list of names and module:Class paths")
+    p.add_argument("--cells", default="paper",
+                   help="'paper' (default: the paper's cells) or a comma list, e.g. n200-k20")
+    p.add_argument("--instances", type=_positive_int, default=1000,
+                   help="evaluation instances per cell (default 1000)")
     p.add_argument("--tune-instances", type=_positive_int, default=None,
                    help="tuning instances per cell (disjoint from evaluation; default: the family's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of every random stream")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of every random stream (default 0)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/<task>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out, skipping finished jobs; an agent whose one setting "
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None,
                    help="'fast' (CPU-sized TRPO, default), 'ppo' (fast sizes, PPO update), 'ppo-sgd' (the "
                         "authors' released update: PPO epochs over trial minibatches) or 'paper' (Appendix A); "
-                        "maze: maze-fast, maze")
+                        "maze: maze-fast (default; 'fast' means it) or maze ('paper' means it)")
     p.add_argument("--iters", type=_positive_int, default=None,
                    help="train until this many iterations in total")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="root seed of the training streams (default 0)")
@@ -175,8 +179,10 @@ def cmd_list(args) -> int:
         for name, cls in algorithms(fam.name).items():
             grid = cls.grid(example, fam.spec(example))
             summary = (cls.__doc__ or "").strip().split("\n")[0]
-            rows.append([name, grid_summary(grid), textwrap.shorten(summary, 70, placeholder="...")])
-        print(tabulate(rows, ["algorithm", f"grid (at {example.name})", "description"], tablefmt="simple"))
+            in_all = "by name" if cls.exclude_from_all else "yes"
+            rows.append([name, in_all, grid_summary(grid), textwrap.shorten(summary, 70, placeholder="...")])
+        print(tabulate(rows, ["algorithm", "in `all`", f"grid (at {example.name})", "description"],
+                       tablefmt="simple"))
         print()
     return 0
 

@@ -61,6 +61,13 @@ def test_list_names_families_cells_and_grids(capsys):
     for word in ("n500-k50", "ucb1", "gittins", "ots", "11 settings: c in {0, 0.1, ..., 1}",
                  "20 settings: samples in {1, 2, ..., 20}"):
         assert word in out
+    # the in-`all` column says what `--algos all` runs
+    from rl2bench.registry import resolve_algorithms
+
+    in_all = {cls.name for cls in resolve_algorithms("all", "mab")}
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[4:] if line.strip()}
+    assert "ucb1-textbook" not in in_all and lines["ucb1-textbook"] == "by"
+    assert "ucb1" in in_all and lines["ucb1"] == "yes"
 
 
 def test_grid_summary_lists_each_key_with_its_values():
