@@ -18,21 +18,6 @@ from .base import grid_product
 TINY = np.float32(np.finfo(np.float32).tiny)
 
 
-def sample_beta_gammas(
-    rng: np.random.Generator, a: np.ndarray, b: np.ndarray, size: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gamma(a) and Gamma(b) variates (float32) whose ratio X / (X + Y) is Beta(a, b)."""
-    # numpy's sampler is ~2x faster on a contiguous shape array than on a broadcast view.
-    a_full = np.ascontiguousarray(np.broadcast_to(a, size))
-    b_full = np.ascontiguousarray(np.broadcast_to(b, size))
-    x = rng.standard_gamma(a_full, dtype=np.float32)
-    y = rng.standard_gamma(b_full, dtype=np.float32)
-    # A float32 Gamma(1) variate can underflow to 0; its log-density weight (a - 1) is then 0 anyway.
-    np.maximum(x, TINY, out=x)
-    np.maximum(y, TINY, out=y)
-    return x, y
-
-
 def sample_gamma_integer(rng: np.random.Generator, k: np.ndarray, draws: int) -> np.ndarray:
     """``draws`` Gamma(k) variates (float32) per entry of the integer-valued vector ``k`` >= 1.
 

@@ -47,6 +47,12 @@ def summarize(results: pd.DataFrame, alpha: float = ALPHA, references: frozenset
     return pd.DataFrame(rows)
 
 
+def normalize(value: float, lower: float, upper: float) -> float:
+    """(value - lower) / (upper - lower): the paper's normalized score (Figures 2-3: random = 0, Gittins
+    or OPSRL = 1); NaN when the two references coincide."""
+    return (value - lower) / (upper - lower) if upper != lower else float("nan")
+
+
 def normalized_scores(summary: pd.DataFrame, lower: str, upper: str) -> pd.Series:
     """(mean - mean[lower]) / (mean[upper] - mean[lower]) per cell (paper Figures 2-3: random = 0,
     Gittins or OPSRL = 1); NaN where a reference algorithm is missing from the cell."""
@@ -55,7 +61,7 @@ def normalized_scores(summary: pd.DataFrame, lower: str, upper: str) -> pd.Serie
     for _, row in summary.iterrows():
         if lower in means.columns and upper in means.columns:
             lo, hi = means.at[row["cell"], lower], means.at[row["cell"], upper]
-            out.append((row["mean"] - lo) / (hi - lo) if hi != lo else np.nan)
+            out.append(normalize(row["mean"], lo, hi))
         else:
             out.append(np.nan)
     return pd.Series(out, index=summary.index, name="normalized")

@@ -27,6 +27,7 @@ from scipy import stats
 
 from rl2bench.errors import UserError
 from rl2bench.results import DamagedRun, read_json
+from rl2bench.stats import normalize
 
 COLUMNS = ["task", "cell", "status", "preset", "seed", "iterations", "env_steps", "wall_seconds",
            "final_batch_mean", "paper_rl2", "total_env_steps", "total_wall_seconds", "initialized_from"]
@@ -177,12 +178,13 @@ def plot_curves(root: Path, path: Path, smooth: int = 25) -> None:
             curve = pd.read_csv(curve_path)
             if curve["normalized"].isna().all():
                 continue
-            steps = (curve["env_steps"] + inherited(json.loads(meta_path.read_text()))[0]) / 1e6
+            meta = json.loads(meta_path.read_text())
+            steps = (curve["env_steps"] + inherited(meta)[0]) / 1e6
             line = ax.plot(steps, curve["normalized"].rolling(smooth, min_periods=1).mean(),
                            lw=1.1, label=folder.name)[0]
-            paper = json.loads(meta_path.read_text()).get("paper") or {}
+            paper = meta.get("paper") or {}
             if {"random", "reference", "rl2"} <= paper.keys():
-                level = (paper["rl2"] - paper["random"]) / (paper["reference"] - paper["random"])
+                level = normalize(paper["rl2"], paper["random"], paper["reference"])
                 if math.isfinite(level):
                     ax.plot([steps.iloc[-1]], [level], marker="<", color=line.get_color())
         ax.axhline(1.0, color="k", ls="--", lw=0.7)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rl2bench.registry import register_family
 
-from .base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
+from .base import Cell, CellOutOfRange, EnvSpec, StepResult, TaskFamily, VecEnv
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class MDPCell(Cell):
     a: int = 5  # actions
     t: int = 10  # steps per episode
     _prefixes: ClassVar[dict[str, str]] = {"n": "n", "s": "s", "a": "a", "t": "t"}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.a < 2:
+            raise CellOutOfRange(f"a{self.a}: an MDP needs at least 2 actions to choose between")
 
 
 class MDPEnv(VecEnv):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from rl2bench.algorithms.gittins import compute_calibrated_index_table, whittle_index
-from rl2bench.algorithms.thompson import sample_beta_gammas
 from rl2bench.registry import algorithms, get_family
 
 FAM = get_family("mab")
@@ -64,15 +63,6 @@ def test_ucb1_index_by_hand():
     feed(agent0, 0, 1)
     feed(agent0, 1, 0)
     assert (agent0.act(None) == 0).all()  # c = 0 is greedy
-
-
-def test_gamma_ratio_sampler_gives_beta_moments():
-    rng = np.random.default_rng(3)
-    a, b = np.float32(3.0), np.float32(7.0)
-    x, y = sample_beta_gammas(rng, np.array([a]), np.array([b]), (200000, 1))
-    theta = x / (x + y)
-    assert abs(theta.mean() - 0.3) < 0.003
-    assert abs(theta.var() - 3 * 7 / (10**2 * 11)) < 0.001
 
 
 def test_ts_prefers_the_arm_with_strong_evidence():

@@ -16,9 +16,9 @@ from rl2bench.algorithms.base import Agent
 from rl2bench.algorithms.rl2 import agent as rl2_agent
 from rl2bench.algorithms.rl2.policy import Policy
 from rl2bench.algorithms.rl2.rollout import (
+    TaskShape,
     TorchTabularMDP,
     collect,
-    parse_mdp_cell,
     sample_instances,
     task_shape,
 )
@@ -65,12 +65,15 @@ def test_tabular_mdp_follows_deterministic_transitions():
     assert int(s) == 0 and float(done) == 1.0
 
 
-def test_mdp_cell_parser():
-    assert parse_mdp_cell("n25") == {"n": 25, "states": 10, "actions": 5, "horizon": 10}
-    assert parse_mdp_cell("n10-s3-t4")["states"] == 3
+def test_mdp_cell_shapes_come_from_the_family():
+    assert task_shape("mdp", "n25") == TaskShape("mdp", "n25", 10, 5, 10, 25)
+    small = task_shape("mdp", "n10-s3-t4")
+    assert (small.n_states, small.horizon, small.trial_len) == (3, 4, 40)
     for bad in ("k10", "n10-n3", "n0", "n10-a1", "10"):
         with pytest.raises(UserError):
-            parse_mdp_cell(bad)
+            task_shape("mdp", bad)
+    with pytest.raises(UserError, match="rl2 trains on tasks"):
+        task_shape("cartpole", "n10")
 
 
 def _zoo_with(tmp_path, monkeypatch, trainer: Trainer) -> None:
@@ -310,6 +313,21 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "rl2bench train" in err
 
 
+def test_every_numeric_setting_has_a_valid_range():
+    """--set key=value is range-checked: a new numeric field of either trainer needs its range."""
+    import dataclasses
+
+    from rl2bench.algorithms.rl2.maze_trainer import MazeTrainConfig
+    from rl2bench.algorithms.rl2.trainer import _RANGES, TrainConfig
+
+    unbounded = {"gru_update_bias"}  # any real number is a valid initial update-gate bias
+    for config in (TrainConfig, MazeTrainConfig):
+        for field in dataclasses.fields(config):
+            numeric = isinstance(field.default, int | float) and not isinstance(field.default, bool)
+            if numeric and field.name not in unbounded:
+                assert field.name in _RANGES, f"{config.__name__}.{field.name} has no range"
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--task", "mab", "--cell", "n10"],
     ["train", "--task", "maze", "--cell", "n10"],
@@ -323,6 +341,7 @@ def test_missing_policy_says_how_to_train(tmp_path, monkeypatch, capsys):
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo-sgd", "--set", "baseline_minibatches=16"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "ppo_minibatch_trials=8", "--set", "ppo_minibatches=2"],
     ["train", "--task", "maze", "--cell", "small-e2", "--set", "workers=0"],
+    ["train", "--task", "maze", "--cell", "small-e2", "--set", "value_lr=-1"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--resume", "--out", "/nonexistent/rl2"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--init-from", "/nonexistent/rl2", "--out", "/tmp/x-never"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--device", "tpu", "--out", "/tmp/x-never"],

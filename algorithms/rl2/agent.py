@@ -61,12 +61,17 @@ def _checked_version(path: Path, version: str | None) -> str:
 @lru_cache(maxsize=16)
 def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The policy network of a zoo file (cached per process and file version) and the file's metadata."""
-    import torch
-
     from .policy import Policy
 
+    return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"]))
+
+
+def _load_network(path: str, build: Any) -> tuple[Any, dict[str, Any]]:
+    """``build(metadata)`` makes the network; the file's weights go into it, in eval mode."""
+    import torch
+
     data = torch.load(path, map_location="cpu", weights_only=False)
-    net = Policy(data["n_states"], data["n_actions"], data["hidden"])
+    net = build(data)
     net.load_state_dict(data["state_dict"])
     net.eval()
     return net, {k: v for k, v in data.items() if k != "state_dict"}
@@ -161,15 +166,9 @@ class RL2(_RecurrentPolicyAgent):
 @lru_cache(maxsize=4)
 def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The maze network of a zoo file written by ``maze_trainer`` (cached per process) and its metadata."""
-    import torch
-
     from .conv_policy import ConvPolicy
 
-    data = torch.load(path, map_location="cpu", weights_only=False)
-    net = ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"]))
-    net.load_state_dict(data["state_dict"])
-    net.eval()
-    return net, {k: v for k, v in data.items() if k != "state_dict"}
+    return _load_network(path, lambda data: ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"])))
 
 
 PAPER_MAZE_TRAINING_CELL = "small-e2"  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps

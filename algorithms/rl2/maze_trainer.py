@@ -23,7 +23,6 @@ products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliase
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -38,6 +37,7 @@ import torch
 
 from rl2bench import seeding
 from rl2bench.errors import UserError, writable_folder
+from rl2bench.results import write_text_atomic
 
 from .conv_policy import ConvPolicy
 from .gae import discounted_returns, gae
@@ -48,19 +48,18 @@ from .trainer import (
     META,
     POLICY,
     _atomic_save,
-    _atomic_text,
     _on_cpu,
     _torch_gen,
     apply_iters,
     apply_overrides,
     check_resumed_identity,
-    curve_columns,
     device_label,
     end_message,
     interrupted_advice,
     run_device,
     training_device,
     training_loop,
+    write_curve,
 )
 from .trpo import fisher_subsample, trpo_step
 
@@ -365,12 +364,7 @@ class MazeTrainer:
         _atomic_save(self.state(), self.out / CHECKPOINT)
         _atomic_save(self.policy_file(), self.out / POLICY)
         if self.curve:
-            tmp = self.out / f".{CURVE}.tmp"
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=curve_columns(self.curve))
-                writer.writeheader()
-                writer.writerows(self.curve)
-            tmp.replace(self.out / CURVE)
+            write_curve(self.curve, self.out / CURVE)
         rollout = sum(r["rollout_seconds"] for r in self.curve)
         meta = {
             "status": "complete" if finished else "partial", "task": "maze", "cell": self.cell.name,
@@ -384,7 +378,7 @@ class MazeTrainer:
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": device_label(self.device),
         }
-        _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
+        write_text_atomic(self.out / META, json.dumps(meta, indent=2) + "\n")
         self.saved_iteration = self.iteration
 
     # ---- the loop ----------------------------------------------------------------------------------

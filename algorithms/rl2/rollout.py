@@ -2,14 +2,13 @@
 bandit and tabular-MDP environments themselves in torch (no Python loop over trials).
 
 Instances come from the TRAINING stream (``rl2bench.seeding.instance_rng(seed, "train", task, cell)``);
-evaluation and tuning instances are never seen during training. The MDP sampler here follows the paper
-(Section 3.2) so training can start before the MDP family lands; ``sample_instances`` is the one place to
-point at the family's own sampler later.
+evaluation and tuning instances are never seen during training. MDP instances are drawn here as the paper
+writes them (Section 3.2: ``rng.dirichlet`` transitions): the same distribution as ``tasks/mdp.py``'s
+sampler, with other draws; it stays so that every zoo run resumes on the stream it was trained on.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,52 +37,16 @@ class TaskShape:
         return self.horizon * self.n_episodes
 
 
-MDP_CELL_HELP = "n<episodes>[-s<states>][-a<actions>][-t<horizon>], e.g. n10"
-_MDP_PREFIX = {"n": "n", "s": "states", "a": "actions", "t": "horizon"}
-
-
-def parse_mdp_cell(name: str) -> dict[str, int]:
-    """``n10`` .. ``n100`` with optional ``-s<states>``, ``-a<actions>``, ``-t<horizon>`` (paper: 10, 5, 10).
-    A stand-in until ``rl2bench.tasks.mdp`` is merged; then its cell type is used instead."""
-    values = {"n": 0, "states": 10, "actions": 5, "horizon": 10}
-    seen = set()
-    for part in name.strip().split("-"):
-        m = re.fullmatch(r"([a-z])(\d+)", part)
-        if not m or m.group(1) not in _MDP_PREFIX or m.group(1) in seen:
-            raise UserError(f"invalid mdp cell {name!r}: expected {MDP_CELL_HELP}")
-        seen.add(m.group(1))
-        values[_MDP_PREFIX[m.group(1)]] = int(m.group(2))
-    if "n" not in seen or min(values.values()) < 1 or values["actions"] < 2:
-        raise UserError(f"invalid mdp cell {name!r}: expected {MDP_CELL_HELP}")
-    return values
-
-
 def task_shape(task: str, cell: str) -> TaskShape:
-    """Sizes of a cell; bandit cells go through the registered family, MDP cells through the family if
-    it is importable, else the stand-in parser."""
-    if task == "mab":
-        from rl2bench.registry import get_family
+    """Sizes of a cell, from the registered family's own cell names."""
+    if task not in TASKS:
+        raise UserError(f"rl2 trains on tasks {', '.join((*TASKS, 'maze'))}; got {task!r}")
+    from rl2bench.registry import get_family
 
-        family = get_family("mab")
-        parsed = family.parse_cell(cell)
-        spec = family.spec(parsed)
-        return TaskShape("mab", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
-    if task == "mdp":
-        family = _mdp_family()
-        if family is not None:  # the family's own cell names and sizes, once it is merged
-            parsed = family.parse_cell(cell)
-            spec = family.spec(parsed)
-            return TaskShape("mdp", parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
-        v = parse_mdp_cell(cell)
-        return TaskShape("mdp", cell.strip(), v["states"], v["actions"], v["horizon"], v["n"])
-    raise UserError(f"rl2 trains on tasks {', '.join((*TASKS, 'maze'))}; got {task!r}")
-
-
-def _mdp_family():
-    """The registered ``mdp`` family, or None while it is not part of this checkout."""
-    from rl2bench.registry import families
-
-    return families().get("mdp")
+    family = get_family(task)
+    parsed = family.parse_cell(cell)
+    spec = family.spec(parsed)
+    return TaskShape(task, parsed.name, spec.n_states, spec.n_actions, spec.horizon, spec.n_episodes)
 
 
 def sample_instances(shape: TaskShape, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:

@@ -56,6 +56,8 @@ import torch
 
 from rl2bench import seeding
 from rl2bench.errors import UserError, writable_folder
+from rl2bench.results import write_text_atomic
+from rl2bench.stats import normalize
 
 from .gae import discounted_returns, gae
 from .policy import Baseline, Policy
@@ -148,6 +150,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     # maze trainer fields
     "ridge": (0, math.inf, True), "pool": (1, math.inf, True), "workers": (1, math.inf, True),
     "games_per_worker": (1, math.inf, True), "value_steps": (0, math.inf, True),
+    "value_lr": (0, math.inf, False),
 }
 # Fields that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES}
@@ -241,7 +244,7 @@ def normalization_scores(task: str, cell: str) -> tuple[dict[str, float], str]:
 def normalized(value: float, refs: dict[str, float]) -> float:
     if "random" not in refs or "reference" not in refs:
         return float("nan")
-    return (value - refs["random"]) / (refs["reference"] - refs["random"])
+    return normalize(value, refs["random"], refs["reference"])
 
 
 def _torch_gen(np_rng: np.random.Generator) -> torch.Generator:
@@ -362,9 +365,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_text(text: str, path: Path) -> None:
+def write_curve(rows: list[dict[str, Any]], path: Path) -> None:
+    """The learning curve as CSV, replaced atomically (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=curve_columns(rows))
+        writer.writeheader()
+        writer.writerows(rows)
     os.replace(tmp, path)
 
 
@@ -501,7 +508,6 @@ class Trainer:
         ent_coef = self.entropy_coefficient()
         params = [p for p in self.policy.parameters() if p.requires_grad]
         surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
-        grad_norm = 0.0
         n_trials = x.shape[1]
         minibatches = _minibatch_count(n_trials, cfg.ppo_minibatch_trials, cfg.ppo_minibatches)
         start = torch.nn.utils.parameters_to_vector(params).detach().clone()
@@ -517,7 +523,8 @@ class Trainer:
                 loss = -(surr + ent_coef * entropy)
                 self.policy_optimizer.zero_grad()
                 loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                if math.isfinite(cfg.max_grad_norm):  # clipping at inf would scale by exactly 1
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.policy_optimizer.step()
 
         def surrogate_and_kl() -> tuple[float, float]:
@@ -535,7 +542,7 @@ class Trainer:
                 backtracks += 1
                 torch.nn.utils.vector_to_parameters(start + 0.5 ** backtracks * step, params)
                 surr_after, kl = surrogate_and_kl()
-        info = StepInfo(surr_before, surr_after, kl_full, kl, backtracks, True, grad_norm)
+        info = StepInfo(surr_before, surr_after, kl_full, kl, backtracks, True)
         return info, float(-(old_p * old_logp_all).sum(-1).mean())
 
     def _fit_baseline(self, x: torch.Tensor, returns: torch.Tensor) -> None:
@@ -593,7 +600,10 @@ class Trainer:
         return self
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
-        """Change the recipe of a resumed run from the next iteration on, and record it."""
+        """Change the recipe of a resumed run from the next iteration on, and record it (nothing to record
+        without overrides: a recorded change restarts the zoo's recipe window)."""
+        if not overrides:
+            return
         self.cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.baseline_lr
@@ -664,19 +674,13 @@ class Trainer:
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": device_label(self.device),
         }
-        _atomic_text(json.dumps(meta, indent=2) + "\n", self.out / META)
+        write_text_atomic(self.out / META, json.dumps(meta, indent=2) + "\n")
         self._plot()
         self.saved_iteration = self.iteration
 
     def _write_curve(self) -> None:
-        if not self.curve:
-            return
-        tmp = self.out / f".{CURVE}.tmp"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=curve_columns(self.curve))
-            writer.writeheader()
-            writer.writerows(self.curve)
-        os.replace(tmp, self.out / CURVE)
+        if self.curve:
+            write_curve(self.curve, self.out / CURVE)
 
     def _plot(self) -> None:
         """Normalized score per iteration, as in the paper's Figures 2-3 (random 0, reference 1)."""

@@ -68,7 +68,6 @@ class StepInfo:
     kl: float  # mean KL of the accepted step (0 when rejected)
     backtracks: int
     accepted: bool
-    grad_norm: float
 
 
 def trpo_step(module: nn.Module, evaluate: Callable[[], tuple[torch.Tensor, torch.Tensor]],
@@ -86,7 +85,7 @@ def trpo_step(module: nn.Module, evaluate: Callable[[], tuple[torch.Tensor, torc
     g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surr, params)])
     surr_before = float(surr.detach())
     if not torch.isfinite(g).all() or float(g.norm()) == 0.0:
-        return StepInfo(surr_before, surr_before, 0.0, 0.0, 0, False, float(g.norm()))
+        return StepInfo(surr_before, surr_before, 0.0, 0.0, 0, False)
     fvp = fisher_vector_product(fisher_kl(), params, damping)
     x = conjugate_gradient(fvp, g, cg_iters)
     shs = float(x @ fvp(x))
@@ -100,6 +99,6 @@ def trpo_step(module: nn.Module, evaluate: Callable[[], tuple[torch.Tensor, torc
             if k == 0:
                 kl_full = kl
             if kl <= max_kl and new_surr > surr_before:  # NaN fails both tests
-                return StepInfo(surr_before, new_surr, kl_full, kl, k, True, float(g.norm()))
+                return StepInfo(surr_before, new_surr, kl_full, kl, k, True)
         vector_to_parameters(old, params)
-    return StepInfo(surr_before, surr_before, kl_full, 0.0, max_backtracks, False, float(g.norm()))
+    return StepInfo(surr_before, surr_before, kl_full, 0.0, max_backtracks, False)
