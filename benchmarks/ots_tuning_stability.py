@@ -18,26 +18,21 @@ import time
 import numpy as np
 from joblib import Parallel, delayed
 
-from rl2bench.protocol import chunks, play_trials
+from rl2bench.protocol import PreparedAgent
 from rl2bench.registry import algorithms, get_family
 
 
-def _tune_one(cell_name: str, samples: int, n_tune: int, seed: int) -> tuple[str, int, int, float]:
+def _ots(cell_name: str, samples: int) -> PreparedAgent:
     fam = get_family("mab")
-    cell = fam.parse_cell(cell_name)
-    ots = algorithms("mab")["ots"]
-    returns = [play_trials(fam, cell, ots, {"samples": samples}, n_tune, seed, "tune", c).returns
-               for c in range(len(chunks(n_tune, fam.chunk_size)))]
-    return cell_name, samples, n_tune, float(np.concatenate(returns).mean())
+    return PreparedAgent(fam, fam.parse_cell(cell_name), algorithms("mab")["ots"], {"samples": samples})
+
+
+def _tune_one(cell_name: str, samples: int, n_tune: int, seed: int) -> tuple[str, int, int, float]:
+    return cell_name, samples, n_tune, float(_ots(cell_name, samples).returns(n_tune, seed, "tune").mean())
 
 
 def _eval_one(cell_name: str, samples: int, seed: int) -> tuple[str, int, np.ndarray]:
-    fam = get_family("mab")
-    cell = fam.parse_cell(cell_name)
-    ots = algorithms("mab")["ots"]
-    returns = [play_trials(fam, cell, ots, {"samples": samples}, 1000, seed, "eval", c).returns
-               for c in range(len(chunks(1000, fam.chunk_size)))]
-    return cell_name, samples, np.concatenate(returns)
+    return cell_name, samples, _ots(cell_name, samples).returns(1000, seed, "eval")
 
 
 def main() -> None:

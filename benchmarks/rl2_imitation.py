@@ -30,6 +30,7 @@ import torch
 from rl2bench.algorithms.rl2.policy import Policy, embed
 from rl2bench.algorithms.rl2.rollout import collect, task_shape
 from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
+from rl2bench.protocol import prepare_agent
 from rl2bench.registry import algorithms, get_family
 from rl2bench.results import append_jsonl
 
@@ -39,13 +40,7 @@ RESULTS = Path(__file__).parent / "results" / "rl2_imitation.jsonl"
 
 def teacher_setting(task: str, cell: str, teacher: str) -> dict:
     """The setting the committed leaderboard run chose for the teacher (its first grid entry otherwise)."""
-    run = ROOT / "leaderboard" / "runs" / task / "run.json"
-    chosen = json.loads(run.read_text()).get("chosen_settings", {}) if run.exists() else {}
-    if f"{cell}/{teacher}" in chosen:
-        return chosen[f"{cell}/{teacher}"]
-    family = get_family(task)
-    parsed = family.parse_cell(cell)
-    return algorithms(task)[teacher].grid(parsed, family.spec(parsed))[0]
+    return prepare_agent(task, cell, teacher, run_dir=ROOT / "leaderboard" / "runs" / task).setting
 
 
 def play_teacher(task: str, cell: str, teacher: str, setting: dict, n: int, seed: int) -> dict[str, np.ndarray]:
