@@ -16,7 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rl2bench.errors import AlgorithmFailed, UserError, writable_file, writable_folder
+from rl2bench.errors import (
+    AlgorithmFailed,
+    UserError,
+    claim_folder,
+    release_folders,
+    writable_file,
+    writable_folder,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,6 +224,7 @@ def cmd_run(args) -> int:
     if args.publish is not None:
         writable_file(args.publish, "--publish", (".md", ".markdown"))
     store = RunStore(writable_folder(out, "--out"))
+    claim_folder(out, "--out")
     store.open(config.identity(), args.resume)
     command = args.command_line
     started = time.perf_counter()
@@ -365,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rl2bench list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        release_folders()  # the command is over (matters when main() is called in a longer-lived process)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ paths that run before any work, so that a typo in a path never costs a finished 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import IO
+
+LOCK_FILE = ".rl2bench.lock"
+_HELD: dict[Path, IO[str]] = {}
 
 
 class UserError(Exception):
@@ -49,3 +54,39 @@ class AlgorithmFailed(UserError):
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
         return cls(f"{what} failed: {type(exc).__name__}: {exc}{where}")
+
+
+def claim_folder(path: Path, flag: str) -> None:
+    """Hold the run or training folder ``path`` for this process (until the command ends): a second rl2bench process
+    writing the same folder (a ``--resume`` typed twice, two terminals) would interleave its files with
+    this one's. An advisory ``flock`` on ``path/.rl2bench.lock``, released by ``release_folders`` or by the OS
+    however the process ends, so a killed run never leaves a stale lock. Calling it again in the same
+    process is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no advisory locks, the folder is not guarded
+        return
+    key = Path(path).resolve()
+    if key in _HELD:
+        return
+    handle = open(key / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise UserError(f"{flag} {path} is being written by another rl2bench process ({holder}); wait for it to "
+                        f"finish, or stop it and continue with --resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    _HELD[key] = handle
+
+
+def release_folders() -> None:
+    """Let go of every folder this process holds (the end of a CLI command)."""
+    while _HELD:
+        _, handle = _HELD.popitem()
+        handle.close()  # closing the last descriptor drops the flock

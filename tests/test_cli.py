@@ -328,3 +328,33 @@ def test_plugin_mistakes_are_named(tmp_path):
                                                                             "ValueError: cannot decide")):
         result = run_cli("run", "--task", "mab", "--algos", algos, "--cells", "n10-k3", cwd=tmp_path)
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory folder locks are POSIX only")
+def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
+    """Two processes writing one run or training folder would interleave their files: the second one is
+    refused in one line, before it writes anything, and the folder is free again once the first ends."""
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from rl2bench.errors import claim_folder;"
+         f"claim_folder(Path({str(folder)!r}), '--out'); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for argv in (["run", "--task", "mab", "--algos", "random", "--cells", "n10-k2", "--instances", "5",
+                      "--out", str(folder)],
+                     ["train", "--task", "mab", "--cell", "n10-k2", "--iters", "1", "--out", str(folder)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert "being written by another rl2bench process" in err and f"pid {holder.pid}" in err
+        assert sorted(p.name for p in folder.iterdir()) == [".rl2bench.lock"]  # nothing else was written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["run", "--task", "mab", "--algos", "random", "--cells", "n10-k2", "--instances", "5",
+                 "--out", str(folder), "--no-progress", "--jobs", "1"]) == 0
+    # ... and released when that command ended: another process may resume it now
+    again = run_cli("run", "--task", "mab", "--algos", "random", "--cells", "n10-k2", "--instances", "5",
+                    "--out", str(folder), "--no-progress", "--resume")
+    assert again.returncode == 0, again.stderr

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError, writable_folder
+from rl2bench.errors import UserError, claim_folder, writable_folder
 from rl2bench.results import write_text_atomic
 
 from .conv_policy import ConvPolicy
@@ -415,6 +415,7 @@ def train_command(args) -> int:
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         if args.set or args.init_from:
             raise UserError("--set and --init-from cannot change a maze run being resumed")
+        claim_folder(out, "--out")
         trainer = MazeTrainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
@@ -426,6 +427,9 @@ def train_command(args) -> int:
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
         writable_folder(out, "--out")
+        claim_folder(out, "--out")
+        if (out / CHECKPOINT).exists():  # another process started it since the check above
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
     if apply_iters(trainer, args, out):
         return 0

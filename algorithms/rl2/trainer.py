@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError, writable_folder
+from rl2bench.errors import UserError, claim_folder, writable_folder
 from rl2bench.results import write_text_atomic
 from rl2bench.stats import normalize
 
@@ -798,6 +798,7 @@ def train_command(args) -> int:
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+        claim_folder(out, "--out")
         trainer = Trainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
@@ -818,6 +819,9 @@ def train_command(args) -> int:
             cfg = dataclasses.replace(cfg, iters=args.iters)
         created = not out.exists()
         writable_folder(out, "--out")
+        claim_folder(out, "--out")
+        if (out / CHECKPOINT).exists():  # another process started it since the check above
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
             try:
