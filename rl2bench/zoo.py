@@ -15,7 +15,6 @@ evaluation instances, so that promotion cannot overfit the leaderboard).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import warnings
@@ -57,7 +56,7 @@ def zoo_table(root: Path) -> pd.DataFrame:
         raise UserError(f"no policy zoo at {root} (set RL2BENCH_ZOO or train a policy first)")
     rows = []
     for meta_path in sorted(root.glob("*/*/meta.json")):
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         start = meta.get("initialized_from") or {}
         steps_before, seconds_before, complete = inherited(meta)
         rows.append({
@@ -142,11 +141,11 @@ def budget_table(root: Path, min_iterations: int = 40) -> pd.DataFrame:
     rows = []
     for _, row in zoo_table(root).iterrows():
         folder = root / row.task / row.cell
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / "meta.json")
         paper = (meta.get("paper") or {}).get("rl2")
         if paper is None or not (folder / "curve.csv").exists():
             continue
-        window = recipe_window(pd.read_csv(folder / "curve.csv"), meta)
+        window = recipe_window(read_curve(folder / "curve.csv"), meta)
         offset = inherited(meta)[0]  # a continuation's steps count from its start; the policy's from its root
         out = {"task": row.task, "cell": row.cell, "paper_rl2": paper, "window_iterations": len(window),
                "steps_now_M": (row.env_steps + offset) / 1e6, "device": meta.get("device", "cpu")}
@@ -175,10 +174,10 @@ def plot_curves(root: Path, path: Path, smooth: int = 25) -> None:
             curve_path, meta_path = folder / "curve.csv", folder / "meta.json"
             if not curve_path.exists() or not meta_path.exists():
                 continue
-            curve = pd.read_csv(curve_path)
+            curve = read_curve(curve_path)
             if curve["normalized"].isna().all():
                 continue
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)
             steps = (curve["env_steps"] + inherited(meta)[0]) / 1e6
             line = ax.plot(steps, curve["normalized"].rolling(smooth, min_periods=1).mean(),
                            lw=1.1, label=folder.name)[0]
