@@ -20,6 +20,7 @@ from rl2bench.errors import (
     AlgorithmFailed,
     UserError,
     claim_folder,
+    held_folders,
     release_folders,
     writable_file,
     writable_folder,
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "python -m rl2bench " + " ".join(shlex.quote(a) for a in argv)  # for provenance
+    held_before = held_folders()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
-        release_folders()  # the command is over (matters when main() is called in a longer-lived process)
+        release_folders(keep=held_before)  # the command's own folders (main() may run inside a longer process)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ paths that run before any work, so that a typo in a path never costs a finished 
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -57,22 +58,29 @@ class AlgorithmFailed(UserError):
 
 
 def claim_folder(path: Path, flag: str) -> None:
-    """Hold the run or training folder ``path`` for this process (until the command ends): a second rl2bench process
-    writing the same folder (a ``--resume`` typed twice, two terminals) would interleave its files with
-    this one's. An advisory ``flock`` on ``path/.rl2bench.lock``, released by ``release_folders`` or by the OS
-    however the process ends, so a killed run never leaves a stale lock. Calling it again in the same
-    process is a no-op."""
+    """Hold the run or training folder ``path`` for this process (until the command ends): a second
+    rl2bench process writing the same folder (a ``--resume`` typed twice, two terminals) would interleave
+    its files with this one's. An advisory ``flock`` on ``path/.rl2bench.lock``, released by
+    ``release_folders`` or by the OS however the process ends, so a killed run never leaves a stale lock.
+    Calling it again in the same process is a no-op. Where the folder cannot be locked (not POSIX, a
+    read-only folder, a file system without locks) it is not guarded, and nothing is refused."""
     try:
         import fcntl
-    except ImportError:  # not POSIX (Windows): no advisory locks, the folder is not guarded
+    except ImportError:  # Windows
         return
     key = Path(path).resolve()
     if key in _HELD:
         return
-    handle = open(key / LOCK_FILE, "a+")
+    try:
+        handle = open(key / LOCK_FILE, "a+")
+    except OSError:  # read-only: whatever writes next says why it cannot
+        return
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no locks here (NFS, FUSE)
+            handle.close()
+            return
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
@@ -85,8 +93,15 @@ def claim_folder(path: Path, flag: str) -> None:
     _HELD[key] = handle
 
 
-def release_folders() -> None:
-    """Let go of every folder this process holds (the end of a CLI command)."""
-    while _HELD:
-        _, handle = _HELD.popitem()
+def held_folders() -> set[Path]:
+    """The folders this process holds now."""
+    return set(_HELD)
+
+
+def release_folders(keep: set[Path] = frozenset()) -> None:
+    """Let go of every folder this process holds except ``keep`` (the end of a CLI command: the folders
+    it claimed, not those a caller around it holds)."""
+    for key in [k for k in _HELD if k not in keep]:
+        handle = _HELD.pop(key)
+        handle.truncate(0)  # no stale pid for the next reader
         handle.close()  # closing the last descriptor drops the flock

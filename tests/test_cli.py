@@ -1,5 +1,6 @@
 """The command line as a user meets it: clear one-line errors with exit code 2, and plug-in agents."""
 
+import json
 import os
 import subprocess
 import sys
@@ -334,21 +335,27 @@ def test_plugin_mistakes_are_named(tmp_path):
 def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
     """Two processes writing one run or training folder would interleave their files: the second one is
     refused in one line, before it writes anything, and the folder is free again once the first ends."""
-    folder = tmp_path / "busy"
+    folder, training = tmp_path / "busy", tmp_path / "training"
     folder.mkdir()
+    tiny = ["--set", "batch_steps=100", "--set", "hidden=4", "--no-progress"]
+    assert main(["train", "--task", "mab", "--cell", "n10-k2", "--iters", "1", "--out", str(training), *tiny]) == 0
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from rl2bench.errors import claim_folder;"
-         f"claim_folder(Path({str(folder)!r}), '--out'); print('held', flush=True); time.sleep(60)"],
+         f"claim_folder(Path({str(folder)!r}), '--out'); claim_folder(Path({str(training)!r}), '--out');"
+         "print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         for argv in (["run", "--task", "mab", "--algos", "random", "--cells", "n10-k2", "--instances", "5",
                       "--out", str(folder)],
-                     ["train", "--task", "mab", "--cell", "n10-k2", "--iters", "1", "--out", str(folder)]):
+                     ["train", "--task", "mab", "--cell", "n10-k2", "--iters", "1", "--out", str(folder)],
+                     ["train", "--task", "mab", "--cell", "n10-k2", "--iters", "2", "--resume", "--out", str(training),
+                      "--no-progress"]):
             assert main(argv) == 2
             err = capsys.readouterr().err
             assert "being written by another rl2bench process" in err and f"pid {holder.pid}" in err
         assert sorted(p.name for p in folder.iterdir()) == [".rl2bench.lock"]  # nothing else was written
+        assert json.loads((training / "meta.json").read_text())["iterations"] == 1  # not resumed
     finally:
         holder.kill()
         holder.wait()
@@ -358,3 +365,24 @@ def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
     again = run_cli("run", "--task", "mab", "--algos", "random", "--cells", "n10-k2", "--instances", "5",
                     "--out", str(folder), "--no-progress", "--resume")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory folder locks are POSIX only")
+def test_a_file_system_without_locks_refuses_nothing(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from rl2bench.errors import claim_folder, held_folders, release_folders
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    claim_folder(tmp_path, "--out")  # NFS without a lock daemon: unguarded, not "in use"
+    assert tmp_path.resolve() not in held_folders()
+    monkeypatch.undo()
+    before = held_folders()
+    claim_folder(tmp_path, "--out")
+    assert held_folders() == before | {tmp_path.resolve()}
+    release_folders(keep=before)
+    assert held_folders() == before and (tmp_path / ".rl2bench.lock").read_text() == ""

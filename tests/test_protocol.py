@@ -89,8 +89,8 @@ def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkey
     frames, engines = [], []
     real_parallel = protocol.Parallel
 
-    def recording_parallel(*args, **kwargs):  # which joblib backend the protocol's jobs went to
-        engines.append(type(get_active_backend()[0]).__name__)
+    def recording_parallel(*args, **kwargs):  # which joblib backend the protocol's jobs went to, and how
+        engines.append((type(get_active_backend()[0]).__name__, kwargs.get("return_as", "list")))
         return real_parallel(*args, **kwargs)
 
     monkeypatch.setattr(protocol, "Parallel", recording_parallel)
@@ -107,7 +107,8 @@ def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkey
         frames.append(_results(store))
     pd.testing.assert_frame_equal(frames[0], frames[1])
     assert len(frames[0]) == 2 * 3 * 300
-    assert engines[-1] == ("DaskDistributedBackend" if backend == "dask" else "LokyBackend")
+    assert engines[-1] == ("DaskDistributedBackend" if backend == "dask" else "LokyBackend",
+                           "list" if backend == "waves" else "generator_unordered")
 
 
 def test_backend_errors_are_one_line(monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"]))
 
 
-def _load_network(path: str, build: Any) -> tuple[Any, dict[str, Any]]:
+def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:
     """``build(metadata)`` makes the network; the file's weights go into it, in eval mode."""
     import torch
 

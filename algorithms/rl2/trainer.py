@@ -523,7 +523,7 @@ class Trainer:
                 loss = -(surr + ent_coef * entropy)
                 self.policy_optimizer.zero_grad()
                 loss.backward()
-                if math.isfinite(cfg.max_grad_norm):  # clipping at inf would scale by exactly 1
+                if math.isfinite(cfg.max_grad_norm):  # at inf, clipping scales finite gradients by exactly 1
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.policy_optimizer.step()
 
