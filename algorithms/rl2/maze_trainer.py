@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError, claim_folder, writable_folder
+from rl2bench.errors import UserError, claim_folder
 from rl2bench.results import write_text_atomic
 
 from .conv_policy import ConvPolicy
@@ -53,6 +53,7 @@ from .trainer import (
     apply_iters,
     apply_overrides,
     check_resumed_identity,
+    claim_new_run_folder,
     device_label,
     end_message,
     interrupted_advice,
@@ -426,10 +427,7 @@ def train_command(args) -> int:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(preset_config(args.preset), args.set or [])
-        writable_folder(out, "--out")
-        claim_folder(out, "--out")
-        if (out / CHECKPOINT).exists():  # another process started it since the check above
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        claim_new_run_folder(out)
         trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
     if apply_iters(trainer, args, out):
         return 0

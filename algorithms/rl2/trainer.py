@@ -765,6 +765,15 @@ def apply_iters(trainer: Any, args: Any, out: Path) -> bool:
     return True
 
 
+def claim_new_run_folder(out: Path) -> None:
+    """Create ``out`` for a new run and hold it (``claim_folder``); checked again once held, since another
+    process may have started a run there after the caller's first look (both trainers' ``train_command``)."""
+    writable_folder(out, "--out")
+    claim_folder(out, "--out")
+    if (out / CHECKPOINT).exists():
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+
+
 def end_message(trainer: Any, out: Path) -> str:
     """The last line of ``train``: finished, or stopped by ``--minutes`` with how to go on."""
     mean = (trainer.curve[-1] if trainer.curve else {}).get("mean_return", float("nan"))
@@ -818,10 +827,7 @@ def train_command(args) -> int:
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
         created = not out.exists()
-        writable_folder(out, "--out")
-        claim_folder(out, "--out")
-        if (out / CHECKPOINT).exists():  # another process started it since the check above
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        claim_new_run_folder(out)
         trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
             try:
