@@ -72,7 +72,9 @@ def play_trials(
 ) -> TrialOutcome:
     """One trial on each instance of chunk ``chunk`` of the phase's ``n_instances`` instances of
     ``cell``, all stepping together. Instance parameters are drawn for the whole phase and sliced, so
-    instance i is the same whatever the chunking; env and agent noise have a stream per chunk.
+    instance i is the same whatever the chunking; env and agent noise have a stream per chunk, so the
+    returns depend on the chunk size (fixed per family, ``TaskFamily.chunk_size``) and on the phase's
+    instance count where it changes the last chunk, never on the workers or the backend.
     ``watch(actions, step)``, if given, sees every step (for analyses beyond the trial return, e.g.
     ``benchmarks/rl2_mdp_episodes.py``); it must not change them."""
     start = time.perf_counter()
@@ -314,7 +316,9 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
     eval_jobs = []
     for c, a in pairs:
         grid = grids[c.name, a.name]
-        chosen = grid[0] if len(grid) == 1 else store.best_setting(c.name, a.name, [setting_key(s) for s in grid])
+        n_tune_chunks = len(chunks(tune_instances_for(a, config), family.chunk_size))
+        chosen = grid[0] if len(grid) == 1 else store.best_setting(
+            c.name, a.name, [setting_key(s) for s in grid], n_tune_chunks)
         if store.has_eval(c.name, a.name):
             stored = store.eval_setting(c.name, a.name)
             if setting_key(stored) == setting_key(chosen):

@@ -42,9 +42,15 @@ def append_jsonl(path: Path, rows: dict[str, Any] | list[dict[str, Any]]) -> Non
     """Append one JSON line per row, flushed to disk: a log that a killed process cannot half-erase."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    with open(path, "a+b") as fh:
+        # A line cut by a kill mid-write has no newline: start on a fresh line, or the next row would be
+        # glued to the cut one and lost with it.
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
         for row in [rows] if isinstance(rows, dict) else rows:
-            fh.write(json.dumps(row) + "\n")
+            fh.write((json.dumps(row) + "\n").encode())
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -201,9 +207,11 @@ class RunStore:
         return {line["chunk"] for line in self._tune_lines(cell, algo) if line["key"] == key}
 
     def tuning_rows(self, cell: str, algo: str) -> dict[str, dict[str, Any]]:
-        """Per setting: mean and standard error over every stored chunk, and total seconds."""
+        """Per setting: mean and standard error over every stored chunk, and total seconds. Lines are
+        summed in (setting, chunk) order, not the order parallel jobs happened to finish in, so the same
+        run gives the same floats (and the same choice between near-equal settings) every time."""
         rows: dict[str, dict[str, Any]] = {}
-        for line in self._tune_lines(cell, algo):
+        for line in sorted(self._tune_lines(cell, algo), key=lambda line: (line["key"], line["chunk"])):
             row = rows.setdefault(line["key"], {"setting": line["setting"], "chunks": set(), "sum": 0.0,
                                                 "sumsq": 0.0, "instances": 0, "seconds": 0.0})
             if line["chunk"] in row["chunks"]:
@@ -224,12 +232,15 @@ class RunStore:
                 "sumsq": float((returns**2).sum()), "instances": len(returns), "seconds": seconds}
         append_jsonl(self._tune_path(cell, algo), line)
 
-    def best_setting(self, cell: str, algo: str, keys: list[str]) -> dict:
-        """The setting with the highest tuning mean (first in grid order on ties)."""
+    def best_setting(self, cell: str, algo: str, keys: list[str], n_chunks: int) -> dict:
+        """The setting with the highest tuning mean (first in grid order on ties), once every setting has
+        all ``n_chunks`` of its tuning chunks: a choice is never made on part of the tuning instances."""
         rows = self.tuning_rows(cell, algo)
-        missing = [k for k in keys if k not in rows]
+        missing = [k for k in keys if k not in rows or len(rows[k]["chunks"]) < n_chunks]
         if missing:
-            raise RuntimeError(f"tuning of {cell}/{algo} incomplete: {missing}")
+            raise DamagedRun(f"{self._tune_path(cell, algo)}: the tuning of {algo} on {cell} lacks chunks of "
+                             f"{len(missing)} setting(s) ({missing[0]}, ...); run the same command with "
+                             f"--resume to play them")
         best = max(keys, key=lambda k: (rows[k]["mean"], -keys.index(k)))
         return rows[best]["setting"]
 

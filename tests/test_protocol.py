@@ -457,3 +457,36 @@ def test_append_jsonl_keeps_earlier_lines(tmp_path):
     append_jsonl(log, [{"a": 2}, {"a": 3}])
     append_jsonl(log, [])
     assert [json.loads(line) for line in log.read_text().splitlines()] == [{"a": 1}, {"a": 2}, {"a": 3}]
+
+
+def _tuned(store: RunStore, lines: list[tuple[str, int, float]]) -> None:
+    for key, chunk, total in lines:
+        store.save_tuning("n10-k3", "ucb1", key, {"c": key}, chunk, np.array([total]), 0.0)
+
+
+def test_tuning_statistics_do_not_depend_on_the_order_jobs_finished(tmp_path):
+    """Parallel jobs finish in any order; the sums that choose a setting must come out the same floats."""
+    sums = [1e16, 1.0, -1e16, 1.0]  # float addition of these depends on the order
+    forward, backward = RunStore(tmp_path / "f"), RunStore(tmp_path / "b")
+    _tuned(forward, [("a", i, s) for i, s in enumerate(sums)])
+    _tuned(backward, [("a", i, s) for i, s in reversed(list(enumerate(sums)))])
+    one, two = forward.tuning_rows("n10-k3", "ucb1")["a"], backward.tuning_rows("n10-k3", "ucb1")["a"]
+    assert (one["mean"], one["se"]) == (two["mean"], two["se"])
+
+
+def test_a_tuning_line_cut_by_a_kill_does_not_swallow_the_next(tmp_path):
+    store = RunStore(tmp_path / "r")
+    _tuned(store, [("a", 0, 5.0)])
+    path = next((tmp_path / "r").rglob("*.jsonl"))
+    path.write_text(path.read_text() + '{"key": "a", "chunk": 1, "su')  # killed mid-write, no newline
+    _tuned(store, [("a", 1, 6.0)])  # --resume replays the chunk
+    assert store.tuning_chunks("n10-k3", "ucb1", "a") == {0, 1}
+
+
+def test_a_setting_is_chosen_only_on_all_its_tuning_chunks(tmp_path):
+    store = RunStore(tmp_path / "r")
+    _tuned(store, [("a", 0, 1.0), ("a", 1, 1.0), ("b", 0, 9.0)])  # b's chunk 1 never landed
+    with pytest.raises(UserError, match="lacks chunks.*--resume"):
+        store.best_setting("n10-k3", "ucb1", ["a", "b"], n_chunks=2)
+    _tuned(store, [("b", 1, 9.0)])
+    assert store.best_setting("n10-k3", "ucb1", ["a", "b"], n_chunks=2) == {"c": "b"}

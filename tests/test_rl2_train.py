@@ -104,6 +104,21 @@ def test_argmax_play_is_deterministic_and_a_bad_mode_is_refused(tmp_path, monkey
         rl2_agent.RL2(spec, 1, np.random.default_rng(0), policy="mab/n10-k3", play="greedy")
 
 
+def test_agent_plays_on_one_torch_thread_whatever_the_worker_was_given(tmp_path, monkeypatch):
+    """loky sets OMP_NUM_THREADS = cpu_count // jobs in its workers; the agent's numbers must not follow it."""
+    trainer = _trainer(tmp_path / "run", cell="n10-k3")
+    _zoo_with(tmp_path, monkeypatch, trainer)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rl2_agent.RL2(EnvSpec("mab", n_states=1, n_actions=3, horizon=1, n_episodes=10), 4,
+                      np.random.default_rng(0), policy="mab/n10-k3")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_agent_hidden_state_carries_across_episodes(tmp_path, monkeypatch):
     trainer = _trainer(tmp_path / "run", task="mdp", cell="n2-s3-a2-t2")
     _zoo_with(tmp_path, monkeypatch, trainer)

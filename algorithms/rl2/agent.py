@@ -79,7 +79,7 @@ def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[An
 
 
 class _RecurrentPolicyAgent(Agent):
-    """What both rl2 agents share: one torch thread unless told otherwise, a seeded sampling generator,
+    """What both rl2 agents share: one torch thread, a seeded sampling generator,
     and the previous (action, reward, done) each policy step takes as input. Subclasses load ``self.net``
     and set ``self.h`` and ``self.prev_action`` (each network has its own "no action yet" code)."""
 
@@ -87,8 +87,10 @@ class _RecurrentPolicyAgent(Agent):
         super().__init__(spec, batch_size, rng)
         import torch
 
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(1)  # spinning OpenMP threads collapse throughput on a shared machine
+        # One torch thread, always: a job's numbers must not depend on the worker it lands in (loky gives
+        # each worker cpu_count // jobs threads, --jobs 1 and Dask give others), and the parallelism is the
+        # jobs'. Spinning OpenMP threads also collapse throughput on a shared machine.
+        torch.set_num_threads(1)
         from .rollout import sample_actions
 
         self._torch, self._sample = torch, sample_actions
