@@ -110,6 +110,15 @@ def render_terminal(summary: pd.DataFrame) -> str:
     return table + "\n(* = best or not significantly worse)"
 
 
+def plot_top(normalized: pd.DataFrame, references: frozenset[str]) -> float:
+    """The normalized-score axis's top: every learner's bar fits (at least 1.1, above the 1.0 line); a
+    privileged reference (an oracle, often far above) may be cut there, its value written above it, so it
+    does not squash the comparison people look for."""
+    learners = normalized[[a for a in normalized.columns if a not in references]].to_numpy(dtype=float)
+    learners = learners[np.isfinite(learners)]
+    return max(1.1, float(learners.max()) + 0.05) if learners.size else 1.1
+
+
 def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     """Grouped bars of normalized scores per cell (the paper's Figures 2-3 scale); False if none."""
     if "normalized" not in summary or not summary["normalized"].notna().any():
@@ -122,18 +131,25 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     cells, algos = _order(summary)
     pivot = summary.pivot_table(index="cell", columns="algorithm", values="normalized").reindex(index=cells)
     algos = [a for a in algos if a in pivot.columns]
+    task = summary["task"].iloc[0]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cells)), 4))
     width = 0.8 / len(algos)
+    values = pivot[algos].to_numpy()
+    finite = values[np.isfinite(values)]
+    top = plot_top(pivot[algos], reference_algorithms(task))
     for i, algo in enumerate(algos):
-        ax.bar(np.arange(len(cells)) + (i - (len(algos) - 1) / 2) * width, pivot[algo].to_numpy(), width,
-               label=algo)
-    lo, hi = get_family(summary["task"].iloc[0]).normalize_by
+        x = np.arange(len(cells)) + (i - (len(algos) - 1) / 2) * width
+        heights = pivot[algo].to_numpy()
+        ax.bar(x, heights, width, label=algo)
+        for xi, h in zip(x, heights, strict=True):
+            if np.isfinite(h) and h > top:
+                ax.annotate(f"{h:.2f}", (xi, top), xytext=(0, 2), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7, annotation_clip=False)
+    lo, hi = get_family(task).normalize_by
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(cells)), cells, rotation=30)
     ax.set_ylabel(f"normalized score ({lo} = 0, {hi} = 1)")
-    finite = pivot[algos].to_numpy()
-    finite = finite[np.isfinite(finite)]
-    ax.set_ylim(max(-0.1, float(finite.min()) - 0.05) if finite.size else -0.1, 1.1)
+    ax.set_ylim(max(-0.1, float(finite.min()) - 0.05) if finite.size else -0.1, top)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,12 @@ def test_check_agrees_within_rounding_even_with_zero_spread():
     out = compare(ours, paper, rounding=0.05, tolerance=3.0).set_index("algorithm")
     assert out.loc["a", "status"] == "ok" and out.loc["a", "z"] == 0.0
     assert out.loc["b", "status"] == "FAIL"  # a real difference with no spread is infinitely significant
+
+
+def test_the_plot_fits_every_learner_and_cuts_only_references():
+    from rl2bench.leaderboard import plot_top
+
+    normalized = pd.DataFrame({"psrl": [0.9, 0.95], "rl2": [1.2, 0.6], "oracle": [2.7, 1.3]})
+    top = plot_top(normalized, frozenset({"oracle"}))
+    assert 1.2 < top < 1.3  # rl2's 1.2 shows whole; the oracle's 2.7 does not set the scale
+    assert plot_top(normalized[["psrl"]], frozenset()) == 1.1  # the 1.0 line always shows
