@@ -60,7 +60,7 @@ def _checked_actions(actions, size: int, n_actions: int, name: str) -> np.ndarra
 
 
 def play_trials(
-    family: TaskFamily,
+    family: TaskFamily[Any],
     cell: Cell,
     agent_cls: type[Agent],
     setting: Setting,
@@ -122,7 +122,7 @@ def play_trials(
 class PreparedAgent:
     """One algorithm ready to play a cell outside a benchmark run (analyses, benchmarks/)."""
 
-    family: TaskFamily
+    family: TaskFamily[Any]
     cell: Cell
     agent_cls: type[Agent]
     setting: Setting

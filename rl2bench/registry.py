@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rl2bench.errors import UserError
 
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from rl2bench.algorithms.base import Agent
     from rl2bench.tasks.base import TaskFamily
 
-_FAMILIES: dict[str, TaskFamily] = {}
+_FAMILIES: dict[str, TaskFamily[Any]] = {}
 # family -> name -> class: the same name (``random``, ``greedy``) may mean different classes per family.
 _ALGORITHMS: dict[str, dict[str, type[Agent]]] = {}
 _loaded = False
 _BROKEN_PLUGINS: dict[str, str] = {}  # entry point name -> why it failed to load
 
-F = TypeVar("F", bound="type[TaskFamily]")
+F = TypeVar("F", bound="type[TaskFamily[Any]]")
 A = TypeVar("A", bound="type[Agent]")
 
 
@@ -84,12 +84,12 @@ def _warn(message: str) -> None:
         print(f"rl2bench: warning: {message}", file=sys.stderr)
 
 
-def families() -> dict[str, TaskFamily]:
+def families() -> dict[str, TaskFamily[Any]]:
     _load_builtins()
     return dict(_FAMILIES)
 
 
-def get_family(name: str) -> TaskFamily:
+def get_family(name: str) -> TaskFamily[Any]:
     fams = families()
     if name not in fams:
         raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(fams))}")

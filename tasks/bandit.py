@@ -56,7 +56,7 @@ class BanditEnv(VecEnv):
 
 
 @register_family
-class BanditFamily(TaskFamily):
+class BanditFamily(TaskFamily[BanditCell]):
     name = "mab"
     cell_type = BanditCell
     default_cells = (

@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,9 @@ class EnvSpec:
         return self.horizon * self.n_episodes
 
 
+C = TypeVar("C", bound="Cell")
+
+
 class CellOutOfRange(ValueError):
     """A well-formed cell name with a value the family cannot run (its message says which and why)."""
 
@@ -63,7 +66,7 @@ class Cell:
         return "-".join(parts)
 
     @classmethod
-    def parse(cls, name: str) -> Cell:
+    def parse(cls: type[C], name: str) -> C:
         by_prefix = {prefix: fname for fname, prefix in cls._prefixes.items()}
         values: dict[str, int] = {}
         for part in name.strip().split("-"):
@@ -128,11 +131,18 @@ class VecEnv(ABC):
         """Release external resources (engine processes); a no-op for array environments."""
 
 
-class TaskFamily(ABC):
-    """A registered family of tasks; see the module docstring."""
+CellT = TypeVar("CellT", bound=Cell)
+
+
+class TaskFamily(ABC, Generic[CellT]):
+    """A registered family of tasks; see the module docstring.
+
+    Generic over the family's cell type: a subclass names it (``TaskFamily[BanditCell]``) and its
+    methods take that type; code that handles any family uses ``TaskFamily[Any]``.
+    """
 
     name: ClassVar[str]
-    cell_type: ClassVar[type[Cell]]
+    cell_type: type[CellT]  # set on the class; not a ClassVar only because a ClassVar cannot hold a type variable
     default_cells: ClassVar[tuple[str, ...]]
     cell_help: ClassVar[str]  # the name pattern, shown in errors and `list`
     # (lower, upper) reference algorithms for normalized scores: (x - lower) / (upper - lower).
@@ -144,7 +154,7 @@ class TaskFamily(ABC):
     #: Default tuning instances per cell (None: as many as evaluation instances).
     tune_instances: ClassVar[int | None] = None
 
-    def parse_cell(self, name: str) -> Cell:
+    def parse_cell(self, name: str) -> CellT:
         try:
             return self.cell_type.parse(name)
         except (ValueError, TypeError) as exc:
@@ -155,17 +165,17 @@ class TaskFamily(ABC):
             ) from None
 
     @abstractmethod
-    def spec(self, cell: Cell) -> EnvSpec: ...
+    def spec(self, cell: CellT) -> EnvSpec: ...
 
     @abstractmethod
-    def sample(self, cell: Cell, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+    def sample(self, cell: CellT, rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
         """Draw ``count`` instances' hidden parameters, each array with the instance as first axis."""
 
     @abstractmethod
-    def make_env(self, cell: Cell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> VecEnv:
+    def make_env(self, cell: CellT, instances: dict[str, np.ndarray], rng: np.random.Generator) -> VecEnv:
         """An environment over the given instances; ``rng`` drives reward and transition noise."""
 
-    def sample_instances(self, cell: Cell, root_seed: int, phase: str, count: int) -> dict[str, np.ndarray]:
+    def sample_instances(self, cell: CellT, root_seed: int, phase: str, count: int) -> dict[str, np.ndarray]:
         """The instances of ``phase`` ("eval", "tune", "train"); the protocol calls this. Default: ``sample``
         on the phase's named stream. Families override it to make phases explicitly disjoint (mazes)."""
         return self.sample(cell, seeding.instance_rng(root_seed, phase, self.name, cell.name), count)

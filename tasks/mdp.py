@@ -89,7 +89,7 @@ class MDPEnv(VecEnv):
 
 
 @register_family
-class MDPFamily(TaskFamily):
+class MDPFamily(TaskFamily[MDPCell]):
     name = "mdp"
     cell_type = MDPCell
     default_cells = ("n10", "n25", "n50", "n75", "n100")

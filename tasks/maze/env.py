@@ -83,8 +83,10 @@ class MazeCell(Cell):
         values: dict[str, int] = {}
         for part in rest:
             m = re.fullmatch(r"([et])(\d+)", part)
-            key = {"e": "episodes", "t": "horizon"}[m.group(1)] if m else None
-            if key is None or key in values:
+            if m is None:
+                raise ValueError(part)
+            key = {"e": "episodes", "t": "horizon"}[m.group(1)]
+            if key in values:
                 raise ValueError(part)
             values[key] = int(m.group(2))
         cell = cls(size=size, **values)
@@ -314,7 +316,7 @@ class MazeVecEnv(VecEnv):
 
 
 @register_family
-class MazeFamily(TaskFamily):
+class MazeFamily(TaskFamily[MazeCell]):
     name = "maze"
     cell_type = MazeCell
     default_cells = ("small", "large")
