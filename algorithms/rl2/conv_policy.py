@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .tensors import gru_tensors
+
 CONV_FILTERS = 16
 CONV_KERNEL = 5
 CONV_STRIDE = 2
@@ -25,32 +27,33 @@ def _conv_out(size: int) -> int:
 class ConvPolicy(nn.Module):
     """(obs (3, 30, 40), prev action, prev reward, prev done) -> GRU -> (logits, value)."""
 
-    def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, int, int] = (3, 30, 40),
+    def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, ...] = (3, 30, 40),
                  action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None):
         super().__init__()
         self.n_actions, self.hidden, self.obs_shape = n_actions, hidden, tuple(obs_shape)
         channels, height, width = obs_shape
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE), nn.ReLU(),
-            nn.Conv2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE), nn.ReLU(),
-        )
+        conv1 = nn.Conv2d(channels, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE)
+        conv2 = nn.Conv2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE)
+        self.conv = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU())
         conv_size = CONV_FILTERS * _conv_out(_conv_out(height)) * _conv_out(_conv_out(width))
         self.action_embed = nn.Embedding(n_actions + 1, action_embed)  # last row: "no previous action"
         self.fc = nn.Linear(conv_size + action_embed + 2, fc)
         self.gru = nn.GRU(fc, hidden)
         self.pi = nn.Linear(hidden, n_actions)
         self.v = nn.Linear(hidden, 1)
+        gru = gru_tensors(self.gru)
         with torch.no_grad():
-            for layer in (self.conv[0], self.conv[2], self.fc, self.pi, self.v):
+            for layer in (conv1, conv2, self.fc, self.pi, self.v):
                 nn.init.xavier_uniform_(layer.weight, generator=generator)
+                assert layer.bias is not None  # every layer here is built with one
                 layer.bias.zero_()
             nn.init.xavier_uniform_(self.action_embed.weight, generator=generator)
-            for block in self.gru.weight_ih_l0.chunk(3, dim=0):
+            for block in gru.weight_ih_l0.chunk(3, dim=0):
                 nn.init.xavier_uniform_(block, generator=generator)
-            for block in self.gru.weight_hh_l0.chunk(3, dim=0):
+            for block in gru.weight_hh_l0.chunk(3, dim=0):
                 nn.init.orthogonal_(block, generator=generator)
-            self.gru.bias_ih_l0.zero_()
-            self.gru.bias_hh_l0.zero_()
+            gru.bias_ih_l0.zero_()
+            gru.bias_hh_l0.zero_()
             self.pi.weight.mul_(0.01)  # near-uniform initial policy
 
     @property

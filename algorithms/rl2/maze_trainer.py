@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from .trainer import (
     write_curve,
 )
 from .trpo import fisher_subsample, trpo_step
+
+if TYPE_CHECKING:
+    from rl2bench.tasks.maze.env import MazeVecEnv
 
 POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
 TRAIN_POOL = 1000
@@ -192,7 +195,7 @@ class MazeTrainer:
         self.env_steps = 0
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
-        self.env = None
+        self.env: MazeVecEnv | None = None  # the engines, started by open_env
 
     @property
     def trial_len(self) -> int:
@@ -215,11 +218,12 @@ class MazeTrainer:
         order = seeding.instance_rng(self.seed, "train", "maze", self.cell.name).permutation(self.cfg.pool)
         return layout.take(pool, order)
 
-    def open_env(self) -> None:
+    def open_env(self) -> MazeVecEnv:
         if self.env is None:
             from rl2bench.tasks.maze.env import MazeVecEnv
 
             self.env = MazeVecEnv(self.spec, self.training_pool(), self.cfg.workers, self.cfg.games_per_worker)
+        return self.env
 
     def close(self) -> None:
         if self.env is not None:
@@ -228,9 +232,9 @@ class MazeTrainer:
 
     # ---- one iteration -------------------------------------------------------------------------------
     def iterate(self) -> dict[str, float]:
-        self.open_env()
+        env = self.open_env()
         start = time.perf_counter()
-        cfg, env = self.cfg, self.env
+        cfg = self.cfg
         groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
         batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len).to(self.device)
         t_rollout = time.perf_counter() - start

@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .fused_gru import fused_gru
+from .tensors import gru_tensors
 
 
 def input_size(n_states: int, n_actions: int) -> int:
@@ -46,13 +47,14 @@ class RecurrentNet(nn.Module):
         self.n_states, self.n_actions, self.hidden = n_states, n_actions, hidden
         self.gru = nn.GRU(input_size(n_states, n_actions), hidden)
         self.head = nn.Linear(hidden, n_out)
+        gru = gru_tensors(self.gru)
         with torch.no_grad():
-            for block in self.gru.weight_ih_l0.chunk(3, dim=0):  # one block per gate (reset, update, new)
+            for block in gru.weight_ih_l0.chunk(3, dim=0):  # one block per gate (reset, update, new)
                 nn.init.xavier_uniform_(block, generator=generator)
-            for block in self.gru.weight_hh_l0.chunk(3, dim=0):
+            for block in gru.weight_hh_l0.chunk(3, dim=0):
                 nn.init.orthogonal_(block, generator=generator)
             nn.init.xavier_uniform_(self.head.weight, generator=generator)
-            for bias in (self.gru.bias_ih_l0, self.gru.bias_hh_l0, self.head.bias):
+            for bias in (gru.bias_ih_l0, gru.bias_hh_l0, self.head.bias):
                 bias.zero_()
         for module, name in ((self.gru, "weight_ih_l0"), (self.gru, "weight_hh_l0"), (self.head, "weight")):
             weight_norm(module, name, dim=0)  # gain initialised to the row norms: no data-dependent init
@@ -62,7 +64,7 @@ class RecurrentNet(nn.Module):
         value keeps more of the hidden state per step from the first iteration on (the "forget-gate bias"
         of LSTM practice; the paper's initialisation is 0)."""
         with torch.no_grad():
-            self.gru.bias_hh_l0[self.hidden:2 * self.hidden] = value
+            gru_tensors(self.gru).bias_hh_l0[self.hidden:2 * self.hidden] = value
 
     @torch.no_grad()
     def widen_from(self, narrow: RecurrentNet) -> None:
@@ -75,7 +77,7 @@ class RecurrentNet(nn.Module):
         if old > new or (narrow.n_states, narrow.n_actions) != (self.n_states, self.n_actions):
             raise ValueError(f"cannot widen a GRU {old} for {narrow.n_states}x{narrow.n_actions} into a GRU {new} "
                              f"for {self.n_states}x{self.n_actions}")
-        g, ng = self.gru, narrow.gru
+        g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
         w_ih, w_hh = g.weight_ih_l0.clone(), g.weight_hh_l0.clone()
         b_ih, b_hh = g.bias_ih_l0.clone(), g.bias_hh_l0.clone()
         for gate in range(3):  # rows: reset, update, new gate blocks of each width
@@ -103,7 +105,7 @@ class RecurrentNet(nn.Module):
         """x: (steps, trials, input) -> (head outputs (steps, trials, n_out), last hidden (1, trials, H))."""
         if self.fused_backward and torch.is_grad_enabled():
             h0 = self.initial_state(x.shape[1]) if h0 is None else h0
-            g = self.gru
+            g = gru_tensors(self.gru)
             out, h = fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
         else:
             out, h = self.gru(x, h0)
@@ -127,11 +129,12 @@ class Baseline(RecurrentNet):
     """State-value estimate of the discounted return-to-go of the trial, in units of ``scale`` so that
     targets of size ~1 keep the regression well conditioned for every trial length."""
 
+    scale: torch.Tensor  # a buffer, registered in __init__ (declared here: the stubs type buffers Tensor | Module)
+
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256, scale: float = 1.0,
                  generator: torch.Generator | None = None):
         super().__init__(n_states, n_actions, hidden, 1, generator)
         self.register_buffer("scale", torch.tensor(float(scale)))
-
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(steps, trials) values in reward units."""
         return self.forward(x)[0].squeeze(-1) * self.scale
