@@ -19,6 +19,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any, SupportsIndex
 
 import numpy as np
 
@@ -143,12 +144,13 @@ class Engines:
         self.n_games = n_games
         self.targets = layouts["target"]
         self.names = write_wad(os.path.join(workdir, "mazes.wad"), layouts, GEOMETRY)
-        self.games = []
+        self.games: list[Any] = []  # vizdoom.DoomGame
         self.engine_pids: list[int] = []
         self.shm: list[str] = []
         self.group = 0
-        forward = [1, 0, 0]
-        self._patterns = {
+        forward: list[float] = [1, 0, 0]
+        # action -> [(buttons, tics), ...]: the button values of each segment and how long it is held
+        self._patterns: dict[int, list[tuple[list[float], int]]] = {
             FORWARD: [(forward, STRIDE_TICS[0]), ([0, 1, 0], STRIDE_TICS[1]), ([0, 0, 0], STRIDE_TICS[2])],
             LEFT: [([0, 0, -TURN_DEGREES], 1)],
             RIGHT: [([0, 0, TURN_DEGREES], 1)],
@@ -184,7 +186,7 @@ class Engines:
         self.active = np.zeros(len(self.games), dtype=bool)
         self.pose = np.zeros((len(self.games), 3))  # last observed (x, y, angle) per game
 
-    def _read(self, g: int) -> tuple[np.ndarray, float, float, float]:
+    def _read(self, g: SupportsIndex) -> tuple[np.ndarray, float, float, float]:
         state = self.games[g].get_state()
         x, y, angle = state.game_variables
         self.pose[g] = (x, y, angle)

@@ -79,7 +79,8 @@ def config_keys(layouts: dict[str, np.ndarray]) -> list[bytes]:
     return [row.tobytes() for row in parts.astype(np.uint8)]
 
 
-def take(layouts: dict[str, np.ndarray], index: np.ndarray | slice) -> dict[str, np.ndarray]:
+def take(layouts: dict[str, np.ndarray], index: int | np.ndarray | slice) -> dict[str, np.ndarray]:
+    """The layouts at ``index``: one (an int, arrays without the instance axis) or a batch."""
     return {k: v[index] for k, v in layouts.items()}
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import SupportsFloat
 
 import numpy as np
+import numpy.typing as npt
 
 from .layout import open_dirs, take
 
@@ -34,12 +36,12 @@ class Geometry:
     def pitch(self) -> float:
         return self.cell + self.wall
 
-    def centre(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Map (x, y) of cell centres."""
+    def centre(self, row: npt.ArrayLike, col: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Map (x, y) of cell centres (arrays, or 0-d arrays for one cell)."""
         offset = self.wall + self.cell / 2
         return offset + np.asarray(col) * self.pitch, offset + np.asarray(row) * self.pitch
 
-    def cell_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cell_of(self, x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, col, inside): the cell whose open square contains (x, y), and whether it does (a point
         in a passage between two cells is in neither)."""
         fx = (np.asarray(x) - self.wall) / self.pitch
@@ -49,7 +51,7 @@ class Geometry:
         return row, col, inside
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: SupportsFloat) -> str:
     return repr(float(v))
 
 
