@@ -161,10 +161,11 @@ def compute_finite_horizon_table(horizon: int) -> np.ndarray:
             v = mu[:size] - lam
             if positive is not None:
                 v += mu[:size] * positive[:, succ[:size]] + (1 - mu[:size]) * positive[:, fail[:size]]
-            if carry[m - 1] is None:
+            previous = carry[m - 1]
+            if previous is None:
                 grid, vals = lambdas[start:start + FH_BLOCK], v
             else:
-                grid, vals = lambdas[start - 1:start + FH_BLOCK], np.concatenate([carry[m - 1][None], v])
+                grid, vals = lambdas[start - 1:start + FH_BLOCK], np.concatenate([previous[None], v])
             above = (vals > 0).sum(axis=0)
             crossing = (above > 0) & (above < len(grid))
             if crossing.any():

@@ -174,6 +174,7 @@ class TabularAgent(Agent):
         if self.h == 0:
             self.episode += 1
             self.q = self.plan()
+        assert self.q is not None  # planned at every episode's first step (h == 0)
         self._state = np.asarray(obs)
         return self.choose(self.q[self.h, self._rows, self._state])
 

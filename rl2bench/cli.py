@@ -323,7 +323,7 @@ def cmd_zoo(args) -> int:
         writable_file(args.plot, "--plot", (".png", *(k for k in kinds if k != ".png")))
     if args.promote is not None:
         done = promote(args.promote, root, args.window, args.force, args.min_z)
-        versus = ("the cell had no policy" if done.incumbent_mean is None else
+        versus = ("the cell had no policy" if done.incumbent_mean is None or done.z is None else
                   f"the zoo policy's last {done.incumbent_window}, {done.incumbent_mean:.4g} "
                   f"({'ahead' if done.z >= 0 else 'behind'} by {abs(done.z):.2f} standard errors)")
         verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"

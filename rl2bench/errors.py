@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import IO
 
@@ -98,7 +99,7 @@ def held_folders() -> set[Path]:
     return set(_HELD)
 
 
-def release_folders(keep: set[Path] = frozenset()) -> None:
+def release_folders(keep: AbstractSet[Path] = frozenset()) -> None:
     """Let go of every folder this process holds except ``keep`` (the end of a CLI command: the folders
     it claimed, not those a caller around it holds)."""
     for key in [k for k in _HELD if k not in keep]:

@@ -61,6 +61,14 @@ def _grid(summary: pd.DataFrame, fmt) -> tuple[list[str], list[list[str]]]:
     return ["cell", *algos], rows
 
 
+def _normalized_by(summary: pd.DataFrame) -> tuple[str, str]:
+    """The (lower, upper) reference algorithms of a summary with normalized scores: ``build_summary``
+    adds them only for a family that names its references."""
+    by = get_family(summary["task"].iloc[0]).normalize_by
+    assert by is not None, "normalized scores for a family without references"
+    return by
+
+
 def _decimals(summary: pd.DataFrame) -> int:
     return 2 if summary["mean"].abs().max() < 20 else 1
 
@@ -87,8 +95,7 @@ def render_markdown(summary: pd.DataFrame, title: str = "", command: str = "") -
     headers, rows = _grid(summary, lambda r: f"{r['se']:.{d + 1}f}")
     out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
     if "normalized" in summary and summary["normalized"].notna().any():
-        family = get_family(summary["task"].iloc[0])
-        lo, hi = family.normalize_by
+        lo, hi = _normalized_by(summary)
         out.append(f"\n\nNormalized scores ({lo} = 0, {hi} = 1):\n")
         headers, rows = _grid(summary, lambda r: "" if np.isnan(r["normalized"]) else f"{r['normalized']:.3f}")
         out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
@@ -145,7 +152,7 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
             if np.isfinite(h) and h > top:
                 ax.annotate(f"{h:.2f}", (xi, top), xytext=(0, 2), textcoords="offset points", ha="center",
                             va="bottom", fontsize=7, annotation_clip=False)
-    lo, hi = get_family(task).normalize_by
+    lo, hi = _normalized_by(summary)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(cells)), cells, rotation=30)
     ax.set_ylabel(f"normalized score ({lo} = 0, {hi} = 1)")

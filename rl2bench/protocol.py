@@ -293,7 +293,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
             prepared.add((c.name, a.name))
             _call(a, c, "prepare", a.prepare, c, family.spec(c), settings)
 
-    tune_jobs = []
+    tune_jobs: list[Job] = []
     for c, a in pairs:
         grid = grids[c.name, a.name]
         if len(grid) == 1:

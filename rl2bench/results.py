@@ -95,7 +95,7 @@ def _check_complete(rows: pd.DataFrame, instances: int | None, what: str, source
 
 
 class RunStore:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class RunStore:
         return sorted((self.root / "parts" / "eval").glob("*/*.json"))
 
     @classmethod
-    def existing(cls, root: Path | str) -> RunStore:
+    def existing(cls, root: str | os.PathLike[str]) -> RunStore:
         store = cls(root)
         if not (store.root / "config.json").exists():
             raise UserError(f"{store.root} is not an rl2bench run folder (no config.json)")

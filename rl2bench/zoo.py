@@ -294,12 +294,14 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
             raise UserError(f"{run_dir} has no training iterations yet")
         candidate = training_mean(curve, window)
         target = root / task / cell
-        incumbent, z, incumbent_window = None, None, None
+        incumbent: float | None = None
+        z: float | None = None
+        incumbent_window: int | None = None
         if (target / "curve.csv").is_file():
             incumbent_curve = read_curve(target / "curve.csv")
             incumbent, incumbent_window = training_mean(incumbent_curve, window), min(window, len(incumbent_curve))
             z = welch_z(curve["mean_return"].tail(window), incumbent_curve["mean_return"].tail(window))
-        promoted = force or incumbent is None or (candidate > incumbent and z > min_z)
+        promoted = force or incumbent is None or (z is not None and candidate > incumbent and z > min_z)
         if promoted:
             if target.exists():
                 target.rename(old)

@@ -166,7 +166,7 @@ _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "fals
 def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ()) -> Any:
     """``key=value`` strings (``--set``) onto a config dataclass, typed by the field's default and
     range-checked, so a bad value is a one-line error before any work rather than a crash after it."""
-    types = {f.name: type(f.default) for f in dataclasses.fields(cfg)}
+    types: dict[str, type[Any]] = {f.name: type(f.default) for f in dataclasses.fields(cfg)}
     changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -844,7 +844,9 @@ def train_command(args) -> int:
     if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
         from rl2bench.registry import get_family
 
-        refs, (lower, upper) = trainer.norm_refs, get_family(shape.task).normalize_by
+        by = get_family(shape.task).normalize_by
+        assert by is not None  # measured references exist only for a family that normalizes
+        refs, (lower, upper) = trainer.norm_refs, by
         print(f"(not a cell of the paper: norm = 0 at {lower}'s {refs['random']:.2f}, 1 at {upper}'s "
               f"{refs['reference']:.2f}, {trainer.norm_source})", file=sys.stderr)
     try:
