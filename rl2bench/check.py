@@ -25,16 +25,19 @@ PAPER_ROUNDING = 0.05
 
 
 def paper_table() -> pd.DataFrame:
-    folder = resources.files("rl2bench.paper")
-    frames = [pd.read_csv(folder / name) for name in ("table1_mab.csv", "table2_mdp.csv")]
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([paper_csv(name) for name in ("table1_mab.csv", "table2_mdp.csv")], ignore_index=True)
+
+
+def paper_csv(name: str) -> pd.DataFrame:
+    """A table shipped in ``rl2bench.paper``, read from a real file however the package is installed."""
+    with resources.as_file(resources.files("rl2bench.paper") / name) as path:
+        return pd.read_csv(path)
 
 
 def known_differences() -> pd.DataFrame:
-    path = resources.files("rl2bench.paper") / "known_differences.csv"
-    if not path.is_file():
+    if not (resources.files("rl2bench.paper") / "known_differences.csv").is_file():
         return pd.DataFrame(columns=["task", "cell", "algorithm", "reason"])
-    return pd.read_csv(path)
+    return paper_csv("known_differences.csv")
 
 
 def compare(ours: pd.DataFrame, reference: pd.DataFrame, rounding: float, tolerance: float) -> pd.DataFrame:

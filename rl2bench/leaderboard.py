@@ -27,8 +27,8 @@ def reference_algorithms(task: str) -> frozenset[str]:
 def build_summary(results: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for task, group in results.groupby("task", sort=False):
-        family = get_family(task)
-        summary = stats.summarize(group, references=reference_algorithms(task))
+        family = get_family(str(task))
+        summary = stats.summarize(group, references=reference_algorithms(str(task)))
         if family.normalize_by:
             summary["normalized"] = stats.normalized_scores(summary, *family.normalize_by)
         parts.append(summary)

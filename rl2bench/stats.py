@@ -40,7 +40,7 @@ def summarize(results: pd.DataFrame, alpha: float = ALPHA, references: frozenset
         for algo, x in by_algo.items():
             mean, se = mean_and_se(x)
             competing = best is not None and algo not in references
-            p = p_worse_than_best(by_algo[best], x) if competing else float("nan")
+            p = p_worse_than_best(by_algo[best], x) if competing and best is not None else float("nan")
             rows.append({"task": task, "cell": cell, "algorithm": algo, "mean": mean, "se": se, "n": len(x),
                          "best": algo == best, "p_value": p,
                          "marked": competing and (algo == best or p >= alpha)})

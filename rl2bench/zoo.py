@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
@@ -101,7 +102,7 @@ class GainRate:
         return steps if steps <= horizon * self.end_steps else math.inf
 
 
-def gain_rate(env_steps: np.ndarray, returns: np.ndarray, wall_seconds: np.ndarray,
+def gain_rate(env_steps: npt.ArrayLike, returns: npt.ArrayLike, wall_seconds: npt.ArrayLike,
               blocks: int = 10) -> GainRate:
     """Least-squares slope of the training return on log2(environment steps), fitted to ``blocks``
     block means: consecutive iterations share a policy, so single iterations are not independent

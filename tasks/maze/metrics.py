@@ -8,7 +8,6 @@ failed episode counts as the horizon): two failures are not an improvement.
 from __future__ import annotations
 
 import re
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,9 @@ def table3(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_table3() -> pd.DataFrame:
-    return pd.read_csv(resources.files("rl2bench.paper") / "table3_maze.csv")
+    from rl2bench.check import paper_csv
+
+    return paper_csv("table3_maze.csv")
 
 
 def _length(row) -> str:
