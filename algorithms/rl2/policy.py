@@ -135,6 +135,7 @@ class Baseline(RecurrentNet):
                  generator: torch.Generator | None = None):
         super().__init__(n_states, n_actions, hidden, 1, generator)
         self.register_buffer("scale", torch.tensor(float(scale)))
+
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """(steps, trials) values in reward units."""
         return self.forward(x)[0].squeeze(-1) * self.scale
