@@ -171,8 +171,8 @@ def _recipe(config: dict) -> str:
     update = config.get("update", "trpo" if "max_kl" in config else None)  # runs from before PPO: TRPO
     if update:
         parts.append(str(update).upper())
-    if "hidden" in config:
-        parts.append(f"GRU {config['hidden']}")
+    if "hidden" in config:  # a stored config without the activation is a tanh GRU's
+        parts.append(f"GRU {config['hidden']}" + (" (ReLU)" if config.get("gru_activation") == "relu" else ""))
     if "batch_steps" in config:
         parts.append(f"{config['batch_steps'] / 1000:g}k steps/it")
     return ", ".join(parts)

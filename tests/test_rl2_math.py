@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
-from rl2bench.algorithms.rl2.fused_gru import fused_gru
+from rl2bench.algorithms.rl2.fused_gru import fused_gru, gru_sequence
 from rl2bench.algorithms.rl2.gae import discounted_returns, gae
 from rl2bench.algorithms.rl2.policy import Policy, input_size
 from rl2bench.algorithms.rl2.trpo import conjugate_gradient, fisher_vector_product
@@ -30,15 +30,16 @@ def test_cg_matches_direct_solve_on_random_spd():
     assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-8)
 
 
-def _tiny():
+def _tiny(activation: str = "tanh"):
     g = torch.Generator().manual_seed(0)
-    net = Policy(n_states=1, n_actions=3, hidden=4, generator=g).double()
+    net = Policy(n_states=1, n_actions=3, hidden=4, generator=g, activation=activation).double()
     x = torch.randn(3, 2, input_size(1, 3), generator=g, dtype=torch.float64)
     return net, x
 
 
-def test_fisher_vector_product_matches_hessian_of_kl():
-    net, x = _tiny()
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fisher_vector_product_matches_hessian_of_kl(activation):
+    net, x = _tiny(activation)
     names = [n for n, _ in net.named_parameters()]
     shapes = [p.shape for _, p in net.named_parameters()]
     theta0 = parameters_to_vector(net.parameters()).detach().clone()
@@ -183,3 +184,61 @@ def test_policy_gradients_are_the_same_with_the_fused_backward():
 
     for a, b in zip(grads(True), grads(False), strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _gru_case(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    gru = torch.nn.GRU(5, 4).double()
+    x = torch.randn(7, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().clone().requires_grad_() for p in
+               (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)]
+    return x, h0, weights
+
+
+def test_gru_sequence_is_nn_gru_with_tanh():
+    """The loop that computes the ReLU cell computes nn.GRU's cell when given tanh: the same equations."""
+    x, h0, weights = _gru_case(5)
+    ours, last = gru_sequence(x, h0, *weights, activation="tanh")
+    theirs, their_last = torch._VF.gru(x, h0, weights, True, 1, 0.0, False, False, False)
+    assert torch.allclose(ours, theirs, atol=1e-12) and torch.allclose(last, their_last, atol=1e-12)
+
+
+def test_fused_relu_gru_backward_passes_gradcheck_and_matches_autograd():
+    """The ReLU cell's hand-written BPTT: finite differences (float64) and plain autograd through the loop."""
+    x, h0, weights = _gru_case(6)
+    assert torch.autograd.gradcheck(lambda *a: fused_gru(*a, activation="relu"), (x, h0, *weights))
+    g = torch.Generator().manual_seed(7)
+    w_out = torch.randn(7, 3, 4, generator=g, dtype=torch.float64)
+
+    def grads(run):
+        out, last = run()
+        return out.detach(), torch.autograd.grad((out * w_out).sum() + last.sum(), [x, h0, *weights])
+
+    ours, ours_grads = grads(lambda: fused_gru(x, h0, *weights, activation="relu"))
+    plain, plain_grads = grads(lambda: gru_sequence(x, h0, *weights, activation="relu"))
+    assert torch.equal(ours, plain)
+    for a, b in zip(ours_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_relu_policy_steps_like_its_sequence_and_its_state_is_unbounded():
+    """Rollouts step the GRU one step at a time and updates run it over whole sequences: the same function.
+    The ReLU candidate is what the paper asks for, and what tells it from tanh is that a unit can grow past 1
+    (a count) where tanh's stays in (-1, 1)."""
+    g = torch.Generator().manual_seed(8)
+    x = 3.0 * torch.randn(40, 6, input_size(3, 4), generator=g)
+    peaks = {}
+    for activation in ("relu", "tanh"):
+        net = Policy(3, 4, 16, torch.Generator().manual_seed(0), activation=activation)
+        with torch.no_grad():
+            out, last = net(x)
+            h, stepped = net.initial_state(6), []
+            for t in range(40):
+                o, h = net.step(x[t], h)
+                stepped.append(o)
+        assert torch.allclose(torch.stack(stepped), out, atol=1e-5) and torch.allclose(h, last, atol=1e-5)
+        peaks[activation] = float(last.abs().max())
+        if activation == "relu":
+            assert float(last.min()) >= 0.0  # from h0 = 0 a ReLU GRU's state stays non-negative
+    assert peaks["tanh"] < 1.0 < peaks["relu"]

@@ -149,12 +149,13 @@ def test_training_beats_random_on_n10_k5(tmp_path, update, iters):
     assert mean > 5.3, mean  # random scores 5.0 (SE ~0.02 at 4000 trials)
 
 
-@pytest.mark.parametrize("update", ["trpo", "ppo"])
-def test_resume_continues_exactly(tmp_path, update):
-    straight = _trainer(tmp_path / "a", update=update)
+@pytest.mark.parametrize(("update", "activation"),
+                         [("trpo", "tanh"), ("ppo", "tanh"), ("trpo", "relu"), ("ppo", "relu")])
+def test_resume_continues_exactly(tmp_path, update, activation):
+    straight = _trainer(tmp_path / "a", update=update, gru_activation=activation)
     straight.run(iters=3, progress=False)
 
-    first = _trainer(tmp_path / "b", update=update)
+    first = _trainer(tmp_path / "b", update=update, gru_activation=activation)
     first.run(iters=2, progress=False)
     assert (tmp_path / "b" / CHECKPOINT).exists()
     resumed = Trainer.from_checkpoint(tmp_path / "b")
@@ -167,6 +168,7 @@ def test_resume_continues_exactly(tmp_path, update):
     for a, b in zip(straight.baseline.parameters(), resumed.baseline.parameters(), strict=True):
         assert torch.equal(a, b)
     assert straight.cfg.update == resumed.cfg.update == update
+    assert resumed.policy.activation == resumed.baseline.activation == activation
 
 
 def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
@@ -352,6 +354,7 @@ def test_every_numeric_setting_has_a_valid_range():
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "fvp_fraction=1.5"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "max_kl=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "update=sgd"],
+    ["train", "--task", "mab", "--cell", "n10-k5", "--set", "gru_activation=sigmoid"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo", "--set", "ppo_clip=0"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--preset", "ppo-sgd", "--set", "baseline_minibatches=16"],
     ["train", "--task", "mab", "--cell", "n10-k5", "--set", "ppo_minibatch_trials=8", "--set", "ppo_minibatches=2"],
@@ -677,3 +680,32 @@ def test_train_says_when_a_run_stopped_early_or_is_already_complete(tmp_path, ca
     assert main(["train", "--task", "mab", "--cell", "n10-k3", "--init-from", str(tmp_path / "nope"),
                  "--out", str(fresh)]) == 2
     assert not fresh.exists()  # a refused start leaves no empty run folder
+
+
+def test_the_paper_presets_use_a_relu_gru_and_older_runs_stay_tanh(tmp_path, monkeypatch):
+    """Appendix A's ReLU hidden activation for the presets that follow the paper and its authors; the CPU
+    presets keep the tanh they were measured with. A checkpoint or policy file written before the setting
+    existed holds a tanh GRU and must resume and play as one (the zoo's policies are such files)."""
+    shape = task_shape("mdp", "n10")
+    assert {p: preset_config(p, shape).gru_activation for p in ("paper", "ppo-sgd", "fast", "ppo")} == {
+        "paper": "relu", "ppo-sgd": "relu", "fast": "tanh", "ppo": "tanh"}
+    old = _trainer(tmp_path / "old", gru_activation="tanh")
+    old.run(iters=2, progress=False)
+    for name in (CHECKPOINT, POLICY):  # as written before session 14: no activation recorded
+        state = torch.load(tmp_path / "old" / name, weights_only=False)
+        state.get("config", state).pop("gru_activation", None)
+        state.pop("activation", None)
+        torch.save(state, tmp_path / "old" / name)
+    resumed = Trainer.from_checkpoint(tmp_path / "old")
+    assert resumed.cfg.gru_activation == resumed.policy.activation == "tanh"
+    net, _ = rl2_agent.load_policy(str(tmp_path / "old" / POLICY), "old")
+    assert net.activation == "tanh"
+    x = torch.randn(5, 2, net.gru.input_size)
+    with torch.no_grad():
+        assert torch.allclose(net(x)[0], old.policy(x)[0])
+    relu = _trainer(tmp_path / "relu", gru_activation="relu")
+    with pytest.raises(UserError, match="gru_activation=tanh"):  # a tanh policy is no start for a ReLU run
+        relu.init_from(tmp_path / "old")
+    relu.run(iters=1, progress=False)
+    net, meta = rl2_agent.load_policy(str(tmp_path / "relu" / POLICY), "relu")
+    assert net.activation == meta["activation"] == "relu"

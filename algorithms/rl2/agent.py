@@ -64,7 +64,9 @@ def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The policy network of a zoo file (cached per process and file version) and the file's metadata."""
     from .policy import Policy
 
-    return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"]))
+    # Files from before the activation was recorded hold tanh GRUs (nn.GRU's, the only cell then).
+    return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"],
+                                                   activation=data.get("activation", "tanh")))
 
 
 def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:

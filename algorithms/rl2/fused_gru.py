@@ -8,11 +8,16 @@ bit-identical to ``nn.GRU``'s); the gates are then recomputed from the hidden st
 sequence operations, and back-propagation through time needs ~7 small operations per step, with the weight
 gradients formed by one matrix product over all steps at the end.
 
-It is first-order only (no double backward): TRPO's Fisher-vector products keep using ``nn.GRU``.
-Equations (PyTorch's gate order r, z, n)::
+It is first-order only (no double backward): TRPO's Fisher-vector products keep using ``nn.GRU`` (or,
+for the ReLU cell, ``gru_sequence``'s plain autograd). Equations (PyTorch's gate order r, z, n)::
 
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)      z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   h' = (1 - z) * n + z * h
+    n = act(W_in x + b_in + r * (W_hn h + b_hn))    h' = (1 - z) * n + z * h
+
+with ``act`` tanh (``nn.GRU``'s only choice) or ReLU, the paper's "rectified linear units as the hidden
+activation" (Appendix A; the authors' launchers pass ``hidden_nonlinearity=relu`` to their GRU layer, whose
+candidate state it shapes). ``nn.GRU`` has no ReLU cell, so its forward pass here is a loop of a few
+whole-batch operations per step; the backward pass is the same as tanh's but for the derivative.
 """
 
 from __future__ import annotations
@@ -21,13 +26,51 @@ from typing import Any
 
 import torch
 
+ACTIVATIONS = ("tanh", "relu")
+
+
+def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+             b_hh: torch.Tensor, activation: str = "relu") -> torch.Tensor:
+    """One GRU step for a batch, x (trials, input), h (trials, hidden) -> next h; plain autograd."""
+    return _cell_from_gi(torch.addmm(b_ih, x, w_ih.t()), h, w_hh, b_hh, activation)
+
+
+def _cell_from_gi(gi: torch.Tensor, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
+                  activation: str) -> torch.Tensor:
+    hidden = h.shape[-1]
+    gh = torch.addmm(b_hh, h, w_hh.t())
+    rz = torch.sigmoid(gi[:, :2 * hidden] + gh[:, :2 * hidden])
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    pre = gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:]
+    n = torch.relu(pre) if activation == "relu" else torch.tanh(pre)
+    return n + z * (h - n)
+
+
+def gru_sequence(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                 b_hh: torch.Tensor, activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-layer GRU over x (steps, trials, input) from h0 (1, trials, hidden) in plain autograd (so it
+    differentiates twice, as TRPO's Fisher-vector products need): (outputs, last state)."""
+    steps, trials, _ = x.shape
+    gi = torch.addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih.t()).view(steps, trials, -1)
+    h, outs = h0[0], []
+    for t in range(steps):
+        h = _cell_from_gi(gi[t], h, w_hh, b_hh, activation)
+        outs.append(h)
+    out = torch.stack(outs)
+    return out, out[-1:]
+
 
 class _FusedGRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, h_last = torch._VF.gru(x, h0, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, False)
+                b_ih: torch.Tensor, b_hh: torch.Tensor, activation: str = "tanh") -> tuple[torch.Tensor, torch.Tensor]:
+        if activation == "tanh":
+            out, h_last = torch._VF.gru(x, h0, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, False)
+        else:
+            with torch.no_grad():
+                out, h_last = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, activation)
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, out)
+        ctx.activation = activation
         return out, h_last
 
     @staticmethod
@@ -41,10 +84,12 @@ class _FusedGRU(torch.autograd.Function):
         rz = torch.sigmoid(gi[..., :2 * hidden] + gh[..., :2 * hidden])
         r, z = rz[..., :hidden], rz[..., hidden:]
         gh_n = gh[..., 2 * hidden:]
-        n = torch.tanh(gi[..., 2 * hidden:] + r * gh_n)
-        # Local derivatives, whole-sequence: d n_pre = dh (1 - z)(1 - n^2); d z_pre = dh (h - n) z (1 - z);
-        # d r_pre = d n_pre * gh_n * r (1 - r); d gh_n = d n_pre * r.
-        to_n_pre = (1 - z) * (1 - n * n)
+        pre = gi[..., 2 * hidden:] + r * gh_n
+        relu = ctx.activation == "relu"
+        n = torch.relu(pre) if relu else torch.tanh(pre)
+        # Local derivatives, whole-sequence: d n_pre = dh (1 - z) act'(n_pre) (tanh: 1 - n^2; ReLU: n_pre > 0);
+        # d z_pre = dh (h - n) z (1 - z); d r_pre = d n_pre * gh_n * r (1 - r); d gh_n = d n_pre * r.
+        to_n_pre = (1 - z) * ((pre > 0).to(out.dtype) if relu else 1 - n * n)
         to_z_pre = (h_prev - n) * z * (1 - z)
         to_r_pre = gh_n * r * (1 - r)
 
@@ -70,11 +115,12 @@ class _FusedGRU(torch.autograd.Function):
         d_x = (d_gi_2d @ w_ih).view_as(x) if ctx.needs_input_grad[0] else None
         d_w_ih = d_gi_2d.t() @ x.reshape(-1, x.shape[-1])
         d_w_hh = d_gh_2d.t() @ h_prev.reshape(-1, hidden)
-        return d_x, dh.unsqueeze(0), d_w_ih, d_w_hh, d_gi_2d.sum(0), d_gh_2d.sum(0)
+        return d_x, dh.unsqueeze(0), d_w_ih, d_w_hh, d_gi_2d.sum(0), d_gh_2d.sum(0), None
 
 
 def fused_gru(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
-              b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              b_hh: torch.Tensor, activation: str = "tanh") -> tuple[torch.Tensor, torch.Tensor]:
     """One-layer GRU over x (steps, trials, input) from h0 (1, trials, hidden): (outputs, last state),
-    the same values as ``nn.GRU``; gradients by the hand-written backward above."""
-    return _FusedGRU.apply(x, h0, w_ih, w_hh, b_ih, b_hh)
+    the same values as ``nn.GRU`` (tanh) or ``gru_sequence`` (ReLU); gradients by the hand-written backward
+    above."""
+    return _FusedGRU.apply(x, h0, w_ih, w_hh, b_ih, b_hh, activation)

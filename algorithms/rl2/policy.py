@@ -9,6 +9,13 @@ Initialisation follows Appendix A: weight normalisation without data-dependent i
 the norm of the initial weight, so the network starts exactly at its Xavier/orthogonal weights) on every
 weight matrix, orthogonal hidden-to-hidden blocks, Xavier elsewhere, zero biases. The hidden state is
 zeroed at the start of a trial and carried across its episodes.
+
+The GRU's candidate activation (``activation``): ``"relu"``, the paper's ("rectified linear units ... as the
+hidden activation", Appendix A; the authors' launchers pass ReLU to their GRU layer), or ``"tanh"``,
+``nn.GRU``'s, which every policy trained before session 14 used (their files carry no activation and load
+as tanh). A ReLU candidate is unbounded above, so a unit can count (visits, rewards) over a long trial where
+a tanh unit saturates at 1. The weights live in an ``nn.GRU`` either way (same names, same checkpoints);
+only the arithmetic differs (``fused_gru.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from .fused_gru import fused_gru
+from .fused_gru import ACTIVATIONS, fused_gru, gru_cell, gru_sequence
 from .tensors import gru_tensors
 
 
@@ -42,9 +49,11 @@ class RecurrentNet(nn.Module):
     """GRU + linear head with the paper's initialisation; the policy and the baseline are two instances."""
 
     def __init__(self, n_states: int, n_actions: int, hidden: int, n_out: int,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, activation: str = "tanh"):
         super().__init__()
-        self.n_states, self.n_actions, self.hidden = n_states, n_actions, hidden
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        self.n_states, self.n_actions, self.hidden, self.activation = n_states, n_actions, hidden, activation
         self.gru = nn.GRU(input_size(n_states, n_actions), hidden)
         self.head = nn.Linear(hidden, n_out)
         gru = gru_tensors(self.gru)
@@ -74,9 +83,10 @@ class RecurrentNet(nn.Module):
         the outputs are exactly the narrow network's until training moves those zeros. Under weight
         normalisation a zero column still gets a gradient, so the new units come into use as they learn."""
         old, new = narrow.hidden, self.hidden
-        if old > new or (narrow.n_states, narrow.n_actions) != (self.n_states, self.n_actions):
-            raise ValueError(f"cannot widen a GRU {old} for {narrow.n_states}x{narrow.n_actions} into a GRU {new} "
-                             f"for {self.n_states}x{self.n_actions}")
+        if (old > new or (narrow.n_states, narrow.n_actions) != (self.n_states, self.n_actions)
+                or narrow.activation != self.activation):
+            raise ValueError(f"cannot widen a {narrow.activation} GRU {old} for {narrow.n_states}x{narrow.n_actions} "
+                             f"into a {self.activation} GRU {new} for {self.n_states}x{self.n_actions}")
         g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
         w_ih, w_hh = g.weight_ih_l0.clone(), g.weight_hh_l0.clone()
         b_ih, b_hh = g.bias_ih_l0.clone(), g.bias_hh_l0.clone()
@@ -95,7 +105,7 @@ class RecurrentNet(nn.Module):
         self.head.bias.copy_(narrow.head.bias)
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(1, batch, self.hidden, device=self.head.bias.device)
+        return torch.zeros(1, batch, self.hidden, device=self.head.bias.device, dtype=self.head.bias.dtype)
 
     #: Back-propagate through the hand-written GRU backward (``fused_gru``) when gradients are on: same
     #: outputs, 1.6-1.7x faster ppo-sgd iterations on CPU, first-order only (TRPO's Fisher-vector products need nn.GRU).
@@ -106,13 +116,21 @@ class RecurrentNet(nn.Module):
         if self.fused_backward and torch.is_grad_enabled():
             h0 = self.initial_state(x.shape[1]) if h0 is None else h0
             g = gru_tensors(self.gru)
-            out, h = fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+            out, h = fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
+        elif self.activation == "relu":
+            h0 = self.initial_state(x.shape[1]) if h0 is None else h0
+            g = gru_tensors(self.gru)
+            out, h = gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, "relu")
         else:
             out, h = self.gru(x, h0)
         return self.head(out), h
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step for a whole batch: x (trials, input) -> (outputs (trials, n_out), next hidden)."""
+        if self.activation == "relu":
+            g = gru_tensors(self.gru)
+            h_next = gru_cell(x, h[0], g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, "relu")
+            return self.head(h_next), h_next.unsqueeze(0)
         out, h = self.gru(x.unsqueeze(0), h)
         return self.head(out[0]), h
 
@@ -121,8 +139,8 @@ class Policy(RecurrentNet):
     """Outputs action logits; the softmax is applied by the caller (Categorical over logits)."""
 
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256,
-                 generator: torch.Generator | None = None):
-        super().__init__(n_states, n_actions, hidden, n_actions, generator)
+                 generator: torch.Generator | None = None, activation: str = "tanh"):
+        super().__init__(n_states, n_actions, hidden, n_actions, generator, activation)
 
 
 class Baseline(RecurrentNet):
@@ -132,8 +150,8 @@ class Baseline(RecurrentNet):
     scale: torch.Tensor  # a buffer, registered in __init__ (declared here: the stubs type buffers Tensor | Module)
 
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256, scale: float = 1.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(n_states, n_actions, hidden, 1, generator)
+                 generator: torch.Generator | None = None, activation: str = "tanh"):
+        super().__init__(n_states, n_actions, hidden, 1, generator, activation)
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def values(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,7 @@ from rl2bench.errors import UserError, claim_folder, writable_folder
 from rl2bench.results import write_text_atomic
 from rl2bench.stats import normalize
 
+from .fused_gru import ACTIVATIONS
 from .gae import discounted_returns, gae
 from .policy import Baseline, Policy
 from .rollout import Batch, TaskShape, collect, sample_instances, task_shape
@@ -75,6 +76,10 @@ POLICY_FORMAT = "rl2bench-rl2-policy/1"
 @dataclass
 class TrainConfig:
     hidden: int = 256
+    # The GRU's candidate activation: "relu" is the paper's (Appendix A) and the authors' launchers'; "tanh"
+    # is nn.GRU's, which the CPU presets were measured with and every run before session 14 used (a stored
+    # config without this key is one of those: ``stored_config``).
+    gru_activation: str = "relu"
     gru_update_bias: float = 0.0  # initial update-gate bias of both GRUs (0 = the paper's zero biases)
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
@@ -117,13 +122,18 @@ def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
                            baseline_epochs=5, baseline_minibatch_trials=128, iters=1000)
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    cfg = TrainConfig(hidden=64, batch_steps=25_000, fvp_fraction=0.2, iters=_fast_iters(shape),
-                      checkpoint_every=5)
+    cfg = TrainConfig(hidden=64, gru_activation="tanh", batch_steps=25_000, fvp_fraction=0.2,
+                      iters=_fast_iters(shape), checkpoint_every=5)
     if shape.trial_len >= 50:  # long trials: keep exploring (see the module docstring)
         cfg = dataclasses.replace(cfg, ent_coef=0.01, ent_decay_iters=300, gamma=1.0, lam=0.95)
     if preset == "ppo":  # a constant bonus: decaying it let n100-k10's entropy collapse at 75 (NOTES.md)
         cfg = dataclasses.replace(cfg, update="ppo", ent_decay_iters=0)
     return cfg
+
+
+def stored_config(config: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a checkpoint: runs from before the activation was a setting trained tanh GRUs."""
+    return TrainConfig(**{"gru_activation": "tanh", **config})
 
 
 def _fast_iters(shape: TaskShape) -> int:
@@ -153,11 +163,11 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "value_lr": (0, math.inf, False),
 }
 # Fields that take one of a few words.
-_CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES}
+_CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 _SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
-FIXED_ON_RESUME = ("hidden", "gru_update_bias")
+FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias")
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -391,9 +401,10 @@ class Trainer:
         self.norm_refs, self.norm_source = normalization_scores(self.shape.task, self.shape.cell)
         s = self.shape
         init = seeding.generator(seed, "init", s.task, s.cell, "rl2")
-        self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init))
+        self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, _torch_gen(init), self.cfg.gru_activation)
         scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
-        self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, _torch_gen(init))
+        self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, _torch_gen(init),
+                                 self.cfg.gru_activation)
         if self.cfg.gru_update_bias:
             self.policy.set_update_gate_bias(self.cfg.gru_update_bias)
             self.baseline.set_update_gate_bias(self.cfg.gru_update_bias)
@@ -579,7 +590,7 @@ class Trainer:
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> Trainer:
         state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
         self = cls(state["task"], state["cell"], state["preset"], state["seed"], out,
-                   TrainConfig(**state["config"]), command or state.get("command", ""), device)
+                   stored_config(state["config"]), command or state.get("command", ""), device)
         self.policy.load_state_dict(state["policy"])
         self.baseline.load_state_dict(state["baseline"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -623,14 +634,18 @@ class Trainer:
         if state["task"] != self.shape.task:
             raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not {self.shape.task}")
         baseline = {k: v for k, v in state["baseline"].items() if k != "scale"}
-        narrow = int(state["config"]["hidden"])
-        misfit = UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, GRU {narrow}) "
-                           f"do not fit {self.shape.task} {self.shape.cell} with GRU {self.cfg.hidden}")
+        source = stored_config(state["config"])
+        narrow, activation = source.hidden, source.gru_activation
+        misfit = UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, {activation} "
+                           f"GRU {narrow}) do not fit {self.shape.task} {self.shape.cell} with a "
+                           f"{self.cfg.gru_activation} GRU {self.cfg.hidden}")
+        if activation != self.cfg.gru_activation:  # same weights, other function: nothing would carry over
+            raise UserError(f"{misfit}; add --set gru_activation={activation} to start from it")
         try:
             if narrow < self.cfg.hidden:  # grow: the trained units carry over, new ones start unread
                 s = self.shape
-                old_policy = Policy(s.n_states, s.n_actions, narrow)
-                old_baseline = Baseline(s.n_states, s.n_actions, narrow)
+                old_policy = Policy(s.n_states, s.n_actions, narrow, activation=activation)
+                old_baseline = Baseline(s.n_states, s.n_actions, narrow, activation=activation)
                 old_policy.load_state_dict(state["policy"])
                 old_baseline.load_state_dict(baseline, strict=False)
                 self.policy.widen_from(old_policy.to(self.device))
@@ -648,7 +663,8 @@ class Trainer:
     def policy_file(self) -> dict[str, Any]:
         s = self.shape
         return {"format": POLICY_FORMAT, "task": s.task, "cell": s.cell, "n_states": s.n_states,
-                "n_actions": s.n_actions, "hidden": self.cfg.hidden, "state_dict": _on_cpu(self.policy.state_dict()),
+                "n_actions": s.n_actions, "hidden": self.cfg.hidden, "activation": self.cfg.gru_activation,
+                "state_dict": _on_cpu(self.policy.state_dict()),
                 "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 
     def save(self, finished: bool) -> None:
@@ -839,8 +855,8 @@ def train_command(args) -> int:
     if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
-          f"x {shape.trial_len} steps per iteration, GRU {trainer.cfg.hidden}, until iteration "
-          f"{trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
+          f"x {shape.trial_len} steps per iteration, {trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, "
+          f"until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
     if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
         from rl2bench.registry import get_family
 
