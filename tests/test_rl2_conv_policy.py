@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
@@ -9,9 +10,9 @@ from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
 T, B, A = 6, 3, 3
 
 
-def _net(hidden: int = 32) -> ConvPolicy:
+def _net(hidden: int = 32, activation: str = "tanh") -> ConvPolicy:
     gen = torch.Generator().manual_seed(0)
-    return ConvPolicy(A, hidden=hidden, action_embed=8, fc=16, generator=gen)
+    return ConvPolicy(A, hidden=hidden, action_embed=8, fc=16, generator=gen, activation=activation)
 
 
 def _inputs(seed: int = 1):
@@ -40,8 +41,9 @@ def test_same_seed_same_weights():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_step_by_step_equals_sequence():
-    net = _net()
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_step_by_step_equals_sequence(activation):
+    net = _net(activation=activation)
     obs, a, r, d = _inputs()
     with torch.no_grad():
         logits, values, h_seq = net(obs, a, r, d)
@@ -81,3 +83,13 @@ def test_policy_and_baseline_share_the_trunk():
     g_pi = torch.autograd.grad(logits.sum(), net.fc.weight, retain_graph=True)[0]
     g_v = torch.autograd.grad(values.sum(), net.fc.weight)[0]
     assert g_pi.abs().sum() > 0 and g_v.abs().sum() > 0
+
+
+def test_relu_gru_is_another_function_of_the_same_weights():
+    """The paper's ReLU candidate: same parameters as the tanh cell, other outputs, a state that stays >= 0."""
+    tanh, relu = _net(), _net(activation="relu")
+    assert all(torch.equal(p, q) for p, q in zip(tanh.parameters(), relu.parameters(), strict=True))
+    obs, a, r, d = _inputs()
+    with torch.no_grad():
+        h_tanh, h_relu = tanh(obs, a, r, d)[2], relu(obs, a, r, d)[2]
+    assert not torch.allclose(h_tanh, h_relu) and float(h_relu.min()) >= 0.0

@@ -31,6 +31,7 @@ def test_presets_follow_the_paper():
     paper = preset_config("maze")
     assert (paper.hidden, paper.batch_steps, paper.gamma, paper.lam) == (256, 50_000, 0.99, 0.99)
     assert preset_config("fast") == preset_config("maze-fast")
+    assert paper.gru_activation == preset_config("maze-fast").gru_activation == "relu"  # Appendix A
 
 
 def test_rollout_masks_match_the_episode_lengths(tmp_path):
@@ -62,6 +63,7 @@ def test_rollout_masks_match_the_episode_lengths(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
+    """(A ReLU GRU, the preset's; a run written before the setting existed resumes as the tanh one it was.)"""
     full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
     full.run(progress=False)
     half = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "b", _config())
@@ -72,6 +74,11 @@ def test_resume_continues_exactly(tmp_path):
     for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
         torch.testing.assert_close(p, q)
     assert full.curve[-1]["accepted"] in (0, 1) and (tmp_path / "a" / "policy.pt").exists()
+    assert resumed.net.activation == "relu"
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    del state["config"]["gru_activation"]
+    torch.save(state, tmp_path / "b" / "checkpoint.pt")
+    assert MazeTrainer.from_checkpoint(tmp_path / "b").net.activation == "tanh"
 
 
 def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):

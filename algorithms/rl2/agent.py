@@ -173,7 +173,8 @@ def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]
     """The maze network of a zoo file written by ``maze_trainer`` (cached per process) and its metadata."""
     from .conv_policy import ConvPolicy
 
-    return _load_network(path, lambda data: ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"])))
+    return _load_network(path, lambda data: ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"]),
+                                                       activation=data.get("activation", "tanh")))
 
 
 PAPER_MAZE_TRAINING_CELL = "small-e2"  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps

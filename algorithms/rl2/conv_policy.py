@@ -5,7 +5,9 @@ and two heads on the GRU output: action logits (the policy) and a scalar (the ba
 Policy and baseline SHARE the network, as the paper says for the mazes. Sequences are time-major,
 (steps, trials, ...). The hidden state is zeroed at the start of a trial and carried across its
 episodes. At t = 0 there is no previous action: it gets its own embedding row (index ``n_actions``),
-reward and flag are 0. Weight normalisation is not used here (plain Xavier / orthogonal init).
+reward and flag are 0. Weight normalisation is not used here (plain Xavier / orthogonal init). The GRU's
+candidate activation is ReLU as the paper's appendix says, or tanh (nn.GRU's), which the policies trained
+before session 14 used (their files carry no activation and load as tanh); see policy.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fused_gru import ACTIVATIONS, gru_sequence
 from .tensors import gru_tensors
 
 CONV_FILTERS = 16
@@ -28,9 +31,13 @@ class ConvPolicy(nn.Module):
     """(obs (3, 30, 40), prev action, prev reward, prev done) -> GRU -> (logits, value)."""
 
     def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, ...] = (3, 30, 40),
-                 action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None):
+                 action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None,
+                 activation: str = "tanh"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.n_actions, self.hidden, self.obs_shape = n_actions, hidden, tuple(obs_shape)
+        self.activation = activation
         channels, height, width = obs_shape
         conv1 = nn.Conv2d(channels, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE)
         conv2 = nn.Conv2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE)
@@ -62,7 +69,7 @@ class ConvPolicy(nn.Module):
         return self.n_actions
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(1, batch, self.hidden, device=self.pi.weight.device)
+        return torch.zeros(1, batch, self.hidden, device=self.pi.weight.device, dtype=self.pi.weight.dtype)
 
     def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                  prev_done: torch.Tensor) -> torch.Tensor:
@@ -76,7 +83,12 @@ class ConvPolicy(nn.Module):
     def trunk(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
               prev_done: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole sequences (steps, trials, ...) -> (GRU outputs (steps, trials, hidden), last hidden)."""
-        return self.gru(self.features(obs, prev_action, prev_reward, prev_done), h0)
+        x = self.features(obs, prev_action, prev_reward, prev_done)
+        if self.activation == "tanh":
+            return self.gru(x, h0)
+        g = gru_tensors(self.gru)
+        h0 = self.initial_state(x.shape[1]) if h0 is None else h0
+        return gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                 prev_done: torch.Tensor, h0: torch.Tensor | None = None

@@ -76,6 +76,7 @@ ALIASES = {"paper": "maze", "fast": "maze-fast"}
 @dataclass
 class MazeTrainConfig:
     hidden: int = 256
+    gru_activation: str = "relu"  # the paper's; "tanh" is nn.GRU's (every maze run before session 14)
     batch_steps: int = 50_000  # paper; trials per iteration = batch_steps / max trial length, whole groups
     gamma: float = 0.99
     lam: float = 0.99
@@ -186,7 +187,8 @@ class MazeTrainer:
         self.command = command
         name = self.cell.name
         init = seeding.generator(seed, "init", "maze", name, "rl2")
-        self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape, generator=_torch_gen(init))
+        self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape, generator=_torch_gen(init),
+                              activation=self.cfg.gru_activation)
         self.net.to(self.device)
         self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
         self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", "maze", name, "rl2"))
@@ -348,7 +350,8 @@ class MazeTrainer:
     @classmethod
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
         state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
-        self = cls(state["cell"], state["preset"], state["seed"], out, MazeTrainConfig(**state["config"]),
+        config = MazeTrainConfig(**{"gru_activation": "tanh", **state["config"]})  # older runs: tanh GRUs
+        self = cls(state["cell"], state["preset"], state["seed"], out, config,
                    command or state.get("command", ""), device)
         self.net.load_state_dict(state["net"])
         self.act_gen.set_state(state["act_gen"])
@@ -361,8 +364,8 @@ class MazeTrainer:
     def policy_file(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
                 "n_states": self.spec.n_states, "obs_shape": tuple(self.spec.obs_shape), "hidden": self.cfg.hidden,
-                "state_dict": _on_cpu(self.net.state_dict()), "iteration": self.iteration, "preset": self.preset,
-                "seed": self.seed}
+                "activation": self.cfg.gru_activation, "state_dict": _on_cpu(self.net.state_dict()),
+                "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 
     def save(self, finished: bool) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +440,8 @@ def train_command(args) -> int:
         return 0
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
           f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
-          f"GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
+          f"{trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; "
+          f"writing {out}", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
     except KeyboardInterrupt:
