@@ -7,26 +7,26 @@ continues with exactly the iteration an uninterrupted run would have made next.
 
 Presets:
 
-* ``paper``: Appendix A.1/A.2 (GRU 256, 250,000 steps per iteration, gamma 0.99, GAE lambda 0.3, mean
-  KL 0.01). About a minute per iteration on 2 CPU cores: a GPU or a long background job.
-* ``fast``: the same algorithm (TRPO, separate GRU baseline) sized for a CPU: GRU 64, 25,000-step
-  batches, Fisher-vector products on a 20% subsample of the trials (3x faster updates), chosen by
-  measurement (see leaderboard/zoo/README.md); trials of 50+ steps (bandits with n >= 50, every MDP
-  cell) add an entropy bonus 0.01, gamma 1 and lambda 0.95: with the paper's settings and no bonus the
-  policy's entropy collapsed within ~50 iterations at these small batches (n100-k10 with PPO in the
-  notes, MDP n10 with TRPO here) while the return stayed near random.
+* ``paper``: Appendix A.1/A.2 (GRU 256 with ReLU hidden activation, 250,000 steps per iteration, gamma 0.99,
+  GAE lambda 0.3, mean KL 0.01). About a minute per iteration on 2 CPU cores: a GPU or a long background
+  job.
+* ``fast``: the same algorithm (TRPO, separate GRU baseline) sized for a CPU: GRU 64 (tanh, nn.GRU's, with
+  which it was measured), 25,000-step batches, Fisher-vector products on a 20% subsample of the trials (3x
+  faster updates), chosen by measurement (see leaderboard/zoo/README.md); trials of 50+ steps (bandits with
+  n >= 50, every MDP cell) add an entropy bonus 0.01, gamma 1 and lambda 0.95: with the paper's settings and
+  no bonus the policy's entropy collapsed within ~50 iterations at these small batches (n100-k10 with PPO in
+  the notes, MDP n10 with TRPO here) while the return stayed near random.
 * ``ppo``: the ``fast`` sizes and exploration settings (the entropy bonus kept constant) with a
-  clipped-surrogate (PPO) policy update in place of the TRPO step: several Adam epochs over minibatches
-  of whole trials per batch instead of one natural-gradient step. Not the paper's optimiser; added
-  because the fast TRPO recipe levels off below the paper on trials of 100+ steps, and PPO learns more
-  per environment step and per second here (leaderboard/NOTES.md has the comparison and which cell
-  uses which preset).
-* ``ppo-sgd``: the update the authors' released launchers used for the paper's bandit and MDP runs
-  (rllab sandbox ``neural_learner``: ``PPOSGD`` with ``TBPTTOptimizer``; read, not copied): the paper's
-  batch, GRU 256, gamma 0.99, lambda 0.3 and no bonus, with 5 Adam epochs (rate 1e-3, no gradient-norm
-  clipping) over minibatches of 128 whole trials, ratio clip 0.1, then the full-batch mean KL brought
-  back under 0.01 by halving the step (``ppo_kl_backtrack``). At 250k steps that is ~100 Adam steps per
-  iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16. On trials of 100+
+  clipped-surrogate (PPO) policy update in place of the TRPO step: several Adam epochs over minibatches of
+  whole trials per batch instead of one natural-gradient step. Not the paper's optimiser; added because the
+  fast TRPO recipe levels off below the paper on trials of 100+ steps, and PPO learns more per environment
+  step and per second here (leaderboard/NOTES.md has the comparison and which cell uses which preset).
+* ``ppo-sgd``: the update the authors' released launchers used for the paper's bandit and MDP runs (rllab
+  sandbox ``neural_learner``: ``PPOSGD`` with ``TBPTTOptimizer``; read, not copied): the paper's batch, GRU
+  256 (ReLU, as in the paper), gamma 0.99, lambda 0.3 and no bonus, with 5 Adam epochs (rate 1e-3, no
+  gradient-norm clipping) over minibatches of 128 whole trials, ratio clip 0.1, then the full-batch mean KL
+  brought back under 0.01 by halving the step (``ppo_kl_backtrack``). At 250k steps that is ~100 Adam steps
+  per iteration on 100-step trials where the ``ppo`` preset's 4 x 4 minibatches take 16. On trials of 100+
   steps, ``--set gamma=0.999`` learned faster here than the paper's 0.99, which discounts away the late
   pay-off of exploring (leaderboard/NOTES.md, RL^2, session 7).
 
