@@ -7,6 +7,8 @@ By default iterations are timed at 25,000 steps and the paper's 250,000-step bat
 linearly (the update is linear in the batch); ``--paper-batch`` times it directly (about a minute per
 iteration at GRU 256 on 2 cores). Results are printed and written to benchmarks/results/rl2_throughput.json.
 Timings on a shared machine are inflated by the other load: rerun on an idle machine for clean numbers.
+``--activation`` picks the GRU's candidate activation (default relu, the ``paper`` preset's since session 14;
+records without the field timed tanh, nn.GRU's).
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def rollout_rate(task: str, cell: str, hidden: int, steps: int) -> float:
+def rollout_rate(task: str, cell: str, hidden: int, steps: int, activation: str = "relu") -> float:
     shape = task_shape(task, cell)
-    policy = Policy(shape.n_states, shape.n_actions, hidden, torch.Generator().manual_seed(0)).to(DEVICE)
+    policy = Policy(shape.n_states, shape.n_actions, hidden, torch.Generator().manual_seed(0), activation).to(DEVICE)
     inst = sample_instances(shape, np.random.default_rng(0), max(1, steps // shape.trial_len))
     n = max(1, steps // shape.trial_len) * shape.trial_len
     secs = _best_of(lambda: collect(policy, shape, inst, torch.Generator().manual_seed(1),
@@ -74,10 +76,10 @@ def gru_fwd_bwd(task: str, cell: str, hidden: int, steps: int) -> float:
 
 
 def iteration_seconds(task: str, cell: str, hidden: int, steps: int, fvp_fraction: float,
-                      update: str = "trpo") -> float:
+                      update: str = "trpo", activation: str = "relu") -> float:
     shape = task_shape(task, cell)
     cfg = dataclasses.replace(preset_config("paper", shape), hidden=hidden, batch_steps=steps,
-                              fvp_fraction=fvp_fraction, update=update)
+                              fvp_fraction=fvp_fraction, update=update, gru_activation=activation)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(task, cell, "paper", 0, Path(tmp), cfg, device=DEVICE)
         trainer.iterate()  # warm-up
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--paper-batch", action="store_true", help="time 250,000-step iterations directly")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--update", default="trpo", choices=("trpo", "ppo"), help="the policy step timed")
+    parser.add_argument("--activation", default="relu", choices=("relu", "tanh"), help="the GRU's candidate activation")
     parser.add_argument("--out", type=Path, default=None,
                         help="default: benchmarks/results/rl2_throughput[-<device>][-<update>].json")
     args = parser.parse_args()
@@ -103,11 +106,11 @@ def main() -> None:
     rows, records = [], []
     for task, cell in (("mab", "n10-k5"), ("mab", "n100-k10"), ("mdp", "n10")):
         for hidden, fvp in ((64, 0.2), (256, 1.0)):
-            rate = rollout_rate(task, cell, hidden, steps)
+            rate = rollout_rate(task, cell, hidden, steps, args.activation)
             fb = gru_fwd_bwd(task, cell, hidden, steps)
-            it = iteration_seconds(task, cell, hidden, steps, fvp, args.update)
+            it = iteration_seconds(task, cell, hidden, steps, fvp, args.update, args.activation)
             rec = {"task": task, "cell": cell, "hidden": hidden, "fvp_fraction": fvp, "timed_batch": steps,
-                   "update": args.update,
+                   "update": args.update, "activation": args.activation,
                    "rollout_steps_per_s": rate, "gru_fwd_bwd_s": fb, "iteration_s": it,
                    "iteration_s_at_paper_batch": it * scale, "extrapolated": scale != 1.0,
                    "iteration_over_fwd_bwd": it / fb}
