@@ -37,12 +37,14 @@ def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.T
 
 def _cell_from_gi(gi: torch.Tensor, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
                   activation: str) -> torch.Tensor:
+    """One step from the input projections ``gi``, in six operations: a loop of them is bound by the cost
+    per operation, not by arithmetic, so r * gh_n + gi_n is one ``addcmul`` and (1 - z) n + z h one ``lerp``."""
     hidden = h.shape[-1]
     gh = torch.addmm(b_hh, h, w_hh.t())
     rz = torch.sigmoid(gi[:, :2 * hidden] + gh[:, :2 * hidden])
-    pre = torch.addcmul(gi[:, 2 * hidden:], rz[:, :hidden], gh[:, 2 * hidden:])  # one op each: the loop
-    n = torch.relu(pre) if activation == "relu" else torch.tanh(pre)  # runs ~6 per step, Python-bound
-    return torch.lerp(n, h, rz[:, hidden:])  # (1 - z) n + z h
+    pre = torch.addcmul(gi[:, 2 * hidden:], rz[:, :hidden], gh[:, 2 * hidden:])
+    n = torch.relu(pre) if activation == "relu" else torch.tanh(pre)
+    return torch.lerp(n, h, rz[:, hidden:])
 
 
 def gru_sequence(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
