@@ -1,0 +1,119 @@
+"""Two RL^2 training runs that differ in one setting, compared at equal iterations (an A/B of a recipe).
+
+    python benchmarks/rl2_compare_runs.py RUN_A RUN_B [--block 100] [--window 200] [--plot out.png] [--record]
+
+Both runs must train the same cell from the same seed with the same batch (so iteration i saw the same
+training instances and environment stream in both); the script checks that from their meta.json files and
+names the settings in which they differ. It prints the training-batch means of both in blocks of
+``--block`` iterations, and the mean of the last ``--window`` iterations the two have in common with its
+standard error (iteration means taken as independent) and a Welch t-test of the difference
+(``scipy.stats.ttest_ind``). ``--plot`` draws both curves (25-iteration moving averages) against
+environment steps; ``--record`` appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
+
+Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
+way (leaderboard/NOTES.md, RL^2, session 14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+from tabulate import tabulate
+
+from rl2bench.results import append_jsonl
+
+RESULTS = Path(__file__).parent / "results" / "rl2_compare_runs.jsonl"
+SAME = ("task", "cell", "seed")  # what must agree for iteration i to mean the same training data
+
+
+def load(run: Path) -> tuple[dict, pd.DataFrame]:
+    return json.loads((run / "meta.json").read_text()), pd.read_csv(run / "curve.csv")
+
+
+def differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
+    """The config settings in which the two runs differ (besides the number of iterations)."""
+    a, b = meta_a.get("config", {}), meta_b.get("config", {})
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "iters"}
+
+
+def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
+    (meta_a, a), (meta_b, b) = load(run_a), load(run_b)
+    clash = {k: (meta_a.get(k), meta_b.get(k)) for k in SAME if meta_a.get(k) != meta_b.get(k)}
+    if meta_a.get("config", {}).get("batch_steps") != meta_b.get("config", {}).get("batch_steps"):
+        clash["batch_steps"] = (meta_a["config"].get("batch_steps"), meta_b["config"].get("batch_steps"))
+    if clash:
+        raise SystemExit(f"the runs are not comparable iteration by iteration: {clash}")
+    common = min(len(a), len(b))
+    window = min(window, common)
+    blocks = []
+    for start in range(0, common - block + 1, block):
+        ma, mb = (float(f["mean_return"].iloc[start:start + block].mean()) for f in (a, b))
+        blocks.append({"iterations": f"{start + 1}-{start + block}", "A": round(ma, 1), "B": round(mb, 1),
+                       "B - A": round(mb - ma, 1)})
+    last_a, last_b = (f["mean_return"].iloc[common - window:common].to_numpy() for f in (a, b))
+    test = stats.ttest_ind(last_b, last_a, equal_var=False)
+    return {
+        "task": meta_a["task"], "cell": meta_a["cell"], "seed": meta_a["seed"], "run_a": str(run_a),
+        "run_b": str(run_b), "differ": {k: list(v) for k, v in differences(meta_a, meta_b).items()},
+        "common_iterations": common, "env_steps_common": int(a["env_steps"].iloc[common - 1]),
+        "window": window, "a_mean": float(last_a.mean()), "a_se": float(stats.sem(last_a)),
+        "b_mean": float(last_b.mean()), "b_se": float(stats.sem(last_b)),
+        "b_minus_a": float(last_b.mean() - last_a.mean()), "t": float(test.statistic), "p": float(test.pvalue),
+        "seconds_per_iteration_a": float(a["wall_seconds"].iloc[common - 1] / common),
+        "seconds_per_iteration_b": float(b["wall_seconds"].iloc[common - 1] / common),
+        "blocks": blocks,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("run_a", "A"), ("run_b", "B")):
+        curve = pd.read_csv(Path(result[key]) / "curve.csv")
+        setting = ", ".join(f"{k}={v[0 if label == 'A' else 1]}" for k, v in result["differ"].items())
+        ax.plot(curve["env_steps"] / 1e6, curve["mean_return"].rolling(25, min_periods=1).mean(),
+                label=f"{label}: {setting}")
+    ax.set_xlabel("environment steps (M)")
+    ax.set_ylabel("training-batch mean trial return")
+    ax.set_title(f"{result['task']} {result['cell']}, seed {result['seed']} (25-iteration moving average)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--block", type=int, default=100)
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--record", action="store_true", help=f"append the result to {RESULTS}")
+    args = parser.parse_args()
+    result = compare(args.run_a, args.run_b, args.block, args.window)
+    print(f"{result['task']} {result['cell']}, seed {result['seed']}; differ in: {result['differ']}")
+    print(tabulate(result["blocks"], headers="keys"))
+    print(f"last {result['window']} of {result['common_iterations']} common iterations "
+          f"({result['env_steps_common'] / 1e6:.1f} M steps): A {result['a_mean']:.1f} +- {result['a_se']:.1f}, "
+          f"B {result['b_mean']:.1f} +- {result['b_se']:.1f}; B - A {result['b_minus_a']:+.1f} "
+          f"(Welch t {result['t']:+.2f}, p {result['p']:.3g}); seconds per iteration A "
+          f"{result['seconds_per_iteration_a']:.2f}, B {result['seconds_per_iteration_b']:.2f}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"written {args.plot}")
+    if args.record:
+        append_jsonl(RESULTS, result)
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
