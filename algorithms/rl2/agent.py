@@ -62,11 +62,11 @@ def _checked_version(path: Path, version: str | None) -> str:
 @lru_cache(maxsize=16)
 def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The policy network of a zoo file (cached per process and file version) and the file's metadata."""
+    from .fused_gru import UNRECORDED_ACTIVATION
     from .policy import Policy
 
-    # Files from before the activation was recorded hold tanh GRUs (nn.GRU's, the only cell then).
     return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"],
-                                                   activation=data.get("activation", "tanh")))
+                                                   activation=data.get("activation", UNRECORDED_ACTIVATION)))
 
 
 def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:
@@ -172,9 +172,10 @@ class RL2(_RecurrentPolicyAgent):
 def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The maze network of a zoo file written by ``maze_trainer`` (cached per process) and its metadata."""
     from .conv_policy import ConvPolicy
+    from .fused_gru import UNRECORDED_ACTIVATION
 
     return _load_network(path, lambda data: ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"]),
-                                                       activation=data.get("activation", "tanh")))
+                                                       activation=data.get("activation", UNRECORDED_ACTIVATION)))
 
 
 PAPER_MAZE_TRAINING_CELL = "small-e2"  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fused_gru import ACTIVATIONS, gru_sequence
+from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, gru_sequence
 from .tensors import gru_tensors
 
 CONV_FILTERS = 16
@@ -32,7 +32,7 @@ class ConvPolicy(nn.Module):
 
     def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, ...] = (3, 30, 40),
                  action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None,
-                 activation: str = "tanh"):
+                 activation: str = UNRECORDED_ACTIVATION):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")

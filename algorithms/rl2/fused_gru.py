@@ -27,6 +27,9 @@ from typing import Any
 import torch
 
 ACTIVATIONS = ("tanh", "relu")
+#: What a checkpoint, policy file or network built without an activation holds: every run before session 14
+#: trained nn.GRU's tanh cell, and their files do not say so.
+UNRECORDED_ACTIVATION = "tanh"
 
 
 def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,

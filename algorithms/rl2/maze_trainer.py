@@ -40,6 +40,7 @@ from rl2bench.errors import UserError, claim_folder
 from rl2bench.results import write_text_atomic
 
 from .conv_policy import ConvPolicy
+from .fused_gru import UNRECORDED_ACTIVATION
 from .gae import discounted_returns, gae
 from .rollout import sample_actions
 from .trainer import (
@@ -350,7 +351,7 @@ class MazeTrainer:
     @classmethod
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
         state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
-        config = MazeTrainConfig(**{"gru_activation": "tanh", **state["config"]})  # older runs: tanh GRUs
+        config = MazeTrainConfig(**{"gru_activation": UNRECORDED_ACTIVATION, **state["config"]})
         self = cls(state["cell"], state["preset"], state["seed"], out, config,
                    command or state.get("command", ""), device)
         self.net.load_state_dict(state["net"])

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from .fused_gru import ACTIVATIONS, fused_gru, gru_cell, gru_sequence
+from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, fused_gru, gru_cell, gru_sequence
 from .tensors import gru_tensors
 
 
@@ -49,7 +49,7 @@ class RecurrentNet(nn.Module):
     """GRU + linear head with the paper's initialisation; the policy and the baseline are two instances."""
 
     def __init__(self, n_states: int, n_actions: int, hidden: int, n_out: int,
-                 generator: torch.Generator | None = None, activation: str = "tanh"):
+                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -139,7 +139,7 @@ class Policy(RecurrentNet):
     """Outputs action logits; the softmax is applied by the caller (Categorical over logits)."""
 
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256,
-                 generator: torch.Generator | None = None, activation: str = "tanh"):
+                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION):
         super().__init__(n_states, n_actions, hidden, n_actions, generator, activation)
 
 
@@ -150,7 +150,7 @@ class Baseline(RecurrentNet):
     scale: torch.Tensor  # a buffer, registered in __init__ (declared here: the stubs type buffers Tensor | Module)
 
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256, scale: float = 1.0,
-                 generator: torch.Generator | None = None, activation: str = "tanh"):
+                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION):
         super().__init__(n_states, n_actions, hidden, 1, generator, activation)
         self.register_buffer("scale", torch.tensor(float(scale)))
 

@@ -59,7 +59,7 @@ from rl2bench.errors import UserError, claim_folder, writable_folder
 from rl2bench.results import write_text_atomic
 from rl2bench.stats import normalize
 
-from .fused_gru import ACTIVATIONS
+from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION
 from .gae import discounted_returns, gae
 from .policy import Baseline, Policy
 from .rollout import Batch, TaskShape, collect, sample_instances, task_shape
@@ -133,7 +133,7 @@ def preset_config(preset: str, shape: TaskShape) -> TrainConfig:
 
 def stored_config(config: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of a checkpoint: runs from before the activation was a setting trained tanh GRUs."""
-    return TrainConfig(**{"gru_activation": "tanh", **config})
+    return TrainConfig(**{"gru_activation": UNRECORDED_ACTIVATION, **config})
 
 
 def _fast_iters(shape: TaskShape) -> int:
