@@ -4,14 +4,19 @@
 
 Both runs must train the same cell from the same seed with the same batch (so iteration i saw the same
 training instances and environment stream in both); the script checks that from their meta.json files and
-names the settings in which they differ. It prints the training-batch means of both in blocks of
-``--block`` iterations, and the mean of the last ``--window`` iterations the two have in common with its
-standard error (iteration means taken as independent) and a Welch t-test of the difference
-(``scipy.stats.ttest_ind``). ``--plot`` draws both curves (25-iteration moving averages) against
-environment steps; ``--record`` appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
+names the settings in which they differ. Two branches resumed from one checkpoint (`--resume` of two copies
+of a run folder, one with a `--set`) share their curve up to the branch point: the shared rows are found
+(identical iteration, steps and return) and left out, so only what the branches did differently is
+compared. It prints the training-batch means of both in blocks of ``--block`` iterations, and the mean of
+the last ``--window`` iterations the two have in common with its standard error (iteration means taken as
+independent), a Welch t-test of the difference (``scipy.stats.ttest_ind``) and a paired one by iteration
+(``ttest_rel``: iteration i drew the same instances in both, so pairing removes their share of the noise).
+``--plot`` draws both curves (25-iteration moving averages) against environment steps; ``--record``
+appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
 
 Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
-way (leaderboard/NOTES.md, RL^2, session 14).
+way, session 15 a lower late policy rate against the zoo's n25 continued as it was (leaderboard/NOTES.md,
+RL^2).
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ def differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "iters"}
 
 
+def shared_rows(a: pd.DataFrame, b: pd.DataFrame) -> int:
+    """How many leading curve rows the two runs share (the history of a checkpoint both resumed from)."""
+    keys = ["iteration", "env_steps", "mean_return"]
+    n = min(len(a), len(b))
+    same = (a[keys].iloc[:n].to_numpy() == b[keys].iloc[:n].to_numpy()).all(axis=1)
+    return n if same.all() else int(same.argmin())
+
+
 def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
     (meta_a, a), (meta_b, b) = load(run_a), load(run_b)
     clash = {k: (meta_a.get(k), meta_b.get(k)) for k in SAME if meta_a.get(k) != meta_b.get(k)}
@@ -47,24 +60,34 @@ def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
         clash["batch_steps"] = (meta_a["config"].get("batch_steps"), meta_b["config"].get("batch_steps"))
     if clash:
         raise SystemExit(f"the runs are not comparable iteration by iteration: {clash}")
+    shared = shared_rows(a, b)
+    a, b = a.iloc[shared:].reset_index(drop=True), b.iloc[shared:].reset_index(drop=True)
     common = min(len(a), len(b))
+    if common < 2:
+        raise SystemExit(f"the runs have {common} iteration(s) in common after the {shared} they share")
     window = min(window, common)
     blocks = []
     for start in range(0, common - block + 1, block):
         ma, mb = (float(f["mean_return"].iloc[start:start + block].mean()) for f in (a, b))
-        blocks.append({"iterations": f"{start + 1}-{start + block}", "A": round(ma, 1), "B": round(mb, 1),
+        first = int(a["iteration"].iloc[start])
+        blocks.append({"iterations": f"{first}-{first + block - 1}", "A": round(ma, 1), "B": round(mb, 1),
                        "B - A": round(mb - ma, 1)})
     last_a, last_b = (f["mean_return"].iloc[common - window:common].to_numpy() for f in (a, b))
     test = stats.ttest_ind(last_b, last_a, equal_var=False)
+    paired = stats.ttest_rel(last_b, last_a)
+    seconds = [float((f["wall_seconds"].iloc[common - 1] - f["wall_seconds"].iloc[0]) / max(common - 1, 1))
+               for f in (a, b)]
     return {
         "task": meta_a["task"], "cell": meta_a["cell"], "seed": meta_a["seed"], "run_a": str(run_a),
         "run_b": str(run_b), "differ": {k: list(v) for k, v in differences(meta_a, meta_b).items()},
-        "common_iterations": common, "env_steps_common": int(a["env_steps"].iloc[common - 1]),
+        "shared_iterations": shared, "common_iterations": common,
+        "env_steps_common": int(a["env_steps"].iloc[common - 1]),
         "window": window, "a_mean": float(last_a.mean()), "a_se": float(stats.sem(last_a)),
         "b_mean": float(last_b.mean()), "b_se": float(stats.sem(last_b)),
         "b_minus_a": float(last_b.mean() - last_a.mean()), "t": float(test.statistic), "p": float(test.pvalue),
-        "seconds_per_iteration_a": float(a["wall_seconds"].iloc[common - 1] / common),
-        "seconds_per_iteration_b": float(b["wall_seconds"].iloc[common - 1] / common),
+        "paired_se": float(stats.sem(last_b - last_a)), "paired_t": float(paired.statistic),
+        "paired_p": float(paired.pvalue),
+        "seconds_per_iteration_a": seconds[0], "seconds_per_iteration_b": seconds[1],
         "blocks": blocks,
     }
 
@@ -77,7 +100,7 @@ def plot(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("run_a", "A"), ("run_b", "B")):
-        curve = pd.read_csv(Path(result[key]) / "curve.csv")
+        curve = pd.read_csv(Path(result[key]) / "curve.csv").iloc[result.get("shared_iterations", 0):]
         setting = ", ".join(f"{k}={v[0 if label == 'A' else 1]}" for k, v in result["differ"].items())
         ax.plot(curve["env_steps"] / 1e6, curve["mean_return"].rolling(25, min_periods=1).mean(),
                 label=f"{label}: {setting}")
@@ -100,12 +123,15 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help=f"append the result to {RESULTS}")
     args = parser.parse_args()
     result = compare(args.run_a, args.run_b, args.block, args.window)
-    print(f"{result['task']} {result['cell']}, seed {result['seed']}; differ in: {result['differ']}")
+    shared = result["shared_iterations"]
+    branched = f"; branched after {shared} shared iterations" if shared else ""
+    print(f"{result['task']} {result['cell']}, seed {result['seed']}; differ in: {result['differ']}{branched}")
     print(tabulate(result["blocks"], headers="keys"))
     print(f"last {result['window']} of {result['common_iterations']} common iterations "
           f"({result['env_steps_common'] / 1e6:.1f} M steps): A {result['a_mean']:.1f} +- {result['a_se']:.1f}, "
           f"B {result['b_mean']:.1f} +- {result['b_se']:.1f}; B - A {result['b_minus_a']:+.1f} "
-          f"(Welch t {result['t']:+.2f}, p {result['p']:.3g}); seconds per iteration A "
+          f"(Welch t {result['t']:+.2f}, p {result['p']:.3g}; paired by iteration: se {result['paired_se']:.1f}, "
+          f"t {result['paired_t']:+.2f}, p {result['paired_p']:.3g}); seconds per iteration A "
           f"{result['seconds_per_iteration_a']:.2f}, B {result['seconds_per_iteration_b']:.2f}")
     if args.plot:
         plot(result, args.plot)
