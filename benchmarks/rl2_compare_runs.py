@@ -11,8 +11,11 @@ compared. It prints the training-batch means of both in blocks of ``--block`` it
 the last ``--window`` iterations the two have in common with its standard error (iteration means taken as
 independent), a Welch t-test of the difference (``scipy.stats.ttest_ind``) and a paired one by iteration
 (``ttest_rel``: iteration i drew the same instances in both, so pairing removes their share of the noise).
-``--plot`` draws both curves (25-iteration moving averages) against environment steps; ``--record``
-appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
+A setting that changes the cost of an iteration (fewer baseline epochs, say) is judged at equal wall
+time too: each run's curve cut at the wall time both reached since the branch (or since their start), and
+the last ``--window`` iterations before the cut compared by Welch's test (meaningful when both ran side by
+side under the same load). ``--plot`` draws both curves (25-iteration moving averages) against
+environment steps; ``--record`` appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
 
 Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
 way, session 15 a lower late policy rate against the zoo's n25 continued as it was (leaderboard/NOTES.md,
@@ -61,6 +64,7 @@ def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
     if clash:
         raise SystemExit(f"the runs are not comparable iteration by iteration: {clash}")
     shared = shared_rows(a, b)
+    branch_wall = float(a["wall_seconds"].iloc[shared - 1]) if shared else 0.0
     a, b = a.iloc[shared:].reset_index(drop=True), b.iloc[shared:].reset_index(drop=True)
     common = min(len(a), len(b))
     if common < 2:
@@ -88,8 +92,21 @@ def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
         "paired_se": float(stats.sem(last_b - last_a)), "paired_t": float(paired.statistic),
         "paired_p": float(paired.pvalue),
         "seconds_per_iteration_a": seconds[0], "seconds_per_iteration_b": seconds[1],
+        "equal_wall_time": at_equal_wall_time(a, b, branch_wall, window),
         "blocks": blocks,
     }
+
+
+def at_equal_wall_time(a: pd.DataFrame, b: pd.DataFrame, branch_wall: float, window: int) -> dict:
+    """Both curves cut at the wall time (since the branch) that both reached; the last iterations before it."""
+    cut = min(float(f["wall_seconds"].iloc[-1]) for f in (a, b)) - branch_wall
+    last = [f[f["wall_seconds"] - branch_wall <= cut]["mean_return"].iloc[-window:].to_numpy() for f in (a, b)]
+    iterations = [int((f["wall_seconds"] - branch_wall <= cut).sum()) for f in (a, b)]
+    test = stats.ttest_ind(last[1], last[0], equal_var=False)
+    return {"wall_seconds": cut, "iterations_a": iterations[0], "iterations_b": iterations[1],
+            "a_mean": float(last[0].mean()), "a_se": float(stats.sem(last[0])), "b_mean": float(last[1].mean()),
+            "b_se": float(stats.sem(last[1])), "b_minus_a": float(last[1].mean() - last[0].mean()),
+            "t": float(test.statistic), "p": float(test.pvalue)}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -133,6 +150,11 @@ def main() -> None:
           f"(Welch t {result['t']:+.2f}, p {result['p']:.3g}; paired by iteration: se {result['paired_se']:.1f}, "
           f"t {result['paired_t']:+.2f}, p {result['paired_p']:.3g}); seconds per iteration A "
           f"{result['seconds_per_iteration_a']:.2f}, B {result['seconds_per_iteration_b']:.2f}")
+    wall = result["equal_wall_time"]
+    print(f"at equal wall time ({wall['wall_seconds'] / 60:.0f} minutes since the branch: A {wall['iterations_a']}, "
+          f"B {wall['iterations_b']} iterations), last {result['window']} of each: A {wall['a_mean']:.1f} +- "
+          f"{wall['a_se']:.1f}, B {wall['b_mean']:.1f} +- {wall['b_se']:.1f}; B - A {wall['b_minus_a']:+.1f} "
+          f"(Welch t {wall['t']:+.2f}, p {wall['p']:.3g})")
     if args.plot:
         plot(result, args.plot)
         print(f"written {args.plot}")
