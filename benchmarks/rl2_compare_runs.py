@@ -18,8 +18,8 @@ side under the same load). ``--plot`` draws both curves (25-iteration moving ave
 environment steps; ``--record`` appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
 
 Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
-way, session 15 a lower late policy rate against the zoo's n25 continued as it was (leaderboard/NOTES.md,
-RL^2).
+way, session 15 a lower late policy rate and fewer baseline epochs against the zoo's n25 continued as it
+was, as branches of its checkpoint (leaderboard/NOTES.md, RL^2).
 """
 
 from __future__ import annotations
