@@ -100,8 +100,9 @@ def compare(run_a: Path, run_b: Path, block: int, window: int) -> dict:
 def at_equal_wall_time(a: pd.DataFrame, b: pd.DataFrame, branch_wall: float, window: int) -> dict:
     """Both curves cut at the wall time (since the branch) that both reached; the last iterations before it."""
     cut = min(float(f["wall_seconds"].iloc[-1]) for f in (a, b)) - branch_wall
-    last = [f[f["wall_seconds"] - branch_wall <= cut]["mean_return"].iloc[-window:].to_numpy() for f in (a, b)]
-    iterations = [int((f["wall_seconds"] - branch_wall <= cut).sum()) for f in (a, b)]
+    before = [f[f["wall_seconds"] - branch_wall <= cut] for f in (a, b)]
+    last = [f["mean_return"].iloc[-window:].to_numpy() for f in before]
+    iterations = [len(f) for f in before]
     test = stats.ttest_ind(last[1], last[0], equal_var=False)
     return {"wall_seconds": cut, "iterations_a": iterations[0], "iterations_b": iterations[1],
             "a_mean": float(last[0].mean()), "a_se": float(stats.sem(last[0])), "b_mean": float(last[1].mean()),
