@@ -19,7 +19,8 @@ environment steps; ``--record`` appends the comparison to benchmarks/results/rl2
 
 Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
 way, session 15 a lower late policy rate and fewer baseline epochs against the zoo's n25 continued as it
-was, as branches of its checkpoint (leaderboard/NOTES.md, RL^2).
+was, as branches of its checkpoint, session 16 fewer baseline epochs on n100 the same way (leaderboard/NOTES.md,
+RL^2).
 """
 
 from __future__ import annotations
