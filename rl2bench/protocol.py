@@ -76,7 +76,7 @@ def play_trials(
     returns depend on the chunk size (fixed per family, ``TaskFamily.chunk_size``) and on the phase's
     instance count where it changes the last chunk, never on the workers or the backend.
     ``watch(actions, step)``, if given, sees every step (for analyses beyond the trial return, e.g.
-    ``benchmarks/rl2_mdp_episodes.py``); it must not change them."""
+    ``experiments/rl2_mdp_episodes.py``); it must not change them."""
     start = time.perf_counter()
     spec = family.spec(cell)
     rows = chunks(n_instances, family.chunk_size)[chunk]

@@ -1,13 +1,13 @@
 """Does playing an RL^2 policy at a lower softmax temperature (between sampling and argmax) pay?
 
-    python benchmarks/rl2_play_temperature.py [--task mdp] [--cell n25] [--seed 7] [--instances 1000] [--record]
+    python experiments/rl2_play_temperature.py [--task mdp] [--cell n25] [--seed 7] [--instances 1000] [--record]
 
 The zoo policy of the cell, played at temperatures 1 (sampling, as trained), 0.7, 0.5, 0.3, 0.15 and by
 argmax, each on the same ``--instances`` tuning instances of ``--seed`` (7: not the leaderboards' root seed
 0, so none are its evaluation instances). It goes through the harness as a user's algorithm would: a
 ``module:Class`` subclass of ``rl2`` whose grid is the temperatures, run by ``python -m rl2bench run``; the
 tuning means of ``run.json`` are the result. ``--record`` appends them to
-benchmarks/results/rl2_play_temperature.jsonl. Session 15: nothing to gain on MDP n25 (NOTES.md, RL^2), so
+experiments/results/rl2_play_temperature.jsonl. Session 15: nothing to gain on MDP n25 (NOTES.md, RL^2), so
 ``rl2``'s grid stays sampling / argmax.
 """
 

@@ -1,15 +1,15 @@
 """Return per episode along a tabular-MDP trial: does an agent keep improving as it learns the MDP, or
 level off? Why RL^2 misses the paper on the long MDP cells (n25-n100).
 
-    python benchmarks/rl2_mdp_episodes.py --cell n100 [--algos rl2,opsrl,psrl,greedy,oracle] \
-        [--instances 500] [--plot benchmarks/results/rl2_mdp_episodes_n100.png] [--play argmax] [--record]
+    python experiments/rl2_mdp_episodes.py --cell n100 [--algos rl2,opsrl,psrl,greedy,oracle] \
+        [--instances 500] [--plot experiments/results/rl2_mdp_episodes_n100.png] [--play argmax] [--record]
 
 Each agent plays the same instances (drawn with their own seed, never the evaluation instances) with the
 setting the committed leaderboard run evaluated (``leaderboard/runs/mdp``; ``prepare_agent``);
 ``--play`` says how rl2 picks its action (default: sampling, as trained).
 Printed per agent: the trial's return and the mean return of episodes 1, 2, 5, 10, ... and of the last
 tenth of the trial; ``--plot`` draws the whole per-episode curve (moving average over 5 episodes),
-``--record`` appends the rows to benchmarks/results/rl2_mdp_episodes.jsonl.
+``--record`` appends the rows to experiments/results/rl2_mdp_episodes.jsonl.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Continue an RL^2 checkpoint under changed training settings and compare the learning that follows.
 
-    OMP_NUM_THREADS=1 python benchmarks/rl2_recipe.py CHECKPOINT_DIR --iters 400 --set ent_coef=0 \
+    OMP_NUM_THREADS=1 python experiments/rl2_recipe.py CHECKPOINT_DIR --iters 400 --set ent_coef=0 \
         --out /tmp/variant-a
 
 Copies the run in CHECKPOINT_DIR (left untouched) to --out, replaces the listed ``TrainConfig`` fields
 (``--set`` as in ``rl2bench train``), trains ``--iters`` more iterations and prints the training-batch mean
 return averaged over the last 50 iterations before and after. A cheap way to test a recipe change on a
 plateaued policy without paying for a run from scratch; the control is the checkpoint's own curve (or a
-variant with no ``--set``). Results are appended to benchmarks/results/rl2_recipe.jsonl.
+variant with no ``--set``). Results are appended to experiments/results/rl2_recipe.jsonl.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     trainer = Trainer.from_checkpoint(args.out)
     start_iter = trainer.iteration
     before = np.mean([r["mean_return"] for r in trainer.curve[-50:]])
-    trainer.change_config(args.set, by="benchmarks/rl2_recipe.py")
+    trainer.change_config(args.set, by="experiments/rl2_recipe.py")
     trainer.cfg = dataclasses.replace(trainer.cfg, iters=start_iter + args.iters)
     t0 = time.perf_counter()
     trainer.run(progress=False, seconds=None if args.minutes is None else 60 * args.minutes)

@@ -1,7 +1,7 @@
 """How an agent explores a Bernoulli bandit trial, next to Gittins on the same instances: why RL^2 misses
 the paper on the k = 50 cells (is it memory, or strategy?).
 
-    python benchmarks/rl2_bandit_behaviour.py --cell n100-k50 [--algos rl2,gittins,ucb1] [--instances 2000] \
+    python experiments/rl2_bandit_behaviour.py --cell n100-k50 [--algos rl2,gittins,ucb1] [--instances 2000] \
         [--play argmax]
 
 Per agent, averaged over instances (drawn with their own seed, never the evaluation instances):
@@ -13,7 +13,7 @@ Per agent, averaged over instances (drawn with their own seed, never the evaluat
 - best-arm share, last half: pulls of the instance's best arm in the second half of the trial.
 Each agent plays with the setting the committed leaderboard run evaluated (``leaderboard/runs/mab``;
 ``prepare_agent``); ``--play`` says how rl2 picks its action (default: sampling, as trained).
-``--record`` appends the rows to benchmarks/results/rl2_bandit_behaviour.jsonl.
+``--record`` appends the rows to experiments/results/rl2_bandit_behaviour.jsonl.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Can the RL^2 network represent a classical agent's strategy? Behaviour cloning as a diagnostic.
 
-    OMP_NUM_THREADS=1 python benchmarks/rl2_imitation.py --task mdp --cell n10 --teacher beb [--hidden 256]
+    OMP_NUM_THREADS=1 python experiments/rl2_imitation.py --task mdp --cell n10 --teacher beb [--hidden 256]
 
 Plays the teacher (any registered algorithm, with the setting chosen in a committed leaderboard run)
 on training-stream instances (never the evaluation stream; root seed ``--seed`` to clone, ``--seed`` +
@@ -10,7 +10,7 @@ instances and compares its mean trial return with the teacher's (the RL-trained 
 leaderboard). If the
 clone gets close to the teacher, the network and its inputs can hold that strategy and the gap of the
 RL-trained policy is one of optimisation (the paper makes the same point for bandits with Gittins).
-Results are printed and appended to benchmarks/results/rl2_imitation.jsonl. ``--save RUN_DIR`` also
+Results are printed and appended to experiments/results/rl2_imitation.jsonl. ``--save RUN_DIR`` also
 writes the clone as a trainer run (iteration 0, the ``ppo`` preset's sizes), so that
 ``train --init-from RUN_DIR`` can ask whether RL keeps or improves a strategy it did not find itself;
 such a run is a diagnostic, never a zoo policy (its meta.json names the clone it started from).
@@ -131,7 +131,7 @@ def main() -> None:
     if args.save:
         config = dataclasses.replace(preset_config("ppo", shape), hidden=args.hidden)
         run = Trainer(args.task, shape.cell, "ppo", args.seed, args.save, config,
-                      command=f"benchmarks/rl2_imitation.py: behaviour clone of {args.teacher} {setting}")
+                      command=f"experiments/rl2_imitation.py: behaviour clone of {args.teacher} {setting}")
         run.policy.load_state_dict(policy.state_dict())
         run.save(finished=False)
         row["saved"] = str(args.save)

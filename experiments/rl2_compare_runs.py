@@ -1,6 +1,6 @@
 """Two RL^2 training runs that differ in one setting, compared at equal iterations (an A/B of a recipe).
 
-    python benchmarks/rl2_compare_runs.py RUN_A RUN_B [--block 100] [--window 200] [--plot out.png] [--record]
+    python experiments/rl2_compare_runs.py RUN_A RUN_B [--block 100] [--window 200] [--plot out.png] [--record]
 
 Both runs must train the same cell from the same seed with the same batch (so iteration i saw the same
 training instances and environment stream in both); the script checks that from their meta.json files and
@@ -15,7 +15,7 @@ A setting that changes the cost of an iteration (fewer baseline epochs, say) is 
 time too: each run's curve cut at the wall time both reached since the branch (or since their start), and
 the last ``--window`` iterations before the cut compared by Welch's test (meaningful when both ran side by
 side under the same load). ``--plot`` draws both curves (25-iteration moving averages) against
-environment steps; ``--record`` appends the comparison to benchmarks/results/rl2_compare_runs.jsonl.
+environment steps; ``--record`` appends the comparison to experiments/results/rl2_compare_runs.jsonl.
 
 Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
 way, session 15 a lower late policy rate and fewer baseline epochs against the zoo's n25 continued as it
