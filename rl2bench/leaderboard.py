@@ -12,9 +12,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from rl2bench import stats
-from rl2bench.registry import get_family
+from rl2bench.registry import algorithms, get_family
 from rl2bench.results import write_text_atomic
-from rl2bench.zoo import inherited
 
 
 def reference_algorithms(task: str) -> frozenset[str]:
@@ -165,23 +164,10 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def _recipe(config: dict) -> str:
-    """The final training recipe in a few words (``--set`` can take a run far from its preset's sizes)."""
-    parts = []
-    update = config.get("update", "trpo" if "max_kl" in config else None)  # runs from before PPO: TRPO
-    if update:
-        parts.append(str(update).upper())
-    if "hidden" in config:  # a stored config without the activation is a tanh GRU's
-        parts.append(f"GRU {config['hidden']}" + (" (ReLU)" if config.get("gru_activation") == "relu" else ""))
-    if "batch_steps" in config:
-        parts.append(f"{config['batch_steps'] / 1000:g}k steps/it")
-    return ", ".join(parts)
-
-
 def render_trained_policies(folder: Path) -> str:
-    """A provenance table for results that came from trained policy files (settings with a ``policy``
-    and its ``version``, e.g. rl2): which file version was evaluated and how far it had been trained,
-    from the zoo's meta.json when it is still there. Empty when the run used no such setting."""
+    """A provenance table for results that came from trained policy files (e.g. rl2's): which file version
+    was evaluated and how far it had been trained, one row per setting whose algorithm answers
+    ``Agent.provenance``. Empty when the run used no such setting."""
     run_json = folder / "run.json"
     if not run_json.exists():
         return ""
@@ -190,37 +176,17 @@ def render_trained_policies(folder: Path) -> str:
     rank = {cell: i for i, cell in enumerate(run.get("cells", []))}  # the page's row order
     rows = []
     for key, setting in chosen.items():
-        if not isinstance(setting, dict) or "version" not in setting or "policy" not in setting:
-            continue
         cell, algorithm = key.split("/", 1)
-        from rl2bench.algorithms.rl2.agent import zoo_dir
-
-        meta_path = zoo_dir() / setting["policy"] / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        start = meta.get("initialized_from") or {}
-        rows.append({"cell": cell, "algorithm": algorithm, "policy": setting["policy"],
-                     "version": setting["version"], "play": setting.get("play", "sample"),
-                     "status": meta.get("status", ""),
-                     "preset": meta.get("preset", ""), "recipe": _recipe(meta.get("config", {})),
-                     "iterations": meta.get("iterations", ""),
-                     "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),
-                     "started from": f"{start['cell']}" if start else "",
-                     "steps with its start (M)": _steps_with_ancestry(meta)})
+        cls = algorithms(str(run.get("task"))).get(algorithm)
+        row = cls.provenance(setting) if cls is not None and isinstance(setting, dict) else None
+        if row is not None:
+            rows.append({"cell": cell, "algorithm": algorithm, **row})
     if not rows:
         return ""
     rows.sort(key=lambda r: (rank.get(r["cell"], len(rank)), r["algorithm"]))
     table = tabulate(pd.DataFrame(rows), headers="keys", tablefmt="pipe", showindex=False)
     return ("\n\nTrained policies evaluated (file version = first 12 hex digits of the policy file's sha256; "
             "status and training from the zoo's meta.json):\n\n" + table + "\n")
-
-
-def _steps_with_ancestry(meta: dict) -> str:
-    """The policy's environment steps counted from its first run (``>=`` where the --init-from chain
-    predates the ancestry record)."""
-    if "env_steps" not in meta:
-        return ""
-    before, _, complete = inherited(meta)
-    return ("" if complete else ">=") + f"{(meta['env_steps'] + before) / 1e6:.1f}"
 
 
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",

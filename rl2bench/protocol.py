@@ -20,12 +20,12 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from rl2bench import seeding
-from rl2bench.algorithms.base import Agent, Setting
+from rl2bench.agent import Agent, Setting
 from rl2bench.backends import execution_backend, results_as
 from rl2bench.errors import AlgorithmFailed, UserError
 from rl2bench.registry import get_family, resolve_algorithms
 from rl2bench.results import RunStore
-from rl2bench.tasks.base import Cell, TaskFamily
+from rl2bench.task import Cell, TaskFamily
 
 
 def setting_key(setting: Setting) -> str:

@@ -8,26 +8,52 @@ point in the ``rl2bench.algorithms`` group of their package.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rl2bench.errors import UserError
 
 if TYPE_CHECKING:
-    from rl2bench.algorithms.base import Agent
-    from rl2bench.tasks.base import TaskFamily
+    from rl2bench.agent import Agent
+    from rl2bench.task import TaskFamily
 
 _FAMILIES: dict[str, TaskFamily[Any]] = {}
 # family -> name -> class: the same name (``random``, ``greedy``) may mean different classes per family.
 _ALGORITHMS: dict[str, dict[str, type[Agent]]] = {}
+_COMMANDS: dict[str, Command] = {}
 _loaded = False
 _BROKEN_PLUGINS: dict[str, str] = {}  # entry point name -> why it failed to load
 
 F = TypeVar("F", bound="type[TaskFamily[Any]]")
 A = TypeVar("A", bound="type[Agent]")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand that a floor above the core adds to ``python -m rl2bench`` (the RL^2 package adds
+    ``train`` and ``zoo``): the core's command line knows it only through this registry."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def register_command(command: Command) -> Command:
+    _COMMANDS[command.name] = command
+    return command
+
+
+def commands() -> dict[str, Command]:
+    """The registered subcommands, in registration order (loading the built-in floors first)."""
+    _load_builtins()
+    return dict(_COMMANDS)
 
 
 def register_family(cls: F) -> F:
@@ -104,7 +130,7 @@ def algorithms(family: str) -> dict[str, type[Agent]]:
 
 def load_algorithm_path(path: str) -> type[Agent]:
     """Import ``module:Class`` (the module must be importable, e.g. on PYTHONPATH or the cwd)."""
-    from rl2bench.algorithms.base import Agent
+    from rl2bench.agent import Agent
 
     module_name, _, attr = path.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:  # the `rl2bench` script, unlike `python -m`,

@@ -206,7 +206,7 @@ def test_init_from_into_a_wider_gru_keeps_the_function_and_lets_new_units_learn(
 
 
 def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
-    from rl2bench.zoo import inherited
+    from rl2bench.algorithms.rl2.zoo import inherited
 
     root = _trainer(tmp_path / "a", cell="n10-k3", batch_steps=1_000)
     root.run(iters=2, progress=False)
@@ -234,7 +234,7 @@ def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
 def test_budget_fits_the_rate_on_steps_counted_from_the_policy_root(tmp_path):
     """A continuation of a 100 M-step policy: 10 M more steps are a small fraction of a doubling, and the
     fit must see them so (on the run's own counter they would look like five doublings)."""
-    from rl2bench.zoo import budget_table
+    from rl2bench.algorithms.rl2.zoo import budget_table
 
     folder = tmp_path / "mab" / "n100-k5"
     folder.mkdir(parents=True)
@@ -467,7 +467,7 @@ def test_a_resumed_run_that_logs_a_new_column_still_writes_its_curve(tmp_path):
 
 
 def test_gain_rate_recovers_a_log_linear_trend_and_its_budget():
-    from rl2bench.zoo import gain_rate
+    from rl2bench.algorithms.rl2.zoo import gain_rate
 
     rng = np.random.default_rng(0)
     steps = np.arange(1, 401) * 25_000.0
@@ -482,7 +482,7 @@ def test_gain_rate_recovers_a_log_linear_trend_and_its_budget():
 
 
 def test_gain_rate_of_a_flat_curve_promises_nothing():
-    from rl2bench.zoo import gain_rate
+    from rl2bench.algorithms.rl2.zoo import gain_rate
 
     rng = np.random.default_rng(1)
     steps = np.arange(1, 401) * 25_000.0
@@ -495,7 +495,7 @@ def test_gain_rate_of_a_flat_curve_promises_nothing():
 def test_recipe_window_starts_after_the_last_recipe_change():
     import pandas as pd
 
-    from rl2bench.zoo import recipe_window
+    from rl2bench.algorithms.rl2.zoo import recipe_window
 
     curve = pd.DataFrame({"iteration": np.arange(1, 101)})
     window = recipe_window(curve, {"config_changes": [{"iteration": 20}, {"iteration": 60}]})

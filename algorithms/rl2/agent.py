@@ -10,8 +10,6 @@ when an rl2 agent is actually used, so listing algorithms stays fast.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -19,35 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from rl2bench.algorithms.base import Agent
+from rl2bench.agent import Agent
 from rl2bench.errors import UserError
 from rl2bench.registry import register_algorithm
 
-POLICY_FILE = "policy.pt"
-
-
-def zoo_dir() -> Path:
-    """``$RL2BENCH_ZOO`` if set, else the repository's leaderboard/zoo."""
-    env = os.environ.get("RL2BENCH_ZOO")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "leaderboard" / "zoo"
-
-
-def policy_path(task: str, cell: str) -> Path:
-    return zoo_dir() / task / cell / POLICY_FILE
-
-
-def train_hint(task: str, cell: str, preset: str = "fast") -> str:
-    """The commands that train the missing policy and install it in the zoo (``zoo --promote``: the one
-    way into the zoo, which checks the run's files agree and swaps the cell folder in whole)."""
-    run = f"runs/rl2/{task}-{cell}"
-    return (f"python -m rl2bench train --task {task} --cell {cell} --preset {preset} --out {run}, then "
-            f"python -m rl2bench zoo --promote {run}")
-
-
-def policy_version(path: Path) -> str:
-    """The first 12 hex digits of the policy file's sha256: part of the rl2 setting, so a run (or a
-    resumed run) never mixes chunks played by two versions of a policy that is still being trained."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+from .zoo import POLICY_FILE, policy_path, policy_provenance, policy_version, train_hint, zoo_dir
 
 
 def _checked_version(path: Path, version: str | None) -> str:
@@ -100,6 +74,10 @@ class _RecurrentPolicyAgent(Agent):
         self.gen.manual_seed(int(rng.integers(2**63 - 1)))
         self.prev_reward = torch.zeros(batch_size)
         self.prev_done = torch.zeros(batch_size)
+
+    @classmethod
+    def provenance(cls, setting):
+        return policy_provenance(setting)
 
     def observe(self, actions, rewards, next_obs, episode_done) -> None:
         torch = self._torch

@@ -15,7 +15,9 @@ evaluation instances, so that promotion cannot overfit the leaderboard).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -23,11 +25,43 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
 
 from rl2bench.errors import UserError
 from rl2bench.results import DamagedRun, read_json
 from rl2bench.stats import normalize
+
+POLICY_FILE = "policy.pt"
+
+
+def zoo_dir() -> Path:
+    """``$RL2BENCH_ZOO`` if set, else the zoo that comes with the package: ``leaderboard/zoo`` in a source
+    checkout, the ``rl2bench.zoo`` data package (policy files and their metadata) where it is installed."""
+    env = os.environ.get("RL2BENCH_ZOO")
+    if env:
+        return Path(env)
+    import rl2bench.zoo
+
+    return Path(rl2bench.zoo.__file__).resolve().parent
+
+
+def policy_path(task: str, cell: str) -> Path:
+    return zoo_dir() / task / cell / POLICY_FILE
+
+
+def train_hint(task: str, cell: str, preset: str = "fast") -> str:
+    """The commands that train the missing policy and install it in the zoo (``zoo --promote``: the one
+    way into the zoo, which checks the run's files agree and swaps the cell folder in whole)."""
+    run = f"runs/rl2/{task}-{cell}"
+    return (f"python -m rl2bench train --task {task} --cell {cell} --preset {preset} --out {run}, then "
+            f"python -m rl2bench zoo --promote {run}")
+
+
+def policy_version(path: Path) -> str:
+    """The first 12 hex digits of the policy file's sha256: part of the rl2 setting, so a run (or a
+    resumed run) never mixes chunks played by two versions of a policy that is still being trained."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 
 COLUMNS = ["task", "cell", "status", "preset", "seed", "iterations", "env_steps", "wall_seconds",
            "final_batch_mean", "paper_rl2", "total_env_steps", "total_wall_seconds", "initialized_from"]
@@ -113,6 +147,8 @@ def gain_rate(env_steps: npt.ArrayLike, returns: npt.ArrayLike, wall_seconds: np
     parts = np.array_split(np.arange(len(env_steps)), blocks)
     x = np.array([np.log2(env_steps[i]).mean() for i in parts])
     y = np.array([returns[i].mean() for i in parts])
+    from scipy import stats  # here, not at the top: the rl2 agent imports this module on every run
+
     fit = stats.linregress(x, y)
     speed = (wall_seconds[-1] - wall_seconds[0]) / max(env_steps[-1] - env_steps[0], 1.0)
     end = float(env_steps[-1])
@@ -235,6 +271,8 @@ def welch_z(candidate: pd.Series, incumbent: pd.Series) -> float:
     diff = float(candidate.mean() - incumbent.mean())
     t = np.nan
     if min(len(candidate), len(incumbent)) > 1:
+        from scipy import stats
+
         with warnings.catch_warnings():  # constant windows: scipy warns, and the answer is NaN, handled below
             warnings.simplefilter("ignore", RuntimeWarning)
             t = stats.ttest_ind(candidate, incumbent, equal_var=False).statistic
@@ -311,3 +349,41 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def policy_provenance(setting: dict) -> dict | None:
+    """The leaderboard's provenance row for a setting that names a zoo policy and its file version: how far
+    that policy had been trained, from the zoo's meta.json when it is still there."""
+    if "version" not in setting or "policy" not in setting:
+        return None
+    meta_path = zoo_dir() / setting["policy"] / "meta.json"
+    meta = read_json(meta_path) if meta_path.exists() else {}
+    start = meta.get("initialized_from") or {}
+    return {"policy": setting["policy"], "version": setting["version"], "play": setting.get("play", "sample"),
+            "status": meta.get("status", ""), "preset": meta.get("preset", ""),
+            "recipe": _recipe(meta.get("config", {})), "iterations": meta.get("iterations", ""),
+            "env steps (M)": "" if "env_steps" not in meta else round(meta["env_steps"] / 1e6, 1),
+            "started from": f"{start['cell']}" if start else "",
+            "steps with its start (M)": _steps_with_ancestry(meta)}
+
+
+def _recipe(config: dict) -> str:
+    """The final training recipe in a few words (``--set`` can take a run far from its preset's sizes)."""
+    parts = []
+    update = config.get("update", "trpo" if "max_kl" in config else None)  # runs from before PPO: TRPO
+    if update:
+        parts.append(str(update).upper())
+    if "hidden" in config:  # a stored config without the activation is a tanh GRU's
+        parts.append(f"GRU {config['hidden']}" + (" (ReLU)" if config.get("gru_activation") == "relu" else ""))
+    if "batch_steps" in config:
+        parts.append(f"{config['batch_steps'] / 1000:g}k steps/it")
+    return ", ".join(parts)
+
+
+def _steps_with_ancestry(meta: dict) -> str:
+    """The policy's environment steps counted from its first run (``>=`` where the --init-from chain
+    predates the ancestry record)."""
+    if "env_steps" not in meta:
+        return ""
+    before, _, complete = inherited(meta)
+    return ("" if complete else ">=") + f"{(meta['env_steps'] + before) / 1e6:.1f}"
