@@ -11,7 +11,7 @@ from pathlib import Path as _Path
 _here = _Path(__file__).resolve().parent
 _source = _here.parent
 if not (_here / "algorithms").is_dir() and (_source / "algorithms" / "__init__.py").is_file():
-    __path__.extend([str(_source), str(_source / "leaderboard")])  # type: ignore[name-defined]  # noqa: F821
+    __path__.extend([str(_source), str(_source / "leaderboard")])
 
 from rl2bench.agent import Agent, grid_product  # noqa: E402
 from rl2bench.errors import UserError  # noqa: E402
