@@ -7,7 +7,7 @@ By default iterations are timed at 25,000 steps and the paper's 250,000-step bat
 linearly (the update is linear in the batch); ``--paper-batch`` times it directly (about a minute per
 iteration at GRU 256 on 2 cores). Results are printed and written to benchmarks/results/rl2_throughput.json.
 Timings on a shared machine are inflated by the other load: rerun on an idle machine for clean numbers.
-``--activation`` picks the GRU's candidate activation (default relu, the ``paper`` preset's since session 14;
+``--activation`` picks the GRU's candidate activation (default relu, the ``paper`` preset's since 2026-11-27;
 records without the field timed tanh, nn.GRU's).
 """
 

@@ -3,7 +3,7 @@ policy step / rest), environment steps per second, over a range of iterations.
 
     python benchmarks/rl2_training_speed.py RUN_DIR --iterations 143-306 --where "H200, alone" [--record]
 
-Use it for runs made where this machine cannot time them (the `device` GPU machine): the curve's per-
+Use it for runs made where this machine cannot time them (an H200 GPU machine): the curve's per-
 iteration timings are the measurement. ``--record`` appends the row to
 benchmarks/results/rl2_training_speed.jsonl.
 """

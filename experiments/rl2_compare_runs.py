@@ -17,10 +17,10 @@ the last ``--window`` iterations before the cut compared by Welch's test (meanin
 side under the same load). ``--plot`` draws both curves (25-iteration moving averages) against
 environment steps; ``--record`` appends the comparison to experiments/results/rl2_compare_runs.jsonl.
 
-Session 14 compared nn.GRU's tanh candidate activation with the paper's ReLU on MDP n25 from scratch this
-way, session 15 a lower late policy rate and fewer baseline epochs against the zoo's n25 continued as it
-was, as branches of its checkpoint, session 16 fewer baseline epochs on n100 the same way (leaderboard/NOTES.md,
-RL^2). Caveat measured in session 16: two runs of one recipe that differ only by floating-point rounding drift
+The 2026-11-27 experiments compared this way nn.GRU's tanh candidate activation with the paper's ReLU on MDP
+n25 from scratch, a lower late policy rate and fewer baseline epochs against the zoo's n25 continued as it
+was, as branches of its checkpoint, and fewer baseline epochs on n100 the same way (leaderboard/HISTORY.md).
+Caveat measured the same day: two runs of one recipe that differ only by floating-point rounding drift
 apart by more than these standard errors allow (MDP n25 from scratch: +4.0 at Welch t 5.6), since a curve's
 iteration means are not independent; judge a difference against such an A/A pair, not by its p-value alone.
 """

@@ -7,8 +7,8 @@ argmax, each on the same ``--instances`` tuning instances of ``--seed`` (7: not 
 0, so none are its evaluation instances). It goes through the harness as a user's algorithm would: a
 ``module:Class`` subclass of ``rl2`` whose grid is the temperatures, run by ``python -m rl2bench run``; the
 tuning means of ``run.json`` are the result. ``--record`` appends them to
-experiments/results/rl2_play_temperature.jsonl. Session 15: nothing to gain on MDP n25 (NOTES.md, RL^2), so
-``rl2``'s grid stays sampling / argmax.
+experiments/results/rl2_play_temperature.jsonl. On 2026-11-27: nothing to gain on MDP n25 (leaderboard/HISTORY.md),
+so ``rl2``'s grid stays sampling / argmax.
 """
 
 from __future__ import annotations

@@ -691,7 +691,7 @@ def test_the_paper_presets_use_a_relu_gru_and_older_runs_stay_tanh(tmp_path, mon
         "paper": "relu", "ppo-sgd": "relu", "fast": "tanh", "ppo": "tanh"}
     old = _trainer(tmp_path / "old", gru_activation="tanh")
     old.run(iters=2, progress=False)
-    for name in (CHECKPOINT, POLICY):  # as written before session 14: no activation recorded
+    for name in (CHECKPOINT, POLICY):  # as written before 2026-11-27: no activation recorded
         state = torch.load(tmp_path / "old" / name, weights_only=False)
         state.get("config", state).pop("gru_activation", None)
         state.pop("activation", None)
