@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     bandit_simple,
     bandit_variants,
+    bayes_optimal,
     gittins,
     maze_agents,
     mdp_beb,
