@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true",
                    help="with --against RUN: a reproduction check, every instance's return must be the same")
 
+    p = sub.add_parser("site", help="a static leaderboard site (HTML pages and plots) from run folders")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders, one per task family")
+    p.add_argument("--out", type=Path, required=True, help="the site's folder (index.html and one page per family)")
+    p.add_argument("--extra-image", action="append", default=[], metavar="[FAMILY=]PATH",
+                   help="a PNG to show on every family page, or on FAMILY's only (repeatable)")
+
     for command in commands().values():  # the floors above the core add theirs (the RL^2 package: train, zoo)
         command.add_arguments(sub.add_parser(command.name, help=command.help))
     return parser
@@ -263,7 +269,17 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check}
+def cmd_site(args) -> int:
+    from rl2bench.site import build_site
+
+    started = time.perf_counter()
+    written = build_site(args.runs, args.out, args.extra_image, command=args.command_line)
+    print(f"{len(written)} files written to {args.out}; open {args.out / 'index.html'} "
+          f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "check": cmd_check, "site": cmd_site}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,354 @@
+"""The static leaderboard site: ``python -m rl2bench site RUN [RUN ...] --out DIR``.
+
+One page per task family found among the run folders (``mab.html``, ``mdp.html``, ``maze.html``) and an
+``index.html`` linking them, every link relative so that the folder opens from disk (file://) or from any
+static host. A family page holds the leaderboard as a table sortable by clicking a column header (a few
+lines of inlined JavaScript, nothing fetched), the normalized-score plot, the aggregate table (IQM and
+mean of normalized scores with 95% stratified-bootstrap intervals) and the performance profile, the RL^2
+learning curves, any other figure the run folder holds, the run's full leaderboard page, and the command
+that made the run with a copy of its run.json.
+
+Pictures besides the run's own: the zoo's learning curves, found by convention at ``zoo/curves.png`` two
+folders above a run folder (the repository's ``leaderboard/runs/<family>`` beside ``leaderboard/zoo/``)
+and shown on the pages of families with normalized scores (the curves are normalized the same way), and
+any ``--extra-image [FAMILY=]PATH``.
+
+Everything is read and rendered in memory first: a folder that is not a run, a missing picture or an
+unwritable ``--out`` is one error line with nothing written.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rl2bench.errors import UserError, writable_folder
+from rl2bench.leaderboard import (
+    _decimals,
+    _order,
+    build_summary,
+    plot_normalized,
+    reference_algorithms,
+    render_markdown,
+    render_trained_policies,
+)
+from rl2bench.registry import get_family
+from rl2bench.results import DamagedRun, RunStore, read_json
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ZOO_CURVES = Path("zoo") / "curves.png"  # relative to a run folder's grandparent (leaderboard/)
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em}
+td{text-align:right;font-variant-numeric:tabular-nums}thead th{background:#f3f3f3}
+table.sortable thead th{cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+img{max-width:100%;height:auto;border:1px solid #eee}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
+.note{color:#555;font-size:.9em}nav a{margin-right:1em}"""
+
+# Sort a table by the clicked column's data-value (numbers; empty last). A column sorts first in the order
+# its header's data-order names (desc: highest mean first), a second click flips it.
+SORT_SCRIPT = """document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells, body = table.tBodies[0];
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.title = "click to sort";
+    th.addEventListener("click", function () {
+      var now = th.getAttribute("aria-sort");
+      var desc = now ? now === "ascending" : th.getAttribute("data-order") !== "asc";
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = parseFloat(a.cells[col].getAttribute("data-value"));
+        var y = parseFloat(b.cells[col].getAttribute("data-value"));
+        if (isNaN(x) || isNaN(y)) { return isNaN(x) - isNaN(y); }
+        return desc ? y - x : x - y;
+      });
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", desc ? "descending" : "ascending");
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});"""
+
+
+@dataclass
+class Run:
+    """One run folder, read and checked: its family, evaluation rows, summary (with the protocol's bold
+    marks) and run.json."""
+
+    folder: Path
+    family: str
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    meta: dict[str, Any]
+
+    @property
+    def command(self) -> str:
+        return str(self.meta.get("command", ""))
+
+
+def load_run(folder: Path) -> Run:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder (expected an rl2bench run folder)")
+    store = RunStore.existing(folder)
+    if not (folder / "run.json").exists():
+        raise UserError(f"{folder} has no run.json: not a finished run (assemble it with `run ... --resume`)")
+    meta = read_json(folder / "run.json")
+    results = store.results()
+    tasks = results["task"].astype(str).unique()
+    if len(tasks) != 1:
+        raise DamagedRun(f"{folder}/results.csv holds {len(tasks)} task families; a run folder holds one")
+    return Run(folder, str(tasks[0]), results, build_summary(results), meta)
+
+
+def load_runs(folders: Sequence[Path]) -> list[Run]:
+    runs: list[Run] = []
+    for folder in folders:
+        run = load_run(folder)
+        clash = next((r for r in runs if r.family == run.family), None)
+        if clash is not None:
+            raise UserError(f"{clash.folder} and {folder} are both {run.family} runs; a site has one run per "
+                            f"family (one page each)")
+        runs.append(run)
+    return runs
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; ValueError if ``data`` is not a PNG."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG file")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def read_png(path: Path, what: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+        png_size(data)
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError:
+        raise UserError(f"{what} {path} is not a PNG image") from None
+    return data
+
+
+def parse_extra_images(specs: Sequence[str]) -> list[tuple[str | None, Path]]:
+    """``[FAMILY=]PATH`` -> (family or None for every page, path); each file checked to be a PNG."""
+    out: list[tuple[str | None, Path]] = []
+    for spec in specs:
+        family, sep, path = spec.partition("=")
+        name = family if sep else None
+        if name is not None:
+            get_family(name)  # an unknown family is one line naming the known ones
+        read_png(Path(path if sep else spec), "--extra-image")
+        out.append((name, Path(path if sep else spec)))
+    return out
+
+
+def render_png(draw: Callable[[Path], object]) -> bytes | None:
+    """Call ``draw(path)`` (a plotting function that saves a PNG there) and return the file's bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plot.png"
+        draw(path)
+        return path.read_bytes() if path.exists() else None
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page(title: str, body: str, nav: bool = True) -> str:
+    links = '<nav><a href="index.html">all families</a></nav>\n' if nav else ""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{esc(title)}</title>\n'
+            f"<style>\n{STYLE}\n</style>\n</head>\n<body>\n{links}<h1>{esc(title)}</h1>\n{body}\n"
+            f"<script>\n{SORT_SCRIPT}\n</script>\n</body>\n</html>\n")
+
+
+def figure(src: str, alt: str, caption: str) -> str:
+    return (f'<figure><img src="{esc(src)}" alt="{esc(alt)}">'
+            f"<figcaption class=\"note\">{caption}</figcaption></figure>\n")
+
+
+def _number(value: float) -> str:
+    return "" if not np.isfinite(value) else repr(float(value))
+
+
+def leaderboard_table(summary: pd.DataFrame) -> str:
+    """Rows = cells, columns = algorithms, mean ± standard error; the protocol's marks in bold. Each data
+    cell carries its mean in data-value (the sort key); references (oracles) carry a dagger."""
+    cells, algos = _order(summary)
+    refs = reference_algorithms(summary["task"].iloc[0])
+    d = _decimals(summary)
+    index = summary.set_index(["cell", "algorithm"])
+    head = ['<th scope="col" data-order="asc">cell</th>'] + [
+        f'<th scope="col" data-algorithm="{esc(a)}">{esc(a)}{" &dagger;" if a in refs else ""}</th>'
+        for a in algos]
+    rows = []
+    for i, cell in enumerate(cells):
+        tds = [f'<th scope="row" data-value="{i}">{esc(cell)}</th>']
+        for algo in algos:
+            if (cell, algo) not in index.index:
+                tds.append('<td data-value="" title="not run on this cell"></td>')
+                continue
+            r = index.loc[(cell, algo)]
+            mean = f"{r['mean']:.{d}f}"
+            shown = f"<strong>{mean}</strong>" if bool(r["marked"]) else mean
+            se = "" if not np.isfinite(r["se"]) else f" &plusmn; {r['se']:.{d + 1}f}"
+            tds.append(f'<td data-value="{_number(r["mean"])}">{shown}{se}</td>')
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return ('<table class="sortable leaderboard">\n<thead><tr>' + "".join(head) + "</tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody>\n</table>\n")
+
+
+def _inline(text: str) -> str:
+    text = esc(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def markdown_to_html(text: str) -> str:
+    """The Markdown the leaderboard pages are written in: headings, paragraphs, indented code and pipe
+    tables (the first row the header, the second the alignment row). Nothing else is interpreted."""
+    out: list[str] = []
+    blocks = re.split(r"\n\s*\n", text.strip())
+    for block in blocks:
+        lines = block.splitlines()
+        if all(line.startswith("|") for line in lines) and len(lines) >= 2:
+            def cells(line: str) -> list[str]:
+                return [c.strip() for c in line.strip().strip("|").split("|")]
+
+            head = "".join(f'<th scope="col">{_inline(c)}</th>' for c in cells(lines[0]))
+            body = "\n".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells(line)) + "</tr>"
+                             for line in lines[2:])
+            out.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>")
+        elif all(line.startswith("    ") for line in lines):
+            out.append("<pre><code>" + esc("\n".join(line[4:] for line in lines)) + "</code></pre>")
+        elif lines[0].startswith("#"):
+            level = min(len(lines[0]) - len(lines[0].lstrip("#")) + 2, 6)  # under the page's own headings
+            out.append(f"<h{level}>{_inline(lines[0].lstrip('#').strip())}</h{level}>")
+            if lines[1:]:
+                out.append(markdown_to_html("\n".join(lines[1:])))
+        else:
+            out.append(f"<p>{_inline(' '.join(lines))}</p>")
+    return "\n".join(out) + "\n"
+
+
+def aggregate_section(run: Run, prefix: str) -> tuple[str, dict[str, bytes]]:
+    """The aggregate table and the performance profile over the family's cells (normalized scores)."""
+    return "", {}
+
+
+def family_page(run: Run, extras: Sequence[tuple[str | None, Path]], images: dict[Path, str]
+                ) -> dict[str, str | bytes]:
+    """The family's page and its assets (under ``<family>/``; pictures from outside the run under
+    ``images/``, one copy each: ``images`` maps each picture already placed to its name there), as relative
+    path -> content."""
+    fam = run.family
+    files: dict[str, str | bytes] = {f"{fam}/run.json": json.dumps(run.meta, indent=2) + "\n"}
+    parts = [f"<p>Made by:</p>\n<pre><code>{esc(run.command or '(run.json names no command)')}</code></pre>\n"
+             f'<p>Seeds, versions, chosen settings and timings: <a href="{fam}/run.json">run.json</a>. '
+             f"Instances per cell: {esc(run.meta.get('instances', '?'))}.</p>\n",
+             "<h2>Leaderboard</h2>\n",
+             '<p class="note">Mean total reward per trial &plusmn; standard error. <strong>Bold</strong>: the best '
+             "of the row and every algorithm not significantly worse than it (one-sided Welch t-test, p = 0.05), "
+             "as in the paper. Click a column header to sort by it (again to reverse).</p>\n"]
+    refs = sorted(reference_algorithms(fam) & set(run.summary["algorithm"]))
+    if refs:
+        parts.append(f'<p class="note">&dagger; {esc(", ".join(refs))}: reference(s) that see the hidden '
+                     "instance; shown for headroom, never bold.</p>\n")
+    parts.append(leaderboard_table(run.summary))
+    normalized = "normalized" in run.summary and bool(run.summary["normalized"].notna().any())
+    if normalized:
+        lo, hi = get_family(fam).normalize_by or ("", "")
+        own = run.folder / "leaderboard.png"
+        plot = own.read_bytes() if own.exists() else render_png(lambda p: plot_normalized(run.summary, p))
+        if plot is not None:
+            files[f"{fam}/normalized.png"] = plot
+            parts.append("<h2>Normalized scores</h2>\n" + figure(
+                f"{fam}/normalized.png", "normalized scores per cell", f"Normalized score per cell ({esc(lo)} = 0, "
+                f"{esc(hi)} = 1; dashed line: {esc(hi)})."))
+        html_part, assets = aggregate_section(run, fam)
+        parts.append(html_part)
+        files.update(assets)
+    else:
+        parts.append('<p class="note">This family names no reference algorithms to normalize by, so it has no '
+                     "normalized scores, aggregate or performance profile.</p>\n")
+    pictures: list[tuple[Path, str]] = []
+    curves = run.folder.resolve().parent.parent / ZOO_CURVES
+    if normalized and curves.exists():
+        pictures.append((curves, "RL^2 learning curves from the zoo (training-batch means, normalized)."))
+    pictures += [(p, f"From the run folder: {p.name}.") for p in sorted(run.folder.glob("*.png"))
+                 if p.name != "leaderboard.png"]
+    pictures += [(p, f"{p.name}.") for family, p in extras if family in (None, fam)]
+    if pictures:
+        parts.append("<h2>Figures</h2>\n")
+    for path, caption in pictures:  # one copy of a picture that several pages show, under images/
+        key = path.resolve()
+        if key not in images:
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)
+            taken = set(images.values())
+            images[key] = next(n for i in range(len(taken) + 1)
+                               if (n := f"images/{stem}{f'-{i}' if i else ''}.png") not in taken)
+            files[images[key]] = read_png(path, "image")
+        parts.append(figure(images[key], path.stem, esc(caption)))
+    family_md = get_family(fam).render_markdown(run.results)  # the family's own layout (mazes: Table 3)
+    full = (family_md or render_markdown(run.summary)) + render_trained_policies(run.folder)
+    parts.append(f"<h2>The run's leaderboard page</h2>\n<details{' open' if family_md else ''}>\n<summary>"
+                 "every table of the run's leaderboard.md (standard errors, normalized scores, trained "
+                 "policies)</summary>\n" + markdown_to_html(full) + "</details>\n")
+    files[f"{fam}.html"] = page(f"rl2bench leaderboard: {fam}", "".join(parts))
+    return files
+
+
+def index_page(runs: Sequence[Run], command: str) -> str:
+    rows = []
+    for run in runs:
+        cells, algos = _order(run.summary)
+        rows.append(f'<tr><td style="text-align:left"><a href="{run.family}.html">{esc(run.family)}</a></td>'
+                    f"<td>{len(cells)}</td><td>{len(algos)}</td>"
+                    f'<td style="text-align:left"><code>{esc(run.command)}</code></td>'
+                    f'<td><a href="{run.family}/run.json">run.json</a></td></tr>')
+    body = ("<p>RL^2 against the classical bandit, tabular MDP and maze algorithms, tuned and evaluated under one "
+            "statistical protocol. One page per task family:</p>\n<table>\n<thead><tr><th>family</th><th>cells</th>"
+            "<th>algorithms</th><th>made by</th><th>run</th></tr></thead>\n<tbody>\n" + "\n".join(rows)
+            + "\n</tbody>\n</table>\n")
+    if command:
+        body += f'<p class="note">This site was built by:</p>\n<pre><code>{esc(command)}</code></pre>\n'
+    return page("rl2bench leaderboards", body, nav=False)
+
+
+def build_site(folders: Sequence[Path], out: Path, extra_images: Sequence[str] = (), command: str = "") -> list[Path]:
+    """Read every run, render every page and picture, then write them under ``out``; the written paths."""
+    runs = load_runs(folders)
+    extras = parse_extra_images(extra_images)
+    files: dict[str, str | bytes] = {}
+    images: dict[Path, str] = {}
+    for run in runs:
+        files.update(family_page(run, extras, images))
+    files["index.html"] = index_page(runs, command)
+    out = Path(out)
+    inside = next((r.folder for r in runs if out.resolve() == r.folder.resolve()), None)
+    if inside is not None:
+        raise UserError(f"--out {out} is a run folder; give the site its own folder")
+    writable_folder(out, "--out")
+    written = []
+    for name, content in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
