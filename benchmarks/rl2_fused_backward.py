@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
+from rl2bench.algorithms.rl2.config import preset_config
 from rl2bench.algorithms.rl2.rollout import task_shape
-from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
+from rl2bench.algorithms.rl2.trainer import Trainer
 from rl2bench.results import append_jsonl
 
 CPU_SIZE = dict(hidden=64, batch_steps=25_000, ppo_minibatch_trials=16, baseline_minibatch_trials=16)

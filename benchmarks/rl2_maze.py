@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer, preset_config
+from rl2bench.algorithms.rl2.maze_config import preset_config
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer
 
 PAPER_ITERS, PAPER_STEPS = 5000, 50_000
 

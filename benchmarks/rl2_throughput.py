@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from rl2bench.algorithms.rl2.config import preset_config
+from rl2bench.algorithms.rl2.devices import resolve_device
 from rl2bench.algorithms.rl2.policy import Policy, input_size
 from rl2bench.algorithms.rl2.rollout import collect, sample_instances, task_shape
-from rl2bench.algorithms.rl2.trainer import Trainer, preset_config, resolve_device
+from rl2bench.algorithms.rl2.trainer import Trainer
 
 PAPER_BATCH = 250_000
 

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rl2bench.algorithms.rl2.config import preset_config
 from rl2bench.algorithms.rl2.policy import Policy, embed
 from rl2bench.algorithms.rl2.rollout import collect, task_shape
-from rl2bench.algorithms.rl2.trainer import Trainer, preset_config
+from rl2bench.algorithms.rl2.trainer import Trainer
 from rl2bench.protocol import prepare_agent
 from rl2bench.registry import algorithms, get_family
 from rl2bench.results import append_jsonl

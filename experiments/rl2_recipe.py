@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rl2bench.algorithms.rl2.trainer import CHECKPOINT, Trainer
+from rl2bench.algorithms.rl2.runfolder import CHECKPOINT
+from rl2bench.algorithms.rl2.trainer import Trainer
 from rl2bench.results import append_jsonl
 
 

@@ -285,7 +285,8 @@ def test_leaderboard_numbers_keep_their_decimals():
 
 
 def test_interrupted_training_says_whether_there_is_anything_to_resume(tmp_path):
-    from rl2bench.algorithms.rl2.trainer import CHECKPOINT, interrupted_advice
+    from rl2bench.algorithms.rl2.command import interrupted_advice
+    from rl2bench.algorithms.rl2.runfolder import CHECKPOINT
 
     nothing = interrupted_advice(tmp_path, 0)
     assert "nothing was saved" in nothing and "without --resume" in nothing

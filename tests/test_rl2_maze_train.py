@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from rl2bench.algorithms.rl2.maze_trainer import MazeTrainConfig, MazeTrainer, collect_maze, preset_config
+from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig, preset_config
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer, collect_maze
 
 pytestmark = pytest.mark.maze
 try:

@@ -14,6 +14,7 @@ import torch
 from rl2bench import seeding
 from rl2bench.algorithms.base import Agent
 from rl2bench.algorithms.rl2 import agent as rl2_agent
+from rl2bench.algorithms.rl2.config import preset_config
 from rl2bench.algorithms.rl2.policy import Policy
 from rl2bench.algorithms.rl2.rollout import (
     TaskShape,
@@ -22,7 +23,8 @@ from rl2bench.algorithms.rl2.rollout import (
     sample_instances,
     task_shape,
 )
-from rl2bench.algorithms.rl2.trainer import CHECKPOINT, POLICY, Trainer, curve_columns, preset_config
+from rl2bench.algorithms.rl2.runfolder import CHECKPOINT, POLICY, curve_columns
+from rl2bench.algorithms.rl2.trainer import Trainer
 from rl2bench.cli import main
 from rl2bench.errors import UserError
 from rl2bench.protocol import play_trials
@@ -334,8 +336,9 @@ def test_every_numeric_setting_has_a_valid_range():
     """--set key=value is range-checked: a new numeric field of either trainer needs its range."""
     import dataclasses
 
-    from rl2bench.algorithms.rl2.maze_trainer import MazeTrainConfig
-    from rl2bench.algorithms.rl2.trainer import _RANGES, TrainConfig
+    from rl2bench.algorithms.rl2.config import RANGES as _RANGES
+    from rl2bench.algorithms.rl2.config import TrainConfig
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
 
     unbounded = {"gru_update_bias"}  # any real number is a valid initial update-gate bias
     for config in (TrainConfig, MazeTrainConfig):
@@ -397,7 +400,7 @@ def test_update_gate_bias_sets_both_grus_and_only_the_update_gate(tmp_path):
 
 
 def test_checkpoint_state_is_moved_to_the_cpu_recursively():
-    from rl2bench.algorithms.rl2.trainer import _on_cpu
+    from rl2bench.algorithms.rl2.devices import on_cpu as _on_cpu
 
     t = torch.arange(3.0, requires_grad=True) * 2
     moved = _on_cpu({"a": [t, (t, 1)], "b": {"c": t}, "d": "x"})

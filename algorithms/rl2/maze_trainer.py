@@ -16,17 +16,14 @@ learning rate; the trunk learns only from the policy objective (a combined loss 
 shape the shared features, at the price of a KL-uncontrolled policy change; ``--set value_steps=N``
 adds N such Adam steps on the whole network after the head fit and logs the KL they cause).
 
-Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
-small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
-products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases.
+The recipe and its presets are in ``maze_config``; the ``train`` command that starts and resumes runs is in
+``command``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,73 +33,18 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
-from rl2bench.errors import UserError, claim_folder
-from rl2bench.results import write_text_atomic
 
 from .conv_policy import ConvPolicy
-from .fused_gru import UNRECORDED_ACTIVATION
+from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
+from .loop import training_loop
+from .maze_config import ALIASES, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
 from .rollout import sample_actions
-from .trainer import (
-    CHECKPOINT,
-    CURVE,
-    META,
-    POLICY,
-    _atomic_save,
-    _on_cpu,
-    _torch_gen,
-    apply_iters,
-    apply_overrides,
-    check_resumed_identity,
-    claim_new_run_folder,
-    device_label,
-    end_message,
-    interrupted_advice,
-    run_device,
-    training_device,
-    training_loop,
-    write_curve,
-)
+from .runfolder import load_checkpoint, write_meta, write_run_files
 from .trpo import fisher_subsample, trpo_step
 
 if TYPE_CHECKING:
     from rl2bench.tasks.maze.env import MazeVecEnv
-
-POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
-TRAIN_POOL = 1000
-PRESETS = ("maze", "maze-fast")
-ALIASES = {"paper": "maze", "fast": "maze-fast"}
-
-
-@dataclass
-class MazeTrainConfig:
-    hidden: int = 256
-    gru_activation: str = "relu"  # the paper's; "tanh" is nn.GRU's (every maze run before session 14)
-    batch_steps: int = 50_000  # paper; trials per iteration = batch_steps / max trial length, whole groups
-    gamma: float = 0.99
-    lam: float = 0.99
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    damping: float = 0.01
-    fvp_fraction: float = 1.0
-    ent_coef: float = 0.0
-    ridge: float = 1e-3  # value head regression
-    value_steps: int = 0  # Adam steps of the value loss on the WHOLE shared network after the head fit
-    value_lr: float = 1e-4
-    pool: int = TRAIN_POOL  # training configurations (the paper's 1000; fewer only for tests)
-    workers: int = 2
-    games_per_worker: int = 8
-    iters: int = 5000
-    checkpoint_every: int = 5
-
-
-def preset_config(preset: str) -> MazeTrainConfig:
-    preset = ALIASES.get(preset, preset)
-    if preset == "maze":
-        return MazeTrainConfig()
-    if preset == "maze-fast":
-        return MazeTrainConfig(batch_steps=8_000, fvp_fraction=0.25, iters=500, checkpoint_every=5)
-    raise UserError(f"unknown maze preset {preset!r}; valid: {', '.join(PRESETS)} (or paper, fast)")
 
 
 @dataclass
@@ -188,11 +130,11 @@ class MazeTrainer:
         self.command = command
         name = self.cell.name
         init = seeding.generator(seed, "init", "maze", name, "rl2")
-        self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape, generator=_torch_gen(init),
-                              activation=self.cfg.gru_activation)
+        self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape,
+                              generator=torch_generator(init), activation=self.cfg.gru_activation)
         self.net.to(self.device)
-        self.act_gen = _torch_gen(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
-        self.fvp_gen = _torch_gen(seeding.generator(seed, "fvp", "maze", name, "rl2"))
+        self.act_gen = torch_generator(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
+        self.fvp_gen = torch_generator(seeding.generator(seed, "fvp", "maze", name, "rl2"))
         self.iteration = 0
         self.wall_seconds = 0.0
         self.env_steps = 0
@@ -345,14 +287,13 @@ class MazeTrainer:
     def state(self) -> dict[str, Any]:
         return {"task": "maze", "cell": self.cell.name, "preset": self.preset, "seed": self.seed,
                 "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
-                "env_steps": self.env_steps, "net": _on_cpu(self.net.state_dict()), "act_gen": self.act_gen.get_state(),
+                "env_steps": self.env_steps, "net": on_cpu(self.net.state_dict()), "act_gen": self.act_gen.get_state(),
                 "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command}
 
     @classmethod
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
-        state = torch.load(Path(out) / CHECKPOINT, map_location="cpu", weights_only=False)
-        config = MazeTrainConfig(**{"gru_activation": UNRECORDED_ACTIVATION, **state["config"]})
-        self = cls(state["cell"], state["preset"], state["seed"], out, config,
+        state = load_checkpoint(out)
+        self = cls(state["cell"], state["preset"], state["seed"], out, stored_config(state["config"]),
                    command or state.get("command", ""), device)
         self.net.load_state_dict(state["net"])
         self.act_gen.set_state(state["act_gen"])
@@ -365,15 +306,11 @@ class MazeTrainer:
     def policy_file(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
                 "n_states": self.spec.n_states, "obs_shape": tuple(self.spec.obs_shape), "hidden": self.cfg.hidden,
-                "activation": self.cfg.gru_activation, "state_dict": _on_cpu(self.net.state_dict()),
+                "activation": self.cfg.gru_activation, "state_dict": on_cpu(self.net.state_dict()),
                 "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 
     def save(self, finished: bool) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.state(), self.out / CHECKPOINT)
-        _atomic_save(self.policy_file(), self.out / POLICY)
-        if self.curve:
-            write_curve(self.curve, self.out / CURVE)
+        write_run_files(self.out, self.state(), self.policy_file(), self.curve)
         rollout = sum(r["rollout_seconds"] for r in self.curve)
         meta = {
             "status": "complete" if finished else "partial", "task": "maze", "cell": self.cell.name,
@@ -387,7 +324,7 @@ class MazeTrainer:
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": device_label(self.device),
         }
-        write_text_atomic(self.out / META, json.dumps(meta, indent=2) + "\n")
+        write_meta(self.out, meta)
         self.saved_iteration = self.iteration
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -411,42 +348,3 @@ def _explained_variance(returns: torch.Tensor, values: torch.Tensor, mask: torch
     if n < 2:
         return float("nan")
     return 1.0 - float(resid.var() / r.var().clamp_min(1e-8))
-
-
-def train_command(args) -> int:
-    """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
-    command = args.command_line
-    cell = args.cell.strip()
-    out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
-    device = run_device(getattr(args, "device", None), out, args.resume)
-    if args.resume:
-        if not (out / CHECKPOINT).exists():
-            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
-        if args.set or args.init_from:
-            raise UserError("--set and --init-from cannot change a maze run being resumed")
-        claim_folder(out, "--out")
-        trainer = MazeTrainer.from_checkpoint(out, device=device)
-        check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
-        if trainer.cell.name != trainer.family.parse_cell(cell).name:
-            raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
-    else:
-        if args.init_from is not None:
-            raise UserError("--init-from is not supported for mazes (there is one maze policy to start from)")
-        if (out / CHECKPOINT).exists():
-            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
-        cfg = apply_overrides(preset_config(args.preset), args.set or [])
-        claim_new_run_folder(out)
-        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
-    if apply_iters(trainer, args, out):
-        return 0
-    print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
-          f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
-          f"{trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; "
-          f"writing {out}", file=sys.stderr)
-    try:
-        trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
-    except KeyboardInterrupt:
-        print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
-        return 130
-    print(end_message(trainer, out), file=sys.stderr)
-    return 0

@@ -1,0 +1,167 @@
+"""``python -m rl2bench train``: start, resume or extend a training run in its folder, for either trainer
+(bandits and MDPs: ``trainer``; mazes: ``maze_trainer``). Everything here is about the command line's
+promises (what --resume, --iters, --set and --init-from may do, what is said at the end or after Ctrl-C),
+none of it about training itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rl2bench.errors import UserError, claim_folder
+
+from .config import PRESETS, apply_overrides, preset_config
+from .devices import run_device
+from .maze_config import ALIASES
+from .maze_config import preset_config as maze_preset_config
+from .maze_trainer import MazeTrainer
+from .rollout import task_shape
+from .runfolder import CHECKPOINT, POLICY, claim_new_run_folder
+from .trainer import Trainer
+
+
+def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str, str] | None = None) -> None:
+    """``--resume`` continues the stored run: a --preset or --seed given explicitly must agree with it."""
+    explicit = getattr(args, "explicit", {})
+    asked = (aliases or {}).get(explicit.get("preset", preset), explicit.get("preset", preset))
+    if asked != preset or explicit.get("seed", seed) != seed:
+        raise UserError(f"--resume continues the run in {args.out} (preset {preset}, seed {seed}); drop --preset "
+                        f"and --seed or start a new run in another --out")
+
+
+def apply_iters(trainer: Any, args: Any, out: Path) -> bool:
+    """Apply ``--iters`` (a total, never below what is trained); True when a resumed run has reached it
+    already: say so instead of rewriting its files (both train commands)."""
+    if args.iters:
+        if args.iters < trainer.iteration:
+            raise UserError(f"--iters {args.iters}: the run in {out} is already at iteration {trainer.iteration}")
+        trainer.cfg = dataclasses.replace(trainer.cfg, iters=args.iters)
+    if not args.resume or trainer.iteration < trainer.cfg.iters:
+        return False
+    print(f"{out} is complete at iteration {trainer.iteration} (its --iters): nothing to do; pass a larger --iters "
+          f"to train it further", file=sys.stderr)
+    return True
+
+
+def end_message(trainer: Any, out: Path) -> str:
+    """The last line of ``train``: finished, or stopped by ``--minutes`` with how to go on."""
+    mean = (trainer.curve[-1] if trainer.curve else {}).get("mean_return", float("nan"))
+    head = (f"iteration {trainer.iteration}, mean trial return {mean:.3f}, {trainer.wall_seconds:.0f} s; policy in "
+            f"{out / POLICY}")
+    if trainer.iteration >= trainer.cfg.iters:
+        return f"done: {head}"
+    return (f"stopped by --minutes at {head} (partial: --iters {trainer.cfg.iters} not reached; continue with "
+            f"--resume --out {out})")
+
+
+def interrupted_advice(out: Path, saved_iteration: int) -> str:
+    """What to do after Ctrl-C: resume from the last checkpoint, or start again if none was written."""
+    if not (out / CHECKPOINT).exists():
+        return (f"interrupted before the first checkpoint: nothing was saved in {out}; run the same command "
+                f"again, without --resume")
+    return (f"interrupted; the checkpoint in {out} is at iteration {saved_iteration}: continue with the same "
+            f"command plus --resume --out {out}")
+
+
+def train_command(args) -> int:
+    """``python -m rl2bench train``: start or resume a run (its flags: ``add_train_arguments`` in cli.py)."""
+    if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
+        return maze_train_command(args)
+    command = args.command_line
+    shape = task_shape(args.task, args.cell)
+    out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
+    device = run_device(getattr(args, "device", None), out, args.resume)
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+        claim_folder(out, "--out")
+        trainer = Trainer.from_checkpoint(out, device=device)
+        check_resumed_identity(args, trainer.preset, trainer.seed)
+        trainer.resumed.append({"iteration": trainer.iteration, "command": command})
+        if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
+            raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
+                            f"{shape.task} {shape.cell}")
+        if args.init_from:
+            raise UserError("--init-from starts a new run; it cannot change a run being resumed")
+        if args.set:  # a deliberate change of recipe mid-run: applied from the next iteration, recorded
+            trainer.change_config(args.set)
+    else:
+        if (out / CHECKPOINT).exists():
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        if args.preset not in PRESETS:
+            raise UserError(f"unknown preset {args.preset!r}; valid: {', '.join(PRESETS)}")
+        cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
+        if args.iters:
+            cfg = dataclasses.replace(cfg, iters=args.iters)
+        created = not out.exists()
+        claim_new_run_folder(out)
+        trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
+        if args.init_from is not None:
+            try:
+                trainer.init_from(args.init_from)
+            except UserError:
+                if created:  # leave no empty run folder behind a refused start
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
+    if apply_iters(trainer, args, out):
+        return 0
+    print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
+          f"x {shape.trial_len} steps per iteration, {trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, "
+          f"until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
+    if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
+        from rl2bench.registry import get_family
+
+        by = get_family(shape.task).normalize_by
+        assert by is not None  # measured references exist only for a family that normalizes
+        refs, (lower, upper) = trainer.norm_refs, by
+        print(f"(not a cell of the paper: norm = 0 at {lower}'s {refs['random']:.2f}, 1 at {upper}'s "
+              f"{refs['reference']:.2f}, {trainer.norm_source})", file=sys.stderr)
+    try:
+        trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
+    except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
+        print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
+        return 130
+    print(end_message(trainer, out), file=sys.stderr)
+    return 0
+
+
+def maze_train_command(args) -> int:
+    """``python -m rl2bench train --task maze``: start or resume a run (same flags as the bandit trainer)."""
+    command = args.command_line
+    cell = args.cell.strip()
+    out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
+    device = run_device(getattr(args, "device", None), out, args.resume)
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+        if args.set or args.init_from:
+            raise UserError("--set and --init-from cannot change a maze run being resumed")
+        claim_folder(out, "--out")
+        trainer = MazeTrainer.from_checkpoint(out, device=device)
+        check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
+        if trainer.cell.name != trainer.family.parse_cell(cell).name:
+            raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
+    else:
+        if args.init_from is not None:
+            raise UserError("--init-from is not supported for mazes (there is one maze policy to start from)")
+        if (out / CHECKPOINT).exists():
+            raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+        cfg = apply_overrides(maze_preset_config(args.preset), args.set or [])
+        claim_new_run_folder(out)
+        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
+    if apply_iters(trainer, args, out):
+        return 0
+    print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
+          f"{trainer.groups_per_iter * trainer.group_size} trials x <= {trainer.trial_len} steps per iteration, "
+          f"{trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, until iteration {trainer.cfg.iters} on {device}; "
+          f"writing {out}", file=sys.stderr)
+    try:
+        trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
+        return 130
+    print(end_message(trainer, out), file=sys.stderr)
+    return 0

@@ -1,0 +1,57 @@
+"""The maze trainer's recipe (``MazeTrainConfig``) and its presets: what a run is asked to do, kept apart
+from how ``maze_trainer`` does it, as ``config`` is for the bandit/MDP trainer.
+
+Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
+small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
+products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rl2bench.errors import UserError
+
+from .fused_gru import UNRECORDED_ACTIVATION
+
+POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
+TRAIN_POOL = 1000
+PRESETS = ("maze", "maze-fast")
+ALIASES = {"paper": "maze", "fast": "maze-fast"}
+
+
+@dataclass
+class MazeTrainConfig:
+    hidden: int = 256
+    gru_activation: str = "relu"  # the paper's; "tanh" is nn.GRU's (every maze run before 2026-11-27)
+    batch_steps: int = 50_000  # paper; trials per iteration = batch_steps / max trial length, whole groups
+    gamma: float = 0.99
+    lam: float = 0.99
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    damping: float = 0.01
+    fvp_fraction: float = 1.0
+    ent_coef: float = 0.0
+    ridge: float = 1e-3  # value head regression
+    value_steps: int = 0  # Adam steps of the value loss on the WHOLE shared network after the head fit
+    value_lr: float = 1e-4
+    pool: int = TRAIN_POOL  # training configurations (the paper's 1000; fewer only for tests)
+    workers: int = 2
+    games_per_worker: int = 8
+    iters: int = 5000
+    checkpoint_every: int = 5
+
+
+def preset_config(preset: str) -> MazeTrainConfig:
+    preset = ALIASES.get(preset, preset)
+    if preset == "maze":
+        return MazeTrainConfig()
+    if preset == "maze-fast":
+        return MazeTrainConfig(batch_steps=8_000, fvp_fraction=0.25, iters=500, checkpoint_every=5)
+    raise UserError(f"unknown maze preset {preset!r}; valid: {', '.join(PRESETS)} (or paper, fast)")
+
+
+def stored_config(config: dict[str, Any]) -> MazeTrainConfig:
+    """The MazeTrainConfig of a checkpoint: runs from before the activation was a setting trained tanh GRUs."""
+    return MazeTrainConfig(**{"gru_activation": UNRECORDED_ACTIVATION, **config})
