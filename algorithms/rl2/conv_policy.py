@@ -7,7 +7,7 @@ Policy and baseline SHARE the network, as the paper says for the mazes. Sequence
 episodes. At t = 0 there is no previous action: it gets its own embedding row (index ``n_actions``),
 reward and flag are 0. Weight normalisation is not used here (plain Xavier / orthogonal init). The GRU's
 candidate activation is ReLU as the paper's appendix says, or tanh (nn.GRU's), which the policies trained
-before session 14 used (their files carry no activation and load as tanh); see policy.py.
+before it became a setting (2026-11-27) used (their files carry no activation and load as tanh); see policy.py.
 """
 
 from __future__ import annotations

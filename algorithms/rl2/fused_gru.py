@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 ACTIVATIONS = ("tanh", "relu")
-#: What a checkpoint, policy file or network built without an activation holds: every run before session 14
-#: trained nn.GRU's tanh cell, and their files do not say so.
+#: What a checkpoint, policy file or network built without an activation holds: every run before the setting
+#: existed (2026-11-27) trained nn.GRU's tanh cell, and their files do not say so.
 UNRECORDED_ACTIVATION = "tanh"
 
 

@@ -12,10 +12,10 @@ zeroed at the start of a trial and carried across its episodes.
 
 The GRU's candidate activation (``activation``): ``"relu"``, the paper's ("rectified linear units ... as the
 hidden activation", Appendix A; the authors' launchers pass ReLU to their GRU layer), or ``"tanh"``,
-``nn.GRU``'s, which every policy trained before session 14 used (their files carry no activation and load
-as tanh). A ReLU candidate is unbounded above, so a unit can count (visits, rewards) over a long trial where
-a tanh unit saturates at 1. The weights live in an ``nn.GRU`` either way (same names, same checkpoints);
-only the arithmetic differs (``fused_gru.py``).
+``nn.GRU``'s, which every policy trained before it became a setting (2026-11-27) used (their files carry no
+activation and load as tanh). A ReLU candidate is unbounded above, so a unit can count (visits, rewards) over
+a long trial where a tanh unit saturates at 1. The weights live in an ``nn.GRU`` either way (same names, same
+checkpoints); only the arithmetic differs (``fused_gru.py``).
 """
 
 from __future__ import annotations
