@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--publish", type=Path, default=None,
                    help="also write the leaderboard page here (e.g. leaderboard/mab.md)")
+    p.add_argument("--in-process", action="store_true",
+                   help="play plug-ins (module:Class, entry points) in the protocol's own process instead of a "
+                        "sealed one: faster to debug one's own code; the run's page says it was not sealed")
 
     p = sub.add_parser("table", help="re-render the leaderboard of a stored run")
     p.add_argument("run", type=Path)
@@ -175,10 +178,17 @@ def _resolve_cells(family, spec: str) -> list[str]:
 
 def cmd_run(args) -> int:
     from rl2bench.backends import check_backend
-    from rl2bench.leaderboard import build_summary, render_terminal, write_leaderboards
+    from rl2bench.leaderboard import (
+        build_summary,
+        reference_algorithms,
+        render_terminal,
+        run_references,
+        write_leaderboards,
+    )
     from rl2bench.protocol import RunConfig, default_n_jobs, run_benchmark
     from rl2bench.registry import get_family, resolve_algorithms
     from rl2bench.results import RunStore
+    from rl2bench.sealed import is_builtin
 
     if args.resume and args.out is None:
         raise UserError("--resume needs --out RUN_FOLDER (the run to continue)")
@@ -190,7 +200,8 @@ def cmd_run(args) -> int:
     tune_instances = args.tune_instances or family.tune_instances or args.instances
     config = RunConfig(family.name, cells, algos, args.instances, tune_instances, args.seed,
                        args.jobs or default_n_jobs(), backend=args.backend, cluster=args.cluster,
-                       skip_unavailable="all" in (a.strip() for a in args.algos.split(",")))
+                       skip_unavailable="all" in (a.strip() for a in args.algos.split(",")),
+                       sealed=not args.in_process)
     if args.publish is not None:
         writable_file(args.publish, "--publish", (".md", ".markdown"))
     store = RunStore(writable_folder(out, "--out"))
@@ -208,10 +219,12 @@ def cmd_run(args) -> int:
         raise UserError(f"{exc}; the finished jobs are saved in {out}: continue with the same command plus "
                         f"--resume --out {out}") from None
     wall = time.perf_counter() - started
+    plug_ins = [a.name for a in algos if not is_builtin(a)]
     results = store.assemble({"command": command, "cells": cells, "algorithms": [a.name for a in algos],
                               "wall_seconds": round(wall, 2), "n_jobs": config.n_jobs,
-                              "backend": config.backend})
-    summary = build_summary(results)
+                              "backend": config.backend, "references": sorted(reference_algorithms(family.name)),
+                              "unsealed": plug_ins if args.in_process else []})
+    summary = build_summary(results, run_references(out))
     write_leaderboards(summary, out, command, results, publish=args.publish)
     print(render_terminal(summary))
     print(f"\n{len(results)} rows in {out}/results.csv; leaderboard.{{md,csv,tex}} and run.json written "
@@ -220,14 +233,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from rl2bench.leaderboard import build_summary, render_terminal, write_leaderboards
+    from rl2bench.leaderboard import build_summary, render_terminal, run_references, write_leaderboards
     from rl2bench.results import RunStore
 
     store = RunStore.existing(args.run)
     if args.publish is not None:
         writable_file(args.publish, "--publish", (".md", ".markdown"))
     results = store.results()
-    summary = build_summary(results)
+    summary = build_summary(results, run_references(args.run))  # what `run` rendered, plug-ins imported or not
     command = ""
     run_json = args.run / "run.json"
     if run_json.exists():

@@ -53,6 +53,9 @@ class AlgorithmFailed(UserError):
     def from_exception(cls, what: str, exc: BaseException) -> AlgorithmFailed:
         import traceback
 
+        formatted = getattr(exc, "formatted", None)  # raised in a sealed process, already formatted there
+        if isinstance(formatted, str):
+            return cls(f"{what} failed: {formatted}")
         frames = traceback.extract_tb(exc.__traceback__)
         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
         return cls(f"{what} failed: {type(exc).__name__}: {exc}{where}")

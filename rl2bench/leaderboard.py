@@ -17,17 +17,39 @@ from rl2bench.results import write_text_atomic
 
 
 def reference_algorithms(task: str) -> frozenset[str]:
-    """Privileged references (oracles): shown, never counted as a row's best."""
-    from rl2bench.registry import algorithms
+    """Privileged references (oracles, built in only): shown, never counted as a row's best."""
+    from rl2bench.sealed import is_builtin
 
-    return frozenset(name for name, cls in algorithms(task).items() if cls.privileged)
+    return frozenset(name for name, cls in algorithms(task).items() if cls.privileged and is_builtin(cls))
 
 
-def build_summary(results: pd.DataFrame) -> pd.DataFrame:
+def run_references(folder: Path) -> frozenset[str] | None:
+    """The references a run recorded in its run.json (None for runs from before that record)."""
+    path = folder / "run.json"
+    if not path.exists():
+        return None
+    refs = json.loads(path.read_text()).get("references")
+    return None if refs is None else frozenset(refs)
+
+
+def render_unsealed(folder: Path) -> str:
+    """A line saying which plug-ins played in the protocol's own process (``run --in-process``)."""
+    path = folder / "run.json"
+    unsealed = json.loads(path.read_text()).get("unsealed", []) if path.exists() else []
+    if not unsealed:
+        return ""
+    return (f"\n\nNot sealed: {', '.join(unsealed)} played in the protocol's own process (`--in-process`), "
+            "where it could have read the environment; rerun without `--in-process` to seal it.\n")
+
+
+def build_summary(results: pd.DataFrame, references: frozenset[str] | None = None) -> pd.DataFrame:
+    """Per (cell, algorithm): mean, standard error, bold marks and normalized scores. ``references`` (the
+    run's own record, run.json) are shown but never bold; without it, the registry's built-in references."""
     parts = []
     for task, group in results.groupby("task", sort=False):
         family = get_family(str(task))
-        summary = stats.summarize(group, references=reference_algorithms(str(task)))
+        refs = reference_algorithms(str(task)) if references is None else references
+        summary = stats.summarize(group, references=refs)
         if family.normalize_by:
             summary["normalized"] = stats.normalized_scores(summary, *family.normalize_by)
         parts.append(summary)
@@ -201,7 +223,7 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
         markdown = render_markdown(summary, title, command)
         if plot_normalized(summary, folder / "leaderboard.png"):
             markdown += "\n![normalized scores](leaderboard.png)\n"
-    markdown += render_trained_policies(folder)
+    markdown += render_trained_policies(folder) + render_unsealed(folder)
     write_text_atomic(folder / "leaderboard.md", markdown)
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))

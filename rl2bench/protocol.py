@@ -25,6 +25,7 @@ from rl2bench.backends import execution_backend, results_as
 from rl2bench.errors import AlgorithmFailed, UserError
 from rl2bench.registry import get_family, resolve_algorithms
 from rl2bench.results import RunStore
+from rl2bench.sealed import SealedAgent, is_builtin, seed_globals
 from rl2bench.task import Cell, TaskFamily
 
 
@@ -69,6 +70,7 @@ def play_trials(
     phase: str,
     chunk: int = 0,
     watch: Callable[[np.ndarray, Any], None] | None = None,
+    sealed: bool = True,
 ) -> TrialOutcome:
     """One trial on each instance of chunk ``chunk`` of the phase's ``n_instances`` instances of
     ``cell``, all stepping together. Instance parameters are drawn for the whole phase and sliced, so
@@ -76,20 +78,34 @@ def play_trials(
     returns depend on the chunk size (fixed per family, ``TaskFamily.chunk_size``) and on the phase's
     instance count where it changes the last chunk, never on the workers or the backend.
     ``watch(actions, step)``, if given, sees every step (for analyses beyond the trial return, e.g.
-    ``experiments/rl2_mdp_episodes.py``); it must not change them."""
+    ``experiments/rl2_mdp_episodes.py``); it must not change them.
+
+    An algorithm that is not built in plays ``sealed`` (``rl2bench.sealed``: in a process of its own that
+    sees only what the agent interface hands it) with a generator seeded one-way; ``sealed=False`` plays it
+    here with the same generator, so both give the same numbers. Built-in algorithms keep their named
+    ``seeding.agent_rng`` stream."""
     start = time.perf_counter()
     spec = family.spec(cell)
     rows = chunks(n_instances, family.chunk_size)[chunk]
     everything = family.sample_instances(cell, root_seed, phase, n_instances)
     instances = {k: v[rows.start:rows.stop] for k, v in everything.items()}
     env = family.make_env(cell, instances, seeding.env_rng(root_seed, phase, family.name, cell.name, chunk))
-    agent_rng = seeding.agent_rng(root_seed, phase, family.name, cell.name, agent_cls.name, chunk)
-    # Reference agents flagged ``privileged`` (oracles) also see the environment's hidden state.
-    privileged = agent_cls.privileged
+    builtin = is_builtin(agent_cls)
+    stream = (root_seed, phase, family.name, cell.name, agent_cls.name, chunk)
+    agent_rng = seeding.agent_rng(*stream)
+    # Reference agents flagged ``privileged`` (oracles, built in only) also see the environment's hidden state.
+    privileged = agent_cls.privileged and builtin
     totals, parts = [], []
+    agent: Agent | None = None
     try:
-        for size in env.batches():  # one group of every instance, except engine-backed families
-            agent = agent_cls(spec, size, agent_rng, **setting)
+        for batch, size in enumerate(env.batches()):  # one group of every instance, except engine-backed families
+            seed = seeding.sealed_seed(*stream, batch)
+            if not builtin and sealed:
+                agent = SealedAgent(agent_cls, spec, size, seed, setting)
+            else:
+                seed_globals(seed)  # a wrapped library that draws from np.random or random reproduces too
+                rng = agent_rng if builtin else np.random.Generator(np.random.PCG64(seed))
+                agent = agent_cls(spec, size, rng, **setting)
             obs = env.reset()
             if privileged:
                 agent.see_privileged(env.privileged_info())
@@ -108,6 +124,8 @@ def play_trials(
                     break
             totals.append(total)
             parts.append(env.trial_metrics())
+            if isinstance(agent, SealedAgent):
+                agent.close()
     finally:
         env.close()
     total = np.concatenate(totals)
@@ -168,6 +186,7 @@ class Job:
     n_instances: int
     root_seed: int
     chunk: int = 0
+    sealed: bool = True
 
     @property
     def algorithm(self) -> str:
@@ -185,7 +204,7 @@ def _execute(job: Job) -> tuple[Job, TrialOutcome]:
     cell = family.parse_cell(job.cell)
     outcome = _guarded(f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})",
                        play_trials, family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed,
-                       job.phase, job.chunk)
+                       job.phase, job.chunk, None, job.sealed)
     return job, outcome
 
 
@@ -196,7 +215,7 @@ def _guarded(what: str, function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
     except UserError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plug-in's sys.exit is its error too, not the harness's exit
         raise AlgorithmFailed.from_exception(what, exc) from None
 
 
@@ -251,6 +270,8 @@ class RunConfig:
     #: True when ``--algos`` includes ``all``: (cell, algorithm) pairs an algorithm cannot run (no trained policy) are
     #: skipped with a notice instead of failing the run.
     skip_unavailable: bool = False
+    #: False (``--in-process``): plug-ins play in the protocol's process, unsealed (debugging one's own code).
+    sealed: bool = True
 
     def identity(self) -> dict[str, Any]:
         """What must match for ``--resume`` to reuse stored jobs."""
@@ -301,7 +322,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
         n_tune, before = tune_instances_for(a, config), len(tune_jobs)
         for s in grid:
             done = store.tuning_chunks(c.name, a.name, setting_key(s))
-            tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i)
+            tune_jobs += [Job(config.task, c.name, a, s, "tune", n_tune, config.seed, i, config.sealed)
                           for i in range(len(chunks(n_tune, family.chunk_size))) if i not in done]
         if len(tune_jobs) > before:
             prepare(c, a, grid)
@@ -330,7 +351,7 @@ def _run_benchmark(config: RunConfig, store: RunStore, progress: bool, n_jobs: i
                    f"now has {setting_key(chosen)}; evaluating it again")
             store.reopen_eval(c.name, a.name)
         done = store.eval_chunks(c.name, a.name, setting_key(chosen))
-        eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i)
+        eval_jobs += [Job(config.task, c.name, a, chosen, "eval", config.instances, config.seed, i, config.sealed)
                       for i in range(n_chunks) if i not in done]
         if len(done) < n_chunks:
             prepare(c, a, [chosen])

@@ -70,6 +70,11 @@ def register_algorithm(cls: A) -> A:
     families = getattr(cls, "families", None)
     if isinstance(families, str) or not isinstance(families, tuple | list) or not families:
         raise UserError(f"{label} needs a class attribute `families`, a tuple of task names such as ('mab',)")
+    from rl2bench.sealed import is_builtin
+
+    if getattr(cls, "privileged", False) and not is_builtin(cls):
+        raise UserError(f"{label} declares `privileged = True`, which only the built-in references (oracles) may: "
+                        f"a submitted algorithm sees only what the agent interface hands it")
     for family in cls.families:
         by_name = _ALGORITHMS.setdefault(family, {})
         existing = by_name.get(cls.name)

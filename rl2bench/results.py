@@ -331,7 +331,7 @@ class RunStore:
                 before = read_json(previous)
             except DamagedRun:  # rewritten below from the parts
                 before = {}
-            for key in ("cells", "algorithms"):
+            for key in ("cells", "algorithms", "references", "unsealed"):
                 if key in extra and key in before:
                     extra = {**extra, key: list(dict.fromkeys([*before[key], *extra[key]]))}
         run = {**self.config(), **extra, "versions": package_versions(), "git_revision": git_revision(),

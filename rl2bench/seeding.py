@@ -8,6 +8,7 @@ streams with different names, so they never share draws.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 import numpy as np
@@ -42,3 +43,15 @@ def agent_rng(root_seed: int, phase: str, task: str, cell: str, algorithm: str, 
     are compared on common random numbers too."""
     assert phase in PHASES, phase
     return generator(root_seed, "agent", phase, task, cell, algorithm, str(chunk))
+
+
+def sealed_seed(root_seed: int, phase: str, task: str, cell: str, algorithm: str, chunk: int = 0,
+                batch: int = 0) -> int:
+    """The seed of a plug-in's generator on one chunk (and engine batch): a SHA-256 digest of the stream's
+    name and the root seed. One-way: the agent's generator holds the digest, never the root seed or the spawn
+    key that ``instance_rng`` and ``env_rng`` are built from. (Where the root seed itself is public, as the
+    committed leaderboards' seed 0 is, anyone can replay the instance streams; a maintainer evaluating a
+    submission against unseen instances keeps its ``--seed`` private until the results are published.)"""
+    assert phase in PHASES, phase
+    name = "\x1f".join(map(str, ("sealed-agent", root_seed, phase, task, cell, algorithm, chunk, batch)))
+    return int.from_bytes(hashlib.sha256(name.encode()).digest(), "little")
