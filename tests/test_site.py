@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rl2bench import aggregate
 from rl2bench.cli import main
 from rl2bench.leaderboard import _order, build_summary
 from rl2bench.results import RunStore
-from rl2bench.site import png_size
+from rl2bench.site import _iqm, build_site, png_size
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = {family: ROOT / "leaderboard" / "runs" / family for family in ("mab", "mdp", "maze")}
@@ -66,11 +67,19 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    """The site of the committed runs, with fewer bootstrap resamples than the command's (a faster build,
+    the same pages)."""
     out = tmp_path_factory.mktemp("site") / "site"
     started = time.perf_counter()
-    assert main(["site", *map(str, RUNS.values()), "--out", str(out)]) == 0
+    build_site(list(RUNS.values()), out, command="python -m rl2bench site ...", resamples=100)
     assert time.perf_counter() - started < 60
     return out
+
+
+def test_the_command_builds_a_site(tmp_path, capsys):
+    assert main(["site", str(RUNS["maze"]), "--out", str(tmp_path / "site")]) == 0
+    assert "files written" in capsys.readouterr().out
+    assert (tmp_path / "site" / "maze.html").is_file() and (tmp_path / "site" / "index.html").is_file()
 
 
 def page(site: Path, name: str) -> Page:
@@ -155,6 +164,34 @@ def test_the_maze_page_shows_the_familys_own_per_episode_tables(site):
     assert "<details open>" in text and "% success" in text
 
 
+@pytest.mark.parametrize("family", ["mab", "mdp"])
+def test_the_aggregate_table_agrees_with_the_normalized_scores(site, family):
+    summary = build_summary(RunStore.existing(RUNS[family]).results())
+    tables = [t for t in page(site, f"{family}.html").tables if "aggregate" in t["class"]]
+    assert len(tables) == 1
+    head, *rows = tables[0]["rows"]
+    assert [c["text"] for c in head] == ["algorithm", "cells", "IQM [95% CI]", "mean [95% CI]"]
+    assert {row[0]["attrs"]["data-algorithm"] for row in rows} == set(summary["algorithm"])
+    n_cells = summary["cell"].nunique()
+    for row in rows:
+        algo = row[0]["attrs"]["data-algorithm"]
+        for cell in row[2:]:
+            estimate = float(cell["attrs"]["data-value"])
+            low, high = map(float, cell["text"].split("[")[1].rstrip("]").split(","))
+            assert low <= round(estimate, 3) <= high
+        if row[1]["text"] == str(n_cells):  # on every cell: the mean is the mean of the cells' scores
+            mean = float(row[3]["attrs"]["data-value"])
+            assert mean == pytest.approx(summary[summary["algorithm"] == algo]["normalized"].mean(), abs=1e-9)
+    assert (site / family / "profile.png").is_file()
+
+
+def test_the_fast_iqm_is_aggregates():
+    rng = np.random.default_rng(1)
+    for shape in [(9, 1000), (5, 997), (1, 7), (3, 3), (1, 1), (2, 5)]:
+        for scores in (rng.normal(size=shape), rng.integers(0, 4, size=shape).astype(float)):
+            assert _iqm(scores) == pytest.approx(aggregate.iqm(scores), abs=1e-12)
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rl2bench: error: "), err
@@ -197,8 +234,7 @@ def test_two_runs_of_one_family_and_a_bad_extra_image_are_refused(tmp_path, caps
 def test_an_extra_image_shows_on_its_familys_page_only(tmp_path):
     curves = ROOT / "leaderboard" / "runs" / "mdp" / "leaderboard.png"
     out = tmp_path / "site"
-    assert main(["site", str(RUNS["mdp"]), str(RUNS["maze"]), "--extra-image", f"maze={curves}",
-                 "--out", str(out)]) == 0
+    build_site([RUNS["mdp"], RUNS["maze"]], out, [f"maze={curves}"], resamples=20)
     maze_pictures = [link for link in page(out, "maze.html").links if link.endswith(".png")]
     assert maze_pictures and (out / maze_pictures[0]).read_bytes() == curves.read_bytes()
     assert not set(maze_pictures) & set(page(out, "mdp.html").links)
