@@ -274,8 +274,8 @@ def aggregate_table(scores: dict[str, np.ndarray], refs: frozenset[str], n_cells
                f'<td data-value="{len(matrix)}">{len(matrix)}{"" if len(matrix) == n_cells else "*"}</td>']
         for statistic in (_iqm, aggregate.mean_score):
             ci = aggregate.bootstrap_ci(statistic, matrix, n_resamples=resamples, seed=0)
-            tds.append(f'<td data-value="{_number(ci.estimate)}">{ci.estimate:.3f} '
-                       f"[{ci.low:.3f}, {ci.high:.3f}]</td>")
+            est, low, high = (f"{v:.3f}".replace("-0.000", "0.000") for v in ci)  # no "-0.000"
+            tds.append(f'<td data-value="{_number(ci.estimate)}">{est} [{low}, {high}]</td>')
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return ('<table class="sortable aggregate">\n<thead><tr>' + head + "</tr></thead>\n<tbody>\n"
             + "\n".join(rows) + "\n</tbody>\n</table>\n")

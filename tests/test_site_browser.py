@@ -9,6 +9,7 @@ sets it: there the test must run). Install: ``apt-get install chromium chromium-
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rl2bench.cli import main
+from rl2bench.site import png_size
 
 pytestmark = pytest.mark.heavy
 
@@ -122,11 +124,11 @@ def test_a_click_on_a_column_header_sorts_the_rows(driver, site, tmp_path):
 
 def test_the_bandit_page_screenshot(driver, site, tmp_path):
     load(driver, site, "mab.html")
-    height = driver.execute_script("return document.body.scrollHeight;")
-    driver.set_window_size(1300, min(max(int(height) + 40, 1200), 4000))
-    shot = tmp_path / "screenshot-mab.png"
-    assert driver.save_screenshot(str(shot))
-    assert shot.stat().st_size > 20_000
+    shot = tmp_path / "screenshot-mab.png"  # the whole page, beyond the window
+    capture = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    shot.write_bytes(base64.b64decode(capture["data"]))
+    width, height = png_size(shot.read_bytes())
+    assert width >= 1000 and height > driver.execute_script("return window.innerHeight;")
     if os.environ.get("RL2BENCH_SCREENSHOT_DIR"):
         folder = Path(os.environ["RL2BENCH_SCREENSHOT_DIR"])
         folder.mkdir(parents=True, exist_ok=True)
