@@ -34,6 +34,8 @@ from rl2bench.leaderboard import (
     reference_algorithms,
     render_markdown,
     render_trained_policies,
+    render_unsealed,
+    run_references,
 )
 from rl2bench.registry import get_family
 from rl2bench.results import DamagedRun, RunStore, read_json
@@ -84,6 +86,7 @@ class Run:
     results: pd.DataFrame
     summary: pd.DataFrame
     meta: dict[str, Any]
+    references: frozenset[str]  # shown, never bold: the run's own record, else the registry's built-in ones
 
     @property
     def command(self) -> str:
@@ -102,7 +105,9 @@ def load_run(folder: Path) -> Run:
     tasks = results["task"].astype(str).unique()
     if len(tasks) != 1:
         raise DamagedRun(f"{folder}/results.csv holds {len(tasks)} task families; a run folder holds one")
-    return Run(folder, str(tasks[0]), results, build_summary(results), meta)
+    recorded = run_references(folder)
+    references = reference_algorithms(str(tasks[0])) if recorded is None else recorded
+    return Run(folder, str(tasks[0]), results, build_summary(results, recorded), meta, references)
 
 
 def load_runs(folders: Sequence[Path]) -> list[Run]:
@@ -177,11 +182,10 @@ def _number(value: float) -> str:
     return "" if not np.isfinite(value) else repr(float(value))
 
 
-def leaderboard_table(summary: pd.DataFrame) -> str:
+def leaderboard_table(summary: pd.DataFrame, refs: frozenset[str]) -> str:
     """Rows = cells, columns = algorithms, mean ± standard error; the protocol's marks in bold. Each data
     cell carries its mean in data-value (the sort key); references (oracles) carry a dagger."""
     cells, algos = _order(summary)
-    refs = reference_algorithms(summary["task"].iloc[0])
     d = _decimals(summary)
     index = summary.set_index(["cell", "algorithm"])
     head = ['<th scope="col" data-order="asc">cell</th>'] + [
@@ -214,8 +218,7 @@ def markdown_to_html(text: str) -> str:
     """The Markdown the leaderboard pages are written in: headings, paragraphs, indented code and pipe
     tables (the first row the header, the second the alignment row). Nothing else is interpreted."""
     out: list[str] = []
-    blocks = re.split(r"\n\s*\n", text.strip())
-    for block in blocks:
+    for block in re.split(r"\n\s*\n", text.strip()) if text.strip() else []:
         lines = block.splitlines()
         if all(line.startswith("|") for line in lines) and len(lines) >= 2:
             def cells(line: str) -> list[str]:
@@ -315,7 +318,7 @@ def aggregate_section(run: Run, resamples: int) -> tuple[str, dict[str, str | by
     if not scores:
         return "", {}
     lo, hi = get_family(run.family).normalize_by or ("", "")
-    refs = reference_algorithms(run.family)
+    refs = run.references
     cells, _ = _order(run.summary)
     label = f"{lo} = 0, {hi} = 1"
     part = ("<h2>Aggregate over the cells</h2>\n"
@@ -350,11 +353,11 @@ def family_page(run: Run, extras: Sequence[tuple[str | None, Path]], images: dic
              '<p class="note">Mean total reward per trial &plusmn; standard error. <strong>Bold</strong>: the best '
              "of the row and every algorithm not significantly worse than it (one-sided Welch t-test, p = 0.05), "
              "as in the paper. Click a column header to sort by it (again to reverse).</p>\n"]
-    refs = sorted(reference_algorithms(fam) & set(run.summary["algorithm"]))
+    refs = sorted(run.references & set(run.summary["algorithm"]))
     if refs:
         parts.append(f'<p class="note">&dagger; {esc(", ".join(refs))}: reference(s) that see the hidden '
                      "instance; shown for headroom, never bold.</p>\n")
-    parts.append(leaderboard_table(run.summary))
+    parts.append(leaderboard_table(run.summary, run.references) + markdown_to_html(render_unsealed(run.folder)))
     normalized = "normalized" in run.summary and bool(run.summary["normalized"].notna().any())
     if normalized:
         lo, hi = get_family(fam).normalize_by or ("", "")
@@ -390,7 +393,8 @@ def family_page(run: Run, extras: Sequence[tuple[str | None, Path]], images: dic
             files[images[key]] = read_png(path, "image")
         parts.append(figure(images[key], path.stem, esc(caption)))
     family_md = get_family(fam).render_markdown(run.results)  # the family's own layout (mazes: Table 3)
-    full = (family_md or render_markdown(run.summary)) + render_trained_policies(run.folder)
+    full = (family_md or render_markdown(run.summary)) + render_trained_policies(run.folder) + render_unsealed(
+        run.folder)
     parts.append(f"<h2>The run's leaderboard page</h2>\n<details{' open' if family_md else ''}>\n<summary>"
                  "every table of the run's leaderboard.md (standard errors, normalized scores, trained "
                  "policies)</summary>\n" + markdown_to_html(full) + "</details>\n")

@@ -13,7 +13,7 @@ import pytest
 
 from rl2bench import aggregate
 from rl2bench.cli import main
-from rl2bench.leaderboard import _order, build_summary
+from rl2bench.leaderboard import _order, build_summary, run_references
 from rl2bench.results import RunStore
 from rl2bench.site import _iqm, build_site, png_size
 
@@ -94,7 +94,7 @@ def test_an_index_and_one_page_per_family(site):
 
 @pytest.mark.parametrize("family", list(RUNS))
 def test_the_table_holds_the_runs_cells_algorithms_and_bold_marks(site, family):
-    summary = build_summary(RunStore.existing(RUNS[family]).results())
+    summary = build_summary(RunStore.existing(RUNS[family]).results(), run_references(RUNS[family]))
     tables = [t for t in page(site, f"{family}.html").tables if "leaderboard" in t["class"]]
     assert len(tables) == 1
     head, *rows = tables[0]["rows"]
@@ -166,7 +166,7 @@ def test_the_maze_page_shows_the_familys_own_per_episode_tables(site):
 
 @pytest.mark.parametrize("family", ["mab", "mdp"])
 def test_the_aggregate_table_agrees_with_the_normalized_scores(site, family):
-    summary = build_summary(RunStore.existing(RUNS[family]).results())
+    summary = build_summary(RunStore.existing(RUNS[family]).results(), run_references(RUNS[family]))
     tables = [t for t in page(site, f"{family}.html").tables if "aggregate" in t["class"]]
     assert len(tables) == 1
     head, *rows = tables[0]["rows"]
