@@ -93,6 +93,7 @@ def test_ots_keeps_the_most_probable_sample():
     assert (many == 1).mean() > 0.95
 
 
+@pytest.mark.heavy
 def test_calibrated_gittins_matches_published_values():
     table = compute_calibrated_index_table(0.9, lattice=400)
     assert abs(table[1, 1] - 0.7029) < 5e-4

@@ -44,16 +44,29 @@ def run_cli(*args, cwd=None, env=None):
         (["train", "--task", "foo", "--cell", "n10"], "mab, mdp, maze"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path):
+def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path, monkeypatch, capsys):
+    """In this process (``main`` as ``python -m rl2bench`` calls it; one case below runs the real process):
+    each case costs a parse, not an interpreter start."""
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "adir").mkdir()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{truncated")
-    result = run_cli(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert needle in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert len(result.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors exit from inside the parser
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert needle in err
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_input_from_the_real_process_is_one_line_exit_2(tmp_path):
+    result = run_cli("run", "--task", "mab", "--cells", "n10-x5", cwd=tmp_path)
+    assert result.returncode == 2 and "n<pulls>-k<arms>" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_list_names_families_cells_and_grids(capsys):
@@ -82,6 +95,7 @@ def test_grid_summary_lists_each_key_with_its_values():
     assert grid_summary(play) == "2 settings: v=a; play in {default, argmax}"
 
 
+@pytest.mark.heavy
 def test_run_table_check_and_a_user_algorithm_from_module_path(tmp_path):
     (tmp_path / "my_agents.py").write_text(textwrap.dedent('''
         import numpy as np
@@ -136,6 +150,7 @@ def test_a_clashing_user_algorithm_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.heavy
 def test_check_fails_on_a_regression(tmp_path):
     """Sabotage greedy's stored returns: `check` must report FAIL and exit 1."""
     import pandas as pd
@@ -153,6 +168,7 @@ def test_check_fails_on_a_regression(tmp_path):
     assert check.returncode == 1 and "FAIL" in check.stdout
 
 
+@pytest.mark.heavy
 def test_check_exact_reproduces_a_run_and_names_a_changed_instance(tmp_path):
     """The same command twice gives the same returns; one changed instance of one algorithm fails it."""
     import pandas as pd
@@ -195,6 +211,7 @@ def test_algos_all_combines_with_names_and_module_paths(tmp_path, monkeypatch):
     assert [a.name for a in resolve_algorithms("all,one_more:AlwaysFirst", "mab")] == every + ["always-first"]
 
 
+@pytest.mark.heavy
 def test_check_exact_fails_on_instances_only_one_run_holds(tmp_path):
     """A run with fewer instances does not reproduce a larger one; cells in one run only are named."""
     base = ["run", "--task", "mab", "--algos", "random,greedy", "--no-progress"]
@@ -217,6 +234,7 @@ def _as_committed(run, to):
         n for n in names if Path(folder).parent.name == "eval" and (n.endswith(".csv") or (Path(folder) / n).is_dir())])
 
 
+@pytest.mark.heavy
 def test_a_damaged_run_folder_is_a_clear_error_and_resume_repairs_it(tmp_path):
     """A cut results.csv or a garbled marker: reading says which file, never a traceback nor a silent
     partial mean; --resume evaluates exactly those again and the folder reproduces the original."""
@@ -243,6 +261,7 @@ def test_a_damaged_run_folder_is_a_clear_error_and_resume_repairs_it(tmp_path):
     assert same.returncode == 0 and "4 reproduced exactly, 0 FAIL" in same.stdout, same.stdout
 
 
+@pytest.mark.heavy
 def test_a_failing_user_algorithm_is_one_line_naming_it_and_where(tmp_path):
     (tmp_path / "shaky.py").write_text(textwrap.dedent("""
         from rl2bench.algorithms.bandit_common import BetaCountsAgent
@@ -294,6 +313,7 @@ def test_interrupted_training_says_whether_there_is_anything_to_resume(tmp_path)
     assert "at iteration 5" in interrupted_advice(tmp_path, 5) and "--resume --out" in interrupted_advice(tmp_path, 5)
 
 
+@pytest.mark.heavy
 def test_plugin_mistakes_are_named(tmp_path):
     """A class that reuses a built-in's name, an entry point that fails to import or is named unlike its
     class, a missing attribute, an `unavailable` that raises: each is said in one line, on stderr."""

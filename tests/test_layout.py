@@ -30,6 +30,7 @@ def test_the_command_line_and_its_subpackages_load_from(where, tmp_path):
     assert rl2bench("train", "--help", cwd=cwd).returncode == 0  # a subcommand the RL^2 package registers
 
 
+@pytest.mark.heavy
 def test_rl2_plays_its_zoo_policy_from_an_empty_folder(tmp_path):
     out = tmp_path / "run"
     result = rl2bench("run", "--task", "mab", "--algos", "all", "--cells", "n10-k5", "--instances", "40",

@@ -62,6 +62,7 @@ def make_env(lay, cell="g3-e1", **kw) -> MazeVecEnv:
     return env
 
 
+@pytest.mark.heavy
 def test_start_pose_and_observation():
     lay = FAMILY.sample_instances(FAMILY.parse_cell("small"), 0, "eval", 3)
     env = make_env(lay, "small-e1", workers=1)
@@ -149,6 +150,7 @@ def test_horizon_ends_episodes_and_restarts_at_start():
     assert metrics["len_ep1"].tolist() == [3] and metrics["success_ep2"].tolist() == [0]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("cell", ["small-e2", "large-e1"])
 def test_oracle_walks_the_shortest_path(cell):
     c = FAMILY.parse_cell(cell)
@@ -163,6 +165,7 @@ def test_oracle_walks_the_shortest_path(cell):
     assert (out.metrics["wall_hits"] == 0).all()
 
 
+@pytest.mark.heavy
 def test_memory_explores_then_repeats_the_shortest_path():
     c = FAMILY.parse_cell("small-e2")
     memory = play_trials(FAMILY, c, MazeMemory, {}, 12, 3, "eval")
@@ -176,6 +179,7 @@ def test_memory_explores_then_repeats_the_shortest_path():
     assert (memory.metrics["len_ep2"][~found] >= oracle.metrics["len_ep1"][~found]).all()
 
 
+@pytest.mark.heavy
 def test_batches_larger_than_the_engine_pool():
     """20 instances on a pool of 2 x 4 games: three groups, each game switching maps."""
     c = FAMILY.parse_cell("small-e1")
@@ -194,6 +198,7 @@ def test_batches_larger_than_the_engine_pool():
     np.testing.assert_allclose(np.concatenate(xs), x_start, atol=1e-3)
 
 
+@pytest.mark.heavy
 def test_no_engine_survives_close_crash_or_interrupt():
     lay = FAMILY.sample_instances(FAMILY.parse_cell("small"), 0, "eval", 4)
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)
@@ -237,6 +242,7 @@ def _current_env() -> MazeVecEnv:
     return next(iter(_LIVE))
 
 
+@pytest.mark.heavy
 def test_parent_killed_leaves_no_engine(tmp_path):
     """SIGKILL the process that owns the environment: its workers see EOF and close their engines."""
     script = textwrap.dedent("""
@@ -269,6 +275,7 @@ def test_missing_vizdoom_is_a_clear_user_error(monkeypatch):
     assert get_family("mab").spec(get_family("mab").parse_cell("n10-k5")).n_actions == 5  # others still work
 
 
+@pytest.mark.heavy
 def test_interpreter_exit_without_close_leaves_no_engine(tmp_path):
     """An environment never closed by its owner is closed by the atexit hook."""
     script = textwrap.dedent("""

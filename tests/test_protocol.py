@@ -82,6 +82,7 @@ def _results(store: RunStore) -> pd.DataFrame:
     return store.results().sort_values(["cell", "algorithm", "instance"]).reset_index(drop=True)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("backend", ["loky", "dask", "waves"])
 def test_run_is_identical_with_one_worker_or_two_on_any_backend(tmp_path, monkeypatch, backend):
     from joblib.parallel import get_active_backend

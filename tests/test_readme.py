@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.heavy
 def test_readme_agent_example_runs_from_the_command_line(tmp_path):
     code = re.search(r"```python\n(# my_agents.py\n.*?)```", README.read_text(), re.S).group(1)
     (tmp_path / "my_agents.py").write_text(code)

@@ -35,6 +35,7 @@ def test_presets_follow_the_paper():
     assert paper.gru_activation == preset_config("maze-fast").gru_activation == "relu"  # Appendix A
 
 
+@pytest.mark.heavy
 def test_rollout_masks_match_the_episode_lengths(tmp_path):
     trainer = MazeTrainer(CELL, "maze-fast", 0, tmp_path, _config())
     try:
@@ -63,6 +64,7 @@ def test_rollout_masks_match_the_episode_lengths(tmp_path):
     torch.testing.assert_close(logits[valid], batch.logits[valid], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_resume_continues_exactly(tmp_path):
     """(A ReLU GRU, the preset's; a run written before the setting existed resumes as the tanh one it was.)"""
     full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
@@ -108,6 +110,7 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     assert agent_cls.grid(large, family.spec(large))[0]["policy"] == "maze/small-e2"
 
 
+@pytest.mark.heavy
 def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
     import json
 

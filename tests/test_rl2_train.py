@@ -137,6 +137,7 @@ def test_agent_hidden_state_carries_across_episodes(tmp_path, monkeypatch):
     assert float(fresh.h.abs().max()) == 0.0  # a new trial starts from zero
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(("update", "iters"), [("trpo", 15), ("ppo", 30)])
 def test_training_beats_random_on_n10_k5(tmp_path, update, iters):
     """A few iterations of either policy update learn something (PPO takes smaller steps per batch)."""
@@ -153,6 +154,7 @@ def test_training_beats_random_on_n10_k5(tmp_path, update, iters):
 
 @pytest.mark.parametrize(("update", "activation"),
                          [("trpo", "tanh"), ("ppo", "tanh"), ("trpo", "relu"), ("ppo", "relu")])
+@pytest.mark.heavy
 def test_resume_continues_exactly(tmp_path, update, activation):
     straight = _trainer(tmp_path / "a", update=update, gru_activation=activation)
     straight.run(iters=3, progress=False)
@@ -173,6 +175,7 @@ def test_resume_continues_exactly(tmp_path, update, activation):
     assert resumed.policy.activation == resumed.baseline.activation == activation
 
 
+@pytest.mark.heavy
 def test_init_from_copies_the_networks_and_keeps_its_own_scale(tmp_path):
     source = _trainer(tmp_path / "n10", cell="n10-k3")
     source.run(iters=2, progress=False)
@@ -207,6 +210,7 @@ def test_init_from_into_a_wider_gru_keeps_the_function_and_lets_new_units_learn(
         _trainer(tmp_path / "narrower", cell="n10-k3", hidden=source.cfg.hidden // 2).init_from(tmp_path / "narrow")
 
 
+@pytest.mark.heavy
 def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
     from rl2bench.algorithms.rl2.zoo import inherited
 
@@ -409,6 +413,7 @@ def test_checkpoint_state_is_moved_to_the_cpu_recursively():
         assert x.device.type == "cpu" and not x.requires_grad and torch.equal(x, t.detach())
 
 
+@pytest.mark.heavy
 def test_zoo_command_lists_cells_in_numeric_order_and_plots(tmp_path, monkeypatch, capsys):
     zoo = tmp_path / "zoo"
     monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
@@ -579,6 +584,7 @@ def _shift_curve(run, by: float) -> float:
     return float(frame["mean_return"].mean())
 
 
+@pytest.mark.heavy
 def test_zoo_promote_installs_only_a_run_whose_training_means_are_higher(tmp_path, monkeypatch, capsys):
     zoo = tmp_path / "zoo"
     monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
