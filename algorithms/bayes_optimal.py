@@ -304,11 +304,17 @@ class BayesOptimal(BetaCountsAgent):
     @classmethod
     def unavailable(cls, cell, spec):
         _, reason = reach(spec.n_episodes, spec.n_actions)
-        return None if reason is None else f"bayes-optimal on {cell.name}: {reason}"
+        return reason
 
     @classmethod
     def prepare(cls, cell, spec, settings):
         policy_table(spec.n_episodes, spec.n_actions)
+
+    @classmethod
+    def exact_value(cls, cell, spec) -> float | None:
+        if reach(spec.n_episodes, spec.n_actions)[1] is not None:
+            return None
+        return bayes_optimal_value(spec.n_episodes, spec.n_actions)
 
     def __init__(self, spec, batch_size, rng):
         super().__init__(spec, batch_size, rng)

@@ -73,6 +73,12 @@ class Agent(ABC):
         return None
 
     @classmethod
+    def exact_value(cls, cell: Cell, spec: EnvSpec) -> float | None:
+        """The algorithm's expected trial return where it is known exactly (bayes-optimal's dynamic
+        programme), printed on the leaderboard beside its simulated mean; None (the default) otherwise."""
+        return None
+
+    @classmethod
     def prepare(cls, cell: Cell, spec: EnvSpec, settings: list[Setting]) -> None:
         """Build shared caches (index tables, checkpoints) once, in the parent process, before jobs."""
 

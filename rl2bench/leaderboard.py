@@ -186,6 +186,31 @@ def plot_normalized(summary: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def render_exact_values(summary: pd.DataFrame) -> str:
+    """A line per algorithm whose expected return is known exactly (``Agent.exact_value``): the exact value
+    beside the simulated mean and its standard error, cell by cell."""
+    task = str(summary["task"].iloc[0])
+    family, registered = get_family(task), algorithms(task)
+    lines = []
+    rank = {cell: i for i, cell in enumerate(_order(summary)[0])}
+    for algorithm, rows in summary.groupby("algorithm", sort=False):
+        cls = registered.get(str(algorithm))
+        if cls is None:
+            continue
+        parts = []
+        for row in sorted(rows.itertuples(), key=lambda r: rank.get(str(r.cell), len(rank))):
+            cell = family.parse_cell(str(row.cell))
+            exact = cls.exact_value(cell, family.spec(cell))
+            if exact is not None:
+                parts.append(f"{row.cell} {exact:.4f} (simulated {row.mean:.3f} ± {row.se:.3f})")
+        if parts:
+            lines.append(f"- {algorithm}: " + ", ".join(parts))
+    if not lines:
+        return ""
+    return ("\n\nExact expected returns, computed rather than simulated (no algorithm can beat them in "
+            "expectation):\n\n" + "\n".join(lines) + "\n")
+
+
 def render_trained_policies(folder: Path) -> str:
     """A provenance table for results that came from trained policy files (e.g. rl2's): which file version
     was evaluated and how far it had been trained, one row per setting whose algorithm answers
@@ -223,7 +248,7 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
         markdown = render_markdown(summary, title, command)
         if plot_normalized(summary, folder / "leaderboard.png"):
             markdown += "\n![normalized scores](leaderboard.png)\n"
-    markdown += render_trained_policies(folder) + render_unsealed(folder)
+    markdown += render_exact_values(summary) + render_trained_policies(folder) + render_unsealed(folder)
     write_text_atomic(folder / "leaderboard.md", markdown)
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
