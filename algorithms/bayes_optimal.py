@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rl2bench.cache import cache_dir
+from rl2bench.cache import cache_dir, load_or_rebuild
 from rl2bench.registry import register_algorithm
 
 from .bandit_common import BetaCountsAgent
@@ -280,8 +280,9 @@ def policy_table(n: int, k: int) -> PolicyTable:
     if states <= DISK_CACHE_MIN_STATES:
         return compute_policy_table(n, k)
     path = _cache_path(n, k)
-    if path.exists():
-        return _load_table(path)
+    cached = load_or_rebuild(path, _load_table)
+    if cached is not None:
+        return cached
     table = compute_policy_table(n, k)
     _save_table(path, table)
     return table

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl2bench.cache import cache_dir, save_array_atomic
+from rl2bench.cache import cache_dir, load_or_rebuild, save_array_atomic
 from rl2bench.registry import register_algorithm
 
 from .bandit_common import BetaCountsAgent
@@ -57,8 +57,9 @@ def compute_calibrated_index_table(gamma: float, lattice: int = CALIBRATION_LATT
 def calibrated_index_table(gamma: float) -> np.ndarray:
     """The cached table for ``gamma`` (computed and saved on first use, ~10 s)."""
     path = cache_dir() / "gittins" / f"calibrated_g{gamma:.6f}_L{CALIBRATION_LATTICE}.npy"
-    if path.exists():
-        return np.load(path)
+    cached = load_or_rebuild(path, np.load)
+    if cached is not None:
+        return cached
     table = compute_calibrated_index_table(gamma)
     save_array_atomic(path, table)
     return table
@@ -194,7 +195,9 @@ def finite_horizon_table(horizon: int) -> tuple[int, np.ndarray]:
     for path in cached:
         built_for = int(path.stem.split("_n")[1])
         if built_for >= horizon:
-            return built_for, np.load(path, mmap_mode="r")
+            cached = load_or_rebuild(path, lambda p: np.load(p, mmap_mode="r"))
+            if cached is not None:
+                return built_for, cached
     table = compute_finite_horizon_table(horizon)
     save_array_atomic(folder / f"finite_horizon_v2_n{horizon}.npy", table)
     return horizon, table

@@ -71,11 +71,12 @@ def check_run(run: Path, against: str, tolerance: float = DEFAULT_TOLERANCE) -> 
     return table, bool((table["status"] != "FAIL").all())
 
 
-def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool, list[str]]:
+def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool, list[str], list[str]]:
     """Does ``run`` reproduce ``against`` instance by instance? For every (task, cell, algorithm) in both,
     count the evaluation instances whose returns differ (beyond 1e-9) or that only one run holds: the same
     seed and protocol must give the same numbers, so any difference is a change of behaviour, however
-    small its effect on the mean. Also returns the algorithm-cells that only one of the runs holds."""
+    small its effect on the mean. Also returns the algorithm-cells that only ``run`` holds and those that
+    only ``against`` holds."""
     pair = ["task", "cell", "algorithm"]
     key = [*pair, "instance"]
     ours = RunStore.existing(run).results()[[*key, "return"]]
@@ -85,11 +86,12 @@ def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool, list[st
     shared = ours[pair].drop_duplicates().merge(theirs[pair].drop_duplicates(), on=pair)
     if shared.empty:
         raise UserError(f"no (task, cell, algorithm) of {run} appears in {against}")
-    only = []
+    only: list[list[str]] = []
     for frame, name in ((ours, run), (theirs, against)):
         alone = frame[pair].drop_duplicates().merge(shared, on=pair, how="left", indicator=True)
         alone = alone[alone["_merge"] == "left_only"]
-        only += [f"{algo} ({', '.join(group['cell'])}) only in {name}" for algo, group in alone.groupby("algorithm")]
+        only.append([f"{algo} ({', '.join(group['cell'])}) only in {name}"
+                     for algo, group in alone.groupby("algorithm")])
     both = (ours.merge(shared, on=pair).merge(theirs.merge(shared, on=pair), on=key, how="outer",
                                                suffixes=("", "_ref"), indicator=True))
     both["missing"] = both["_merge"] != "both"
@@ -98,7 +100,7 @@ def reproduce_run(run: Path, against: Path) -> tuple[pd.DataFrame, bool, list[st
         mean=("return", "mean"), value=("return_ref", "mean"), instances=("_merge", "size"),
         differing=("differs", "sum"), missing=("missing", "sum")).reset_index()
     table["status"] = np.where((table["differing"] == 0) & (table["missing"] == 0), "ok", "FAIL")
-    return table, bool((table["status"] == "ok").all()), only
+    return table, bool((table["status"] == "ok").all()), only[0], only[1]
 
 
 def render_reproduction(table: pd.DataFrame) -> str:

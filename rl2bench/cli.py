@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--publish", type=Path, default=None,
                    help="also write the leaderboard page here (e.g. leaderboard/mab.md)")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the up-front estimate of memory or work is past its limit")
     p.add_argument("--in-process", action="store_true",
                    help="play plug-ins (module:Class, entry points) in the protocol's own process instead of a "
                         "sealed one: faster to debug one's own code; the run's page says it was not sealed")
@@ -112,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", default="paper", help="'paper' or another run folder")
     p.add_argument("--tolerance", type=float, default=None, help="largest accepted |z| (default 3)")
     p.add_argument("--exact", action="store_true",
-                   help="with --against RUN: a reproduction check, every instance's return must be the same")
+                   help="with --against RUN: a reproduction check, every instance's return must be the same, and "
+                        "both runs must hold the same algorithm-cells")
+    p.add_argument("--subset", action="store_true",
+                   help="with --exact: the run may hold only part of the reference's algorithm-cells (a rerun of "
+                        "some columns of a leaderboard); every one it holds must be in the reference")
 
     p = sub.add_parser("site", help="a static leaderboard site (HTML pages and plots) from run folders")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run folders, one per task family")
@@ -185,6 +191,7 @@ def cmd_run(args) -> int:
         run_references,
         write_leaderboards,
     )
+    from rl2bench.limits import check_footprint
     from rl2bench.protocol import RunConfig, default_n_jobs, run_benchmark
     from rl2bench.registry import get_family, resolve_algorithms
     from rl2bench.results import RunStore
@@ -202,6 +209,7 @@ def cmd_run(args) -> int:
                        args.jobs or default_n_jobs(), backend=args.backend, cluster=args.cluster,
                        skip_unavailable="all" in (a.strip() for a in args.algos.split(",")),
                        sealed=not args.in_process)
+    check_footprint(family, cells, len(algos), args.instances, tune_instances, args.force)  # before any file
     if args.publish is not None:
         writable_file(args.publish, "--publish", (".md", ".markdown"))
     store = RunStore(writable_folder(out, "--out"))
@@ -247,6 +255,11 @@ def cmd_table(args) -> int:
         from rl2bench.results import read_json
 
         command = read_json(run_json).get("command", "")
+    if not os.access(args.run, os.W_OK):  # a read-only copy (a mounted archive, another user's run): show it
+        print(render_terminal(summary))
+        print(f"rl2bench: {args.run} is not writable: the leaderboard is shown here, its files are not rewritten",
+              file=sys.stderr)
+        return 0
     write_leaderboards(summary, args.run, command, results, publish=args.publish)
     print(render_terminal(summary))
     return 0
@@ -266,14 +279,17 @@ def cmd_check(args) -> int:
         if args.against == "paper" or args.tolerance is not None:
             raise UserError("--exact compares two runs instance by instance: give --against RUN_FOLDER and "
                             "no --tolerance")
-        table, ok, only = reproduce_run(args.run, Path(args.against))
+        table, ok, only_ours, only_theirs = reproduce_run(args.run, Path(args.against))
         print(render_reproduction(table))
         counts = table["status"].value_counts().to_dict()
         print(f"\n{counts.get('ok', 0)} reproduced exactly, {counts.get('FAIL', 0)} FAIL (some instance's "
               f"return differs from {args.against}, or only one run has it)")
-        if only:
-            print("not compared: " + "; ".join(only))
-        return 0 if ok else 1
+        unverified = only_ours + ([] if args.subset else only_theirs)
+        if unverified:
+            print("FAIL, not in both runs: " + "; ".join(unverified))
+        if args.subset and only_theirs:
+            print("not rerun (--subset): " + "; ".join(only_theirs))
+        return 0 if ok and not unverified else 1
     table, ok = check_run(args.run, args.against, tolerance)
     print(render(table))
     counts = table["status"].value_counts().to_dict()

@@ -222,7 +222,7 @@ def test_check_exact_fails_on_instances_only_one_run_holds(tmp_path):
     assert result.returncode == 1 and "0 reproduced exactly, 2 FAIL" in result.stdout, result.stdout
     rows = [line.split() for line in result.stdout.splitlines() if " n10-k5 " in f" {line} "]
     assert len(rows) == 2 and all(row[-2:] == ["20", "FAIL"] for row in rows)
-    assert "not compared: greedy (n10-k3) only in a; random (n10-k3) only in a" in result.stdout
+    assert "FAIL, not in both runs: greedy (n10-k3) only in a; random (n10-k3) only in a" in result.stdout
 
 
 def _as_committed(run, to):
