@@ -232,7 +232,7 @@ def test_no_engine_survives_close_crash_or_interrupt():
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        play_trials(FAMILY, FAMILY.parse_cell("small-e1"), Interrupting, {}, 2, 0, "eval")
+        play_trials(FAMILY, FAMILY.parse_cell("small-e1"), Interrupting, {}, 2, 0, "eval", sealed=False)
     assert seen["pids"] and not any(alive(p) for p in seen["pids"])
 
 
