@@ -85,6 +85,13 @@ def bayes_optimal() -> str:
     return "; ".join(f"{r['cell']}: {r['value']:.4f}" for r in rows) or "not recorded yet"
 
 
+def sealed_overhead() -> str:
+    r = read_json("sealed_overhead.json")
+    rows = r["rows"]
+    return "; ".join(f"{x['sealed_s']:.1f} s sealed, {x['in_process_s']:.1f} s in-process ({x['ratio']:.2f}x)"
+                     for x in rows) + f" (load {r['load_average_1min']}, {r['when'][:10]})"
+
+
 @dataclass(frozen=True)
 class Target:
     script: str
@@ -110,6 +117,8 @@ TARGETS = [
            rl2_fused_backward),
     Target("rl2_training_speed.py", "RL^2 training speed read from real runs' curves (GPU runs too)", "-",
            rl2_training_speed),
+    Target("sealed_overhead.py", "README's copy-the-leaderboard-and-add-yours example, sealed vs in-process",
+           "small", sealed_overhead),
     Target("bayes_optimal.py", "exact Bayes-optimal bandit values (dynamic programming)", "-", bayes_optimal),
 ]
 
