@@ -238,3 +238,17 @@ def test_an_extra_image_shows_on_its_familys_page_only(tmp_path):
     maze_pictures = [link for link in page(out, "maze.html").links if link.endswith(".png")]
     assert maze_pictures and (out / maze_pictures[0]).read_bytes() == curves.read_bytes()
     assert not set(maze_pictures) & set(page(out, "mdp.html").links)
+
+
+@pytest.mark.heavy
+def test_the_committed_site_is_what_the_committed_runs_build(tmp_path):
+    """leaderboard/site is generated: rebuilt from the committed runs it must come out byte for byte the
+    same (rebuild it with the command in docs/site.md after a run changes)."""
+    committed = ROOT / "leaderboard" / "site"
+    command = ("python -m rl2bench site leaderboard/runs/mab leaderboard/runs/mdp leaderboard/runs/maze "
+               "--out leaderboard/site")
+    written = build_site([RUNS["mab"], RUNS["mdp"], RUNS["maze"]], tmp_path / "site", command=command)
+    stale = [str(p.relative_to(tmp_path / "site")) for p in written
+             if not (committed / p.relative_to(tmp_path / "site")).exists()
+             or (committed / p.relative_to(tmp_path / "site")).read_bytes() != p.read_bytes()]
+    assert not stale, f"leaderboard/site is stale, rebuild it: {stale}"
