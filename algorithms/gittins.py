@@ -195,12 +195,12 @@ def finite_horizon_table(horizon: int) -> tuple[int, np.ndarray]:
     for path in cached:
         built_for = int(path.stem.split("_n")[1])
         if built_for >= horizon:
-            cached = load_or_rebuild(path, lambda p: np.load(p, mmap_mode="r"))
-            if cached is not None:
-                return built_for, cached
-    table = compute_finite_horizon_table(horizon)
-    save_array_atomic(folder / f"finite_horizon_v2_n{horizon}.npy", table)
-    return horizon, table
+            table = load_or_rebuild(path, lambda p: np.load(p, mmap_mode="r"))
+            if table is not None:
+                return built_for, table
+    built = compute_finite_horizon_table(horizon)
+    save_array_atomic(folder / f"finite_horizon_v2_n{horizon}.npy", built)
+    return horizon, built
 
 
 @register_algorithm
