@@ -1,15 +1,21 @@
 """The results store: one folder per run, written job by job, atomically, so nothing finished is lost.
 
     <run>/config.json                      what the run is (checked on --resume)
-    <run>/parts/tune/<cell>/<algo>.jsonl   one line per tuned setting (mean, se, seconds)
+    <run>/parts/tune/<cell>/<algo>.jsonl   one line per tuned (setting, chunk): sums, seconds, its checksum
+    <run>/parts/eval/<cell>/<algo>/c<i>.*  one evaluation chunk: rows, seconds, record (rows, digest), setting
     <run>/parts/eval/<cell>/<algo>.csv     per-instance returns of the chosen setting
-    <run>/parts/eval/<cell>/<algo>.json    chosen setting, seconds
+    <run>/parts/eval/<cell>/<algo>.json    chosen setting, seconds, row count and digest of the rows
     <run>/results.csv                      all evaluation rows: task, cell, algorithm, instance, return, ...
     <run>/run.json                         seeds, versions, git revision, chosen settings, timings
+
+Integrity: every file that feeds a number is checked on every read against a record written beside it
+(``rows_digest``): a marker's rows, a chunk's rows and a tuning line; a mismatch is a one-line
+``DamagedRun`` naming the file, and ``--resume`` plays exactly the damaged parts again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -23,8 +29,18 @@ import numpy as np
 import pandas as pd
 
 from rl2bench.errors import UserError
-
-RESULT_COLUMNS = ["task", "cell", "algorithm", "instance", "return"]
+from rl2bench.integrity import (
+    RESULT_COLUMNS,
+    DamagedRun,
+    check_complete,
+    check_recorded,
+    line_digest,
+    numbers_of_text,
+    parse_tune_line,
+    read_leniently,
+    rows_digest,
+    sealed_tune_lines,
+)
 
 
 def _safe(name: str) -> str:
@@ -55,10 +71,6 @@ def append_jsonl(path: Path, rows: dict[str, Any] | list[dict[str, Any]]) -> Non
         os.fsync(fh.fileno())
 
 
-class DamagedRun(UserError):
-    """A run folder's file that cannot be read or is incomplete (a disk filled up, a hand edit, a cut copy)."""
-
-
 def read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(Path(path).read_text())
@@ -85,18 +97,11 @@ def read_rows(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _check_complete(rows: pd.DataFrame, instances: int | None, what: str, source: Path) -> None:
-    """One evaluation's rows hold every instance 0..n-1 once, each with a number for its return."""
-    numbers = pd.to_numeric(rows["return"], errors="coerce")
-    complete = instances is None or (len(rows) == instances and set(rows["instance"]) == set(range(instances)))
-    if not (complete and numbers.notna().all()):
-        raise DamagedRun(f"{source} holds {len(rows)} rows for {what} where the run has {instances} instances "
-                         f"with a return each (damaged or cut?)")
-
-
 class RunStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self._noticed: set[tuple[Path, int]] = set()  # damaged tuning lines already said
+        self._sound: dict[Path, tuple[tuple[int, int], ...]] = {}  # chunks verified, by their files' state
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, identity: dict[str, Any], resume: bool) -> None:
@@ -122,21 +127,24 @@ class RunStore:
                 print(f"rl2bench: {self.root} holds no run yet: starting a new one there", file=sys.stderr)
             write_text_atomic(cfg, json.dumps(identity, indent=2))
 
-    def _evaluation_rows(self, repair: bool) -> list[pd.DataFrame]:
-        """The rows of every evaluation marker, each checked complete (all instances, a number each).
+    def _evaluation_rows(self, repair: bool, record: bool = False) -> list[pd.DataFrame]:
+        """The rows of every evaluation marker, each checked complete (all instances, a number each) and
+        against the row count and digest its marker records.
 
         A marker's rows come from its merged file or, in a committed folder that keeps only results.csv,
-        from there. Rows that are missing, cut short or unreadable raise a one-line error naming the file
-        when reading; with ``repair`` (before ``--resume``) the marker is dropped instead, so that
+        from there (read so that a cut or garbled line damages only its own evaluation). Rows that are
+        missing, cut short, unreadable or unlike the record raise a one-line error naming the file when
+        reading; with ``repair`` (before ``--resume``) that marker is dropped instead, so exactly that
         evaluation runs again (from its chunks where they are still on disk), and the merged file is
-        written back from results.csv where that holds it, so a fresh clone reuses every stored result."""
-        merged: list[pd.DataFrame | None] = []  # results.csv, read once and only if needed
+        written back from results.csv where that holds it, so a fresh clone reuses every stored result.
+        With ``record`` (and with ``repair``), a marker written before digests were kept gets its own."""
+        merged: list[tuple[pd.DataFrame | None, str]] = []  # results.csv, read once and only if needed
         instances = self.config().get("instances")
+        every_path = self.root / "results.csv"
 
-        def stored() -> pd.DataFrame | None:
+        def stored() -> tuple[pd.DataFrame | None, str]:
             if not merged:
-                path = self.root / "results.csv"
-                merged.append(read_rows(path) if path.exists() else None)
+                merged.append(read_leniently(every_path) if every_path.exists() else (None, ""))
             return merged[0]
 
         frames = []
@@ -148,18 +156,24 @@ class RunStore:
                     raise DamagedRun(f"{marker} lacks its cell, algorithm or setting (damaged?)")
                 cell, algo = str(meta["cell"]), str(meta["algorithm"])
                 if own.exists():
-                    rows = read_rows(own)
-                    _check_complete(rows, instances, f"{cell}/{algo}", own)
+                    rows, source = read_rows(own), own
                 else:
-                    every = stored()
+                    every, problem = stored()
                     if every is None:
-                        raise DamagedRun(f"{marker} marks {cell}/{algo} evaluated, but neither {own.name} nor "
-                                         f"results.csv holds its rows")
-                    rows = every[(every["cell"].astype(str) == cell) & (every["algorithm"] == algo)]
-                    _check_complete(rows, instances, f"{cell}/{algo}", self.root / "results.csv")
+                        raise DamagedRun(problem or f"{marker} marks {cell}/{algo} evaluated, but neither "
+                                                    f"{own.name} nor results.csv holds its rows")
+                    rows, source = every[(every["cell"].astype(str) == cell) & (every["algorithm"] == algo)], every_path
+                check_complete(rows, instances, f"{cell}/{algo}", source)
+                check_recorded(rows, meta, f"{cell}/{algo}", source, marker)
+                if source == every_path:
                     rows = rows.dropna(axis="columns", how="all")  # other algorithms' metric columns
+                    if rows["instance"].dtype.kind == "f" and rows["instance"].notna().all():  # NaN elsewhere
+                        rows = rows.astype({"instance": "int64"})
                     if repair:
                         write_text_atomic(own, rows.to_csv(index=False))
+                if (repair or record) and "rows_sha256" not in meta:
+                    meta.update(rows=len(rows), rows_sha256=rows_digest(rows))
+                    write_text_atomic(marker, json.dumps(meta, indent=2))
             except DamagedRun as exc:
                 if not repair:
                     raise DamagedRun(f"{exc}; `run ... --resume --out {self.root}` evaluates it again") from None
@@ -174,6 +188,14 @@ class RunStore:
         """Before ``--resume``: check every stored evaluation; rebuild the merged rows a committed folder
         lacks from results.csv, and drop (to run again) any whose rows are missing or damaged."""
         self._evaluation_rows(repair=True)
+        self._seal_tuning_lines()
+
+    def record_digests(self) -> None:
+        """Give every evaluation marker and tuning line written before digests were kept its own (a run
+        folder made by an older version), after checking the rows complete as ``--resume`` does; a damaged
+        file is a ``DamagedRun`` naming it and nothing is recorded for it."""
+        self._evaluation_rows(repair=False, record=True)
+        self._seal_tuning_lines()
 
     def _markers(self) -> list[Path]:
         return sorted((self.root / "parts" / "eval").glob("*/*.json"))
@@ -193,15 +215,27 @@ class RunStore:
         return self.root / "parts" / "tune" / _safe(cell) / f"{_safe(algo)}.jsonl"
 
     def _tune_lines(self, cell: str, algo: str) -> list[dict[str, Any]]:
+        """The sound lines of a tuning log: a line cut by a kill is skipped (that chunk simply reruns), and so
+        is one unlike its checksum or lacking a field (damaged: said once, and its chunk reruns)."""
         path = self._tune_path(cell, algo)
         lines = []
         if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut by a kill: that chunk simply reruns
-                    continue
+            for number, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                line, problem = parse_tune_line(text)
+                if problem and text.strip() and (path, number) not in self._noticed:
+                    self._noticed.add((path, number))
+                    print(f"rl2bench: {path} line {number} {problem} (damaged?): its tuning chunk is played "
+                          f"again", file=sys.stderr)
+                if line is not None:
+                    lines.append(line)
         return lines
+
+    def _seal_tuning_lines(self) -> None:
+        """Add its checksum to every sound tuning line written before they were kept (``record_digests``)."""
+        for path in sorted((self.root / "parts" / "tune").glob("*/*.jsonl")):
+            text = path.read_text(errors="replace")
+            if (sealed := sealed_tune_lines(text)) != text:
+                write_text_atomic(path, sealed)
 
     def tuning_chunks(self, cell: str, algo: str, key: str) -> set[int]:
         return {line["chunk"] for line in self._tune_lines(cell, algo) if line["key"] == key}
@@ -229,8 +263,9 @@ class RunStore:
     def save_tuning(self, cell: str, algo: str, key: str, setting: dict, chunk: int, returns: np.ndarray,
                     seconds: float) -> None:
         line = {"key": key, "setting": setting, "chunk": chunk, "sum": float(returns.sum()),
-                "sumsq": float((returns**2).sum()), "instances": len(returns), "seconds": seconds}
-        append_jsonl(self._tune_path(cell, algo), line)
+                "sumsq": float((returns**2).sum()), "instances": len(returns), "seconds": seconds,
+                "returns_sha256": hashlib.sha256(np.asarray(returns, dtype="<f8").tobytes()).hexdigest()}
+        append_jsonl(self._tune_path(cell, algo), {**line, "sha256": line_digest(line)})
 
     def best_setting(self, cell: str, algo: str, keys: list[str], n_chunks: int) -> dict:
         """The setting with the highest tuning mean (first in grid order on ties), once every setting has
@@ -267,16 +302,45 @@ class RunStore:
     def eval_chunks(self, cell: str, algo: str, key: str) -> set[int]:
         """Chunks already evaluated with the setting ``key``. A chunk played with another setting (tuning
         chose differently, or a trained policy changed between invocations) does not count: it is
-        played again, so one result never mixes two versions of an algorithm."""
+        played again, so one result never mixes two versions of an algorithm. Nor does a chunk whose rows
+        are unreadable or unlike its record (said in one line naming the file): it is played again."""
         folder = self._eval_dir(cell, algo)
         if not folder.exists():
             return set()
         done = set()
-        for path in folder.glob("c*.csv"):
+        for path in sorted(folder.glob("c*.csv")):
             tag = path.with_suffix(".setting")
-            if tag.exists() and tag.read_text() == key:
+            if tag.exists() and tag.read_text(errors="replace") == key:
+                problem = self._chunk_problem(path)
+                if problem:
+                    print(f"rl2bench: {problem}: playing that chunk again", file=sys.stderr)
+                    tag.unlink()
+                    continue
                 done.add(int(path.stem[1:]))
         return done
+
+    def _chunk_problem(self, path: Path) -> str:
+        """Why a stored chunk's rows cannot be used ('' when they can): unreadable, not consecutive instances
+        with a return each, or unlike its record (``c<i>.digest``; a chunk stored before records were kept
+        has none). Checked once per state of its files."""
+        record = path.with_suffix(".digest")
+        state = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (path, record) if p.exists())
+        if self._sound.get(path) == state:
+            return ""
+        try:
+            rows = read_rows(path)
+            steps = pd.to_numeric(rows["instance"], errors="coerce").diff()[1:]
+            if rows.empty or pd.to_numeric(rows["return"], errors="coerce").isna().any() or (steps != 1).any():
+                raise DamagedRun(f"{path} does not hold consecutive instances with a return each (damaged?)")
+            if record.exists():
+                meta = read_json(record)
+                if "rows_sha256" not in meta:
+                    raise DamagedRun(f"{record} lacks the digest of its rows (damaged?)")
+                check_recorded(rows, meta, f"chunk {path.stem}", path, record)
+        except DamagedRun as exc:
+            return str(exc)
+        self._sound[path] = state
+        return ""
 
     def save_eval_chunk(self, cell: str, algo: str, chunk: int, task: str, key: str, returns: np.ndarray,
                         metrics: dict[str, np.ndarray], seconds: float, chunk_size: int) -> None:
@@ -284,22 +348,38 @@ class RunStore:
                               "instance": chunk * chunk_size + np.arange(len(returns)), "return": returns,
                               **metrics})
         folder = self._eval_dir(cell, algo)
+        text = frame.to_csv(index=False)
+        numbers = numbers_of_text(text)
+        record = {"task": task, "cell": cell, "algorithm": algo, "chunk": chunk, "rows": len(numbers),
+                  "rows_sha256": rows_digest(numbers)}
         write_text_atomic(folder / f"c{chunk}.seconds", f"{seconds}")
-        write_text_atomic(folder / f"c{chunk}.csv", frame.to_csv(index=False))
+        write_text_atomic(folder / f"c{chunk}.csv", text)
+        write_text_atomic(folder / f"c{chunk}.digest", json.dumps(record, indent=2))
         write_text_atomic(folder / f"c{chunk}.setting", key)  # last: a chunk counts once fully written
+        self._chunk_problem(folder / f"c{chunk}.csv")  # verified as written: not read again this run
 
     def complete_eval(self, task: str, cell: str, algo: str, setting: dict, n_chunks: int) -> None:
-        """Mark (cell, algo) evaluated: merge its chunks and write the marker that --resume trusts."""
+        """Mark (cell, algo) evaluated: merge its chunks and write the marker that --resume trusts, with the
+        row count and digest that every later read checks."""
         folder = self._eval_dir(cell, algo)
-        frame = pd.concat([pd.read_csv(folder / f"c{i}.csv") for i in range(n_chunks)], ignore_index=True)
-        write_text_atomic(folder.with_suffix(".csv"), frame.to_csv(index=False))
+        frame = pd.concat([read_rows(folder / f"c{i}.csv") for i in range(n_chunks)], ignore_index=True)
+        try:
+            check_complete(frame, self.config().get("instances"), f"{cell}/{algo}", folder)
+        except DamagedRun as exc:  # chunks stored before records were kept, one cut at a line's end
+            for i in range(n_chunks):
+                (folder / f"c{i}.setting").unlink(missing_ok=True)
+            raise DamagedRun(f"{exc}; `run ... --resume --out {self.root}` plays its chunks again") from None
+        text = frame.to_csv(index=False)
+        write_text_atomic(folder.with_suffix(".csv"), text)
+        numbers = numbers_of_text(text)
         seconds = sum(float((folder / f"c{i}.seconds").read_text()) for i in range(n_chunks)
                       if (folder / f"c{i}.seconds").exists())
         tuning = self.tuning_rows(cell, algo)
         meta = {"task": task, "cell": cell, "algorithm": algo, "setting": setting, "eval_seconds": seconds,
                 "tune_seconds": sum(r["seconds"] for r in tuning.values()),
                 "tuning": [{"setting": r["setting"], "mean": r["mean"], "se": r["se"], "instances": r["instances"]}
-                           for r in tuning.values()]}
+                           for r in tuning.values()],
+                "rows": len(numbers), "rows_sha256": rows_digest(numbers)}
         write_text_atomic(self._eval_marker(cell, algo), json.dumps(meta, indent=2))
 
     def eval_meta(self) -> list[dict[str, Any]]:
@@ -315,7 +395,7 @@ class RunStore:
                 rows = read_rows(merged)
                 instances = self.config().get("instances")
                 for (cell, algo), group in rows.groupby(["cell", "algorithm"]):
-                    _check_complete(group, instances, f"{cell}/{algo}", merged)
+                    check_complete(group, instances, f"{cell}/{algo}", merged)
                 return rows
             raise UserError(f"{self.root} holds no finished evaluation yet")
         return pd.concat(frames, ignore_index=True)

@@ -150,6 +150,19 @@ def test_a_clashing_user_algorithm_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _store_changed_rows(part, frame):
+    """Other rows for an evaluation, as a run that played them would store them: its marker records them
+    (rows changed behind the marker's back are a damaged folder, not a regression)."""
+    import pandas as pd
+
+    from rl2bench.results import rows_digest
+
+    frame.to_csv(part, index=False)
+    marker = part.with_suffix(".json")
+    meta = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**meta, "rows": len(frame), "rows_sha256": rows_digest(pd.read_csv(part))}))
+
+
 @pytest.mark.heavy
 def test_check_fails_on_a_regression(tmp_path):
     """Sabotage greedy's stored returns: `check` must report FAIL and exit 1."""
@@ -163,7 +176,7 @@ def test_check_fails_on_a_regression(tmp_path):
     part = out / "parts" / "eval" / "n100-k5" / "greedy.csv"
     frame = pd.read_csv(part)
     frame["return"] *= 0.9
-    frame.to_csv(part, index=False)
+    _store_changed_rows(part, frame)
     check = run_cli("check", str(out), cwd=tmp_path)
     assert check.returncode == 1 and "FAIL" in check.stdout
 
@@ -182,7 +195,7 @@ def test_check_exact_reproduces_a_run_and_names_a_changed_instance(tmp_path):
     part = tmp_path / "b" / "parts" / "eval" / "n10-k5" / "ucb1.csv"
     frame = pd.read_csv(part)
     frame.loc[17, "return"] += 1e-6
-    frame.to_csv(part, index=False)
+    _store_changed_rows(part, frame)
     changed = run_cli("check", str(tmp_path / "a"), "--against", str(tmp_path / "b"), "--exact", cwd=tmp_path)
     assert changed.returncode == 1 and "2 reproduced exactly, 1 FAIL" in changed.stdout
     line = next(row for row in changed.stdout.splitlines() if " ucb1 " in f" {row} ")
