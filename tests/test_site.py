@@ -236,7 +236,7 @@ def test_an_extra_image_shows_on_its_familys_page_only(tmp_path):
     out = tmp_path / "site"
     build_site([RUNS["mdp"], RUNS["maze"]], out, [f"maze={curves}"], resamples=20)
     maze_pictures = [link for link in page(out, "maze.html").links if link.endswith(".png")]
-    assert maze_pictures and (out / maze_pictures[0]).read_bytes() == curves.read_bytes()
+    assert any((out / link).read_bytes() == curves.read_bytes() for link in maze_pictures)
     assert not set(maze_pictures) & set(page(out, "mdp.html").links)
 
 
