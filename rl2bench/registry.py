@@ -159,12 +159,17 @@ def load_algorithm_path(path: str) -> type[Agent]:
 def resolve_algorithms(spec: str, family: str) -> list[type[Agent]]:
     """Parse ``--algos``: a comma list of registered names, ``module:Class`` paths and ``all`` (every
     registered algorithm of the family), e.g. ``all,my_agents:SoftmaxBandit`` to test a new
-    algorithm against every baseline."""
+    algorithm against every baseline. ``name(key=value, ...)`` plays one fixed setting instead of tuning
+    the grid (``fixed_setting``); it takes the place of the same name given by ``all``."""
     available = algorithms(family)
     chosen: list[type[Agent]] = []
-    for item in (s.strip() for s in spec.split(",")):
+    for item in (s.strip() for s in _split_top_level(spec)):
         if not item:
             continue
+        item, paren, args = item.partition("(")
+        item = item.strip()
+        if paren and item == "all":
+            raise UserError("`all` takes no setting; give the algorithm by name, e.g. all,ucb1(c=0.2)")
         if item == "all":
             found = [available[n] for n in available if not available[n].exclude_from_all]
         elif ":" in item:
@@ -181,7 +186,92 @@ def resolve_algorithms(spec: str, family: str) -> list[type[Agent]]:
                 f"unknown algorithm {item!r} for task {family!r}; valid: all, {', '.join(available)}, or a class "
                 f"of your own as module:Class"
             )
-        chosen += [cls for cls in found if cls not in chosen]
+        if paren:
+            if not args.rstrip().endswith(")"):
+                raise UserError(f"--algos {item}({args}: expected {item}(key=value, ...)")
+            found = [fixed_setting(found[0], args.rstrip()[:-1])]
+        for cls in found:
+            same = next((i for i, c in enumerate(chosen) if c.name == cls.name), None)
+            if same is None:
+                chosen.append(cls)
+            elif paren and _fixed(chosen[same]):
+                raise UserError(f"--algos gives {cls.name!r} two fixed settings; give one")
+            elif paren:
+                chosen[same] = cls  # the fixed setting takes the place of the name from `all`
     if not chosen:
         raise UserError("no algorithm given; use --algos all or a comma list")
     return chosen
+
+
+def _fixed(cls: type[Agent]) -> bool:
+    return getattr(cls, "fixed_setting", None) is not None
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at ``sep`` outside brackets and quotes: ``ucb1(c=0.2),eps-greedy(eps=0.1)``."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _literal(text: str) -> Any:
+    """A setting's value: JSON (0.2, true, "x", [1, 2]) or a Python literal (True, 'x'), else the bare text
+    as a string (argmax, runs/model.zip)."""
+    import ast
+    import json
+
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            continue
+    return text
+
+
+def fixed_setting(cls: type[Agent], text: str) -> type[Agent]:
+    """``cls`` playing the one setting ``key=value, ...`` (``--algos 'ucb1(c=0.2)'``): a subclass of the same
+    name whose grid is that setting alone, so nothing is tuned and run.json records it as the chosen setting.
+    Keys the class's grid holds constant (rl2's policy file) are kept unless given. A key the constructor
+    does not take, or a value of the wrong kind for its default, is one line naming the valid keys."""
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[4:]  # after self, spec, batch_size, rng
+    named = {p.name: p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params)
+    valid = f"valid keys: {', '.join(named) or 'none'}"
+    setting: dict[str, Any] = {}
+    for pair in (p.strip() for p in _split_top_level(text)):
+        if not pair:
+            continue
+        key, eq, raw = (s.strip() for s in pair.partition("="))
+        if not eq or not key.isidentifier():
+            raise UserError(f"{cls.name}({text}): expected key=value, got {pair!r}; {valid}")
+        if key not in named and not open_ended:
+            raise UserError(f"{cls.name}({text}): unknown key {key!r}; {valid}")
+        value = _literal(raw)
+        default = named[key].default if key in named else None
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if kinds is not None and (not isinstance(value, kinds) or isinstance(value, bool) is not (bool in kinds)):
+            raise UserError(f"{cls.name}({text}): {key}={raw} is not a {type(default).__name__} like its default "
+                            f"{default!r}; {valid}")
+        setting[key] = float(value) if type(default) is float else value
+
+    def grid(_cls: type[Agent], cell: Any, spec: Any) -> list[dict[str, Any]]:
+        settings = cls.grid(cell, spec)
+        constant = {k: v for k, v in settings[0].items() if all(s.get(k, v) == v and k in s for s in settings)}
+        return [{**constant, **setting}]
+
+    namespace = {"grid": classmethod(grid), "fixed_setting": setting, "__module__": cls.__module__,
+                 "__qualname__": f"{cls.__qualname__}({text})", "__doc__": cls.__doc__}
+    return type(cls.__name__, (cls,), namespace)
