@@ -43,6 +43,7 @@ from rl2bench.results import DamagedRun, RunStore, read_json
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BOOTSTRAP_RESAMPLES = 1000
 ZOO_CURVES = Path("zoo") / "curves.png"  # relative to a run folder's grandparent (leaderboard/)
+ZOO_CURVE_FAMILIES = ("mab", "mdp")  # the families whose curves `zoo --plot` draws into that figure
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em}
@@ -376,7 +377,7 @@ def family_page(run: Run, extras: Sequence[tuple[str | None, Path]], images: dic
                      "normalized scores, aggregate or performance profile.</p>\n")
     pictures: list[tuple[Path, str]] = []
     curves = run.folder.resolve().parent.parent / ZOO_CURVES
-    if normalized and curves.exists():
+    if normalized and run.family in ZOO_CURVE_FAMILIES and curves.exists():
         pictures.append((curves, "RL^2 learning curves from the zoo (training-batch means, normalized)."))
     pictures += [(p, f"From the run folder: {p.name}.") for p in sorted(run.folder.glob("*.png"))
                  if p.name != "leaderboard.png"]
