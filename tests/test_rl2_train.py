@@ -231,6 +231,7 @@ def test_init_from_chain_records_every_ancestor_and_what_it_cost(tmp_path):
     state = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
     del state["ancestry"]
     torch.save(state, tmp_path / "b" / CHECKPOINT)
+    (tmp_path / "b" / f"{CHECKPOINT}.sha256").unlink()  # nor a recorded digest (runfolder.atomic_save)
     legacy = _trainer(tmp_path / "d", cell="n20-k3", batch_steps=1_000)
     legacy.init_from(tmp_path / "b")
     legacy.run(iters=1, progress=False)
@@ -705,6 +706,7 @@ def test_the_paper_presets_use_a_relu_gru_and_older_runs_stay_tanh(tmp_path, mon
         state.get("config", state).pop("gru_activation", None)
         state.pop("activation", None)
         torch.save(state, tmp_path / "old" / name)
+        (tmp_path / "old" / f"{name}.sha256").unlink()  # nor a recorded digest (runfolder.atomic_save)
     resumed = Trainer.from_checkpoint(tmp_path / "old")
     assert resumed.cfg.gru_activation == resumed.policy.activation == "tanh"
     net, _ = rl2_agent.load_policy(str(tmp_path / "old" / POLICY), "old")

@@ -44,12 +44,20 @@ def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
 
 
 def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:
-    """``build(metadata)`` makes the network; the file's weights go into it, in eval mode."""
-    import torch
+    """``build(metadata)`` makes the network; the file's weights go into it, in eval mode. The file is
+    checked first (its recorded sha256, its CRCs, its kind: ``runfolder.load_policy_file``); a damaged file
+    or one holding another network is one line naming it."""
+    from rl2bench.results import DamagedRun
 
-    data = torch.load(path, map_location="cpu", weights_only=False)
-    net = build(data)
-    net.load_state_dict(data["state_dict"])
+    from .runfolder import load_policy_file
+
+    data = load_policy_file(path)
+    try:
+        net = build(data)
+        net.load_state_dict(data["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DamagedRun(f"{path} holds a policy this agent cannot play ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
     net.eval()
     return net, {k: v for k, v in data.items() if k != "state_dict"}
 

@@ -1,19 +1,29 @@
 """The files of a training run's folder (``--out``), which both trainers write alike and the zoo, the
 ``rl2`` agent and ``--resume`` read back: names, atomic writes, and holding the folder while a run owns it.
-A reader never sees half a file, and two processes never train into one folder."""
+A reader never sees half a file, and two processes never train into one folder.
+
+Integrity: each torch file (checkpoint, policy) is written from memory, so the same object gives the same
+bytes (saved to a path, torch names the archive's inner folder after it: a temporary name here), with its
+sha256 recorded beside it in ``<file>.sha256`` (``sha256sum -c`` reads it). ``load_torch_file`` checks that
+digest where it is recorded, the archive's own CRCs everywhere (files from before the records, the zoo's),
+and the kind of file; what fails is one line naming the file."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rl2bench.errors import UserError, claim_folder, writable_folder
-from rl2bench.results import write_text_atomic
+from rl2bench.results import DamagedRun, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"  # full training state, for --resume
 POLICY = "policy.pt"  # the small file the rl2 agent loads
@@ -23,16 +33,90 @@ META = "meta.json"
 POLICY_FORMAT = "rl2bench-rl2-policy/1"
 
 
+#: What each kind of file must hold, to tell a checkpoint from a policy file or anything else.
+CHECKPOINT_KEYS = ("task", "cell", "preset", "seed", "config", "iteration", "curve")
+POLICY_KEYS = ("state_dict", "n_actions", "hidden")
+
+
+def digest_record(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def recorded_digests(path: Path) -> set[str]:
+    """The sha256 digests ``path`` may have by its record (two while it is being replaced); none recorded:
+    empty (a file written before the records, or copied without its record, as the zoo's are)."""
+    record = digest_record(path)
+    if not record.exists():
+        return set()
+    found = {m.group(1) for line in record.read_text(errors="replace").splitlines()
+             if (m := re.fullmatch(r"([0-9a-f]{64})  (.+)", line)) and m.group(2) == path.name}
+    if not found:
+        raise DamagedRun(f"{record} holds no sha256 of {path.name} (damaged?)")
+    return found
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary name, then renamed over ``path``."""
+    """``torch.save`` into memory (byte-reproducible), then written to a temporary name and renamed over
+    ``path``, its digest recorded first beside the one it replaces: killed anywhere in between, the file on
+    disk still matches its record."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        before = recorded_digests(path)
+    except DamagedRun:
+        before = set()
+    if not before and path.exists():  # a file from before the records: it stays valid until replaced
+        before = {hashlib.sha256(path.read_bytes()).hexdigest()}
+    write_text_atomic(digest_record(path), "".join(f"{d}  {path.name}\n" for d in [digest, *sorted(before - {digest})]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    write_text_atomic(digest_record(path), f"{digest}  {path.name}\n")
+
+
+def load_torch_file(path: Path | str, kind: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A checkpoint or policy file (``kind`` names it), onto the CPU, checked: its recorded sha256, the
+    archive's CRCs, and the ``keys`` its kind holds. Garbled, cut, empty or another kind of file: one
+    line naming it (``DamagedRun``), never a traceback nor a silent load of a damaged state."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DamagedRun(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise DamagedRun(f"{path} is empty (cut by a full disk or a kill?)")
+    accepted, digest = recorded_digests(path), hashlib.sha256(data).hexdigest()
+    if accepted and digest not in accepted:
+        raise DamagedRun(f"{path} does not match the sha256 recorded in {digest_record(path).name} ({digest[:12]}, "
+                         f"recorded {min(accepted)[:12]}): damaged, cut or replaced")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        raise DamagedRun(f"{path} is not a torch file: cut, damaged or of another kind ({kind} expected)") from None
+    if bad is not None:
+        raise DamagedRun(f"{path} is damaged: its part {bad} fails its CRC check")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds here, all meaning the same: not loadable
+        raise DamagedRun(f"{path} cannot be loaded as {kind} ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise DamagedRun(f"{path} is not {kind} (it lacks {', '.join(missing)}): another kind of file?")
+    return obj
 
 
 def load_checkpoint(run_dir: Path | str) -> dict[str, Any]:
-    """The training state in a run folder, onto the CPU whatever device wrote it."""
-    return torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    """The training state in a run folder, onto the CPU whatever device wrote it, checked (``load_torch_file``)."""
+    return load_torch_file(Path(run_dir) / CHECKPOINT, "a training checkpoint", CHECKPOINT_KEYS)
+
+
+def load_policy_file(path: Path | str) -> dict[str, Any]:
+    """A policy file (``policy.pt``) the rl2 agents play, checked (``load_torch_file``)."""
+    return load_torch_file(path, "an rl2 policy file", POLICY_KEYS)
 
 
 def write_run_files(out: Path, state: dict[str, Any], policy: dict[str, Any], curve: list[dict[str, Any]]) -> None:
