@@ -7,16 +7,22 @@ which alone writes the run store: a cluster worker never touches ``--out``.
 
 Workers of a cluster must be able to import ``rl2bench`` (and any ``module:Class`` algorithm named on
 the command line), e.g. by installing this package in the workers' environment.
+
+loky's workers end with this process, however it ends (``processes.follow_parent``, their initializer; with
+joblib < 1.5, which has none, at their first job), and loky's resource trackers follow them out (their pipe
+closes once every worker is gone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from joblib import parallel_config
 
 from rl2bench.errors import UserError
+from rl2bench.processes import follow_parent
 
 BACKENDS = ("loky", "dask", "ray")
 INSTALL = {"dask": "python -m pip install 'rl2bench[dask]'  (dask.distributed)",
@@ -53,7 +59,11 @@ def execution_backend(name: str, address: str | None, n_jobs: int) -> Iterator[i
     """
     check_backend(name, address)
     if name == "loky":
-        with parallel_config(backend="loky"):
+        try:  # each worker follows this process out, however it ends
+            config = parallel_config(backend="loky", initializer=follow_parent, initargs=(os.getpid(),))
+        except TypeError:  # joblib < 1.5: no initializer; the worker's first job sets it (protocol._execute)
+            config = parallel_config(backend="loky")
+        with config:
             yield n_jobs
         return
     if name == "dask":

@@ -4,7 +4,7 @@ The core defines list, run, table and check; the floors above it add their subco
 ``rl2bench.registry.register_command`` (the RL^2 package registers train and zoo).
 
 Every user mistake ends in one line on stderr naming the valid choices and exit code 2, never a
-traceback; Ctrl-C keeps every finished job on disk and says how to resume.
+traceback; Ctrl-C and SIGTERM keep every finished job on disk and say how to resume (exit 130 and 143).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from rl2bench.errors import (
     writable_file,
     writable_folder,
 )
+from rl2bench.processes import exit_code, interrupt_on_sigterm
 from rl2bench.registry import commands
 
 
@@ -192,6 +193,7 @@ def cmd_run(args) -> int:
         write_leaderboards,
     )
     from rl2bench.limits import check_footprint
+    from rl2bench.processes import WorkerLost
     from rl2bench.protocol import RunConfig, default_n_jobs, run_benchmark
     from rl2bench.registry import get_family, resolve_algorithms
     from rl2bench.results import RunStore
@@ -219,11 +221,11 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     try:
         run_benchmark(config, store, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (processes.interrupt_on_sigterm)
         print(f"\ninterrupted: finished jobs are saved in {out}; continue with the same command plus "
               f"--resume --out {out}", file=sys.stderr)
-        return 130
-    except AlgorithmFailed as exc:
+        return exit_code(exc)
+    except (AlgorithmFailed, WorkerLost) as exc:
         raise UserError(f"{exc}; the finished jobs are saved in {out}: continue with the same command plus "
                         f"--resume --out {out}") from None
     wall = time.perf_counter() - started
@@ -318,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     held_before = held_folders()
     try:
         run = COMMANDS.get(args.command) or commands()[args.command].run
-        return run(args)
+        with interrupt_on_sigterm():  # `kill`, a batch scheduler's stop: as Ctrl-C
+            return run(args)
+    except KeyboardInterrupt as exc:  # where the command has nothing to save or to say
+        print("\nrl2bench: interrupted", file=sys.stderr)
+        return exit_code(exc)
     except UserError as exc:
         print(f"rl2bench: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ store before it counts as done, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,11 +19,13 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from rl2bench import seeding
 from rl2bench.agent import Agent, Setting
 from rl2bench.backends import execution_backend, results_as
 from rl2bench.errors import AlgorithmFailed, UserError
+from rl2bench.processes import WorkerLost, follow_parent_if_worker, running, running_jobs, tracking_jobs
 from rl2bench.registry import get_family, resolve_algorithms
 from rl2bench.results import RunStore
 from rl2bench.sealed import SealedAgent, is_builtin, seed_globals
@@ -200,11 +203,13 @@ class Job:
 
 
 def _execute(job: Job) -> tuple[Job, TrialOutcome]:
+    follow_parent_if_worker()  # a loky worker ends with the protocol's process, however it ends
     family = get_family(job.task)
     cell = family.parse_cell(job.cell)
-    outcome = _guarded(f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})",
-                       play_trials, family, cell, job.agent_cls, job.setting, job.n_instances, job.root_seed,
-                       job.phase, job.chunk, None, job.sealed)
+    what = f"{job.algorithm} on {job.task} {job.cell} ({job.phase}, setting {job.setting})"
+    with running(f"{what[:-1]}, chunk {job.chunk})"):  # named if this worker is lost
+        outcome = _guarded(what, play_trials, family, cell, job.agent_cls, job.setting, job.n_instances,
+                           job.root_seed, job.phase, job.chunk, None, job.sealed)
     return job, outcome
 
 
@@ -233,7 +238,9 @@ def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome
         return
     jobs = sorted(jobs, key=lambda j: -j.cost())  # longest first balances the workers
     bar = _progress_bar(len(jobs), desc, progress)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        folder = stack.enter_context(tracking_jobs()) if n_jobs != 1 else None
         if n_jobs == 1:
             results: Iterable[tuple[Job, TrialOutcome]] = (_execute(j) for j in jobs)
         elif return_as == "list":  # a backend that returns only whole lists: waves, each stored when done
@@ -241,12 +248,13 @@ def _run_jobs(jobs: list[Job], n_jobs: int, on_done: Callable[[Job, TrialOutcome
                        for r in Parallel(n_jobs=n_jobs)(delayed(_execute)(j) for j in jobs[wave:wave + LIST_WAVE]))
         else:
             results = Parallel(n_jobs=n_jobs, return_as=return_as)(delayed(_execute)(j) for j in jobs)
-        for job, outcome in results:
-            on_done(job, outcome)
-            bar.set_postfix_str(f"{job.cell} {job.algorithm}", refresh=False)
-            bar.update(1)
-    finally:
-        bar.close()
+        try:
+            for job, outcome in results:
+                on_done(job, outcome)
+                bar.set_postfix_str(f"{job.cell} {job.algorithm}", refresh=False)
+                bar.update(1)
+        except TerminatedWorkerError as exc:  # killed under it: the out-of-memory killer, a kill -9
+            raise WorkerLost.from_error(exc, running_jobs(folder) if folder else []) from None
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
