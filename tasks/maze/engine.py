@@ -15,6 +15,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -137,7 +139,7 @@ class Engines:
     """``n_games`` DoomGames on the maps of one WAD; instance ``k * n_games + g`` of this worker's share
     is map ``k * n_games + g`` (played by game g in group k)."""
 
-    def __init__(self, layouts: dict[str, np.ndarray], n_games: int, workdir: str):
+    def __init__(self, layouts: dict[str, np.ndarray], n_games: int, workdir: str, janitor: Janitor | None = None):
         vzd = import_vizdoom()
         self.vzd = vzd
         self.workdir = workdir
@@ -180,8 +182,11 @@ class Engines:
             known = set(child_pids(os.getpid()))
             game.init()
             new = sorted(set(child_pids(os.getpid())) - known)
+            shm = [path for pid in new for path in shared_memory_of(pid)]
             self.engine_pids += new
-            self.shm += [path for pid in new for path in shared_memory_of(pid)]
+            self.shm += shm
+            if janitor is not None:
+                janitor.note(new, shm)
             self.games.append(game)
         self.active = np.zeros(len(self.games), dtype=bool)
         self.pose = np.zeros((len(self.games), 3))  # last observed (x, y, angle) per game
@@ -250,24 +255,62 @@ class Engines:
                 pass
 
 
+class Janitor:
+    """Cleans up after an engine server that could not (SIGKILLed, by loky's tree kill or by hand): its
+    engines, their shared memory and the server's folder. A process outside the server's tree (``janitor.py``)
+    holding the read end of a pipe that only the server writes (the engines do not inherit it): it acts once
+    the pipe closes, which the kernel does however the server ends; after a clean close it finds nothing to do."""
+
+    def __init__(self, workdir: str):
+        read, self.fd = os.pipe()  # neither end inheritable: engines started later hold neither
+        try:
+            subprocess.Popen([sys.executable, "-S", os.path.join(os.path.dirname(__file__), "janitor.py"), str(read),
+                              workdir], pass_fds=(read,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL).wait()  # its first process exits at once (janitor.py)
+        except OSError:
+            pass  # no janitor: a clean close still cleans up
+        finally:
+            os.close(read)
+
+    def note(self, engine_pids: list[int], paths: list[str]) -> None:
+        lines = [f"engine {pid}" for pid in engine_pids] + [f"path {path}" for path in paths]
+        try:
+            os.write(self.fd, "".join(f"{line}\n" for line in lines).encode())
+        except OSError:  # the janitor is gone: nothing to tell it
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def serve(fd: int) -> None:
+def _parent_gone() -> None:
+    raise SystemExit(0)  # in the main thread: the finally below closes the engines
+
+
+def serve(fd: int, parent: int | None = None) -> None:
     """A worker process's main: serve one ``Engines`` over the connection on ``fd`` until told to close or
-    the parent disappears (EOF). Started by ``MazeVecEnv`` as ``python -c`` in a session of its own, so a
-    Ctrl-C in the terminal reaches only the parent, which then closes us."""
+    the parent (pid ``parent``) disappears: EOF on the connection, or the parent-death signal and watchdog of
+    ``follow_parent``, which end a server that is busy stepping its games too. Started by ``MazeVecEnv`` as
+    ``python -c`` in a session of its own, so a Ctrl-C in the terminal reaches only the parent, which then
+    closes us. A ``Janitor`` removes what a server killed outright leaves behind."""
     from multiprocessing.connection import Connection
 
+    from rl2bench.processes import follow_parent
+
+    follow_parent(parent, on_death=_parent_gone)
     os.set_inheritable(fd, False)  # engines forked later must not hold our end (hiding a crash from the parent)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # e.g. joblib shutting its workers down: close engines first
     conn = Connection(fd)
     workdir = tempfile.mkdtemp(prefix="rl2bench-maze-")
+    janitor = Janitor(workdir)
     engines = None
     try:
         layouts, n_games = conn.recv()
-        engines = Engines(layouts, n_games, workdir)
+        engines = Engines(layouts, n_games, workdir, janitor)
         conn.send(("ready", engines.engine_pids, engines.shm, workdir))
         while True:
             try:
@@ -286,3 +329,4 @@ def serve(fd: int) -> None:
         if engines is not None:
             engines.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        janitor.close()

@@ -111,8 +111,10 @@ class MazeVecEnv(VecEnv):
     """Instances stepped together by worker processes, each serving up to ``GAMES_PER_WORKER`` games.
 
     Instances whose trial is finished get reward 0 and their actions are ignored. Engine processes are
-    always cleaned up: on ``close()`` (also called by the protocol on errors and Ctrl-C), when a worker
-    crashes, and at interpreter exit; a worker whose parent dies closes its games on the pipe's EOF.
+    always cleaned up: on ``close()`` (also called by the protocol on errors, Ctrl-C and SIGTERM), when a
+    worker crashes, and at interpreter exit; a worker whose parent dies, however it died (SIGKILL too), closes
+    its games within a second (``engine.serve``), and a worker killed outright leaves its engines, their
+    shared memory and its folder to its janitor (``engine.Janitor``).
     """
 
     def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
@@ -152,7 +154,7 @@ class MazeVecEnv(VecEnv):
         """A fresh interpreter (no fork of a threaded parent, no re-import of the user's main module)
         connected by a socket pair, in its own session so that Ctrl-C reaches only this process."""
         ours, theirs = socket.socketpair()
-        code = f"from rl2bench.tasks.maze.engine import serve; serve({theirs.fileno()})"
+        code = f"from rl2bench.tasks.maze.engine import serve; serve({theirs.fileno()}, {os.getpid()})"
         proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), start_new_session=True,
                                 stdin=subprocess.DEVNULL)
         theirs.close()
