@@ -1,7 +1,7 @@
 """``python -m rl2bench train``: start, resume or extend a training run in its folder, for either trainer
 (bandits and MDPs: ``trainer``; mazes: ``maze_trainer``). Everything here is about the command line's
-promises (what --resume, --iters, --set and --init-from may do, what is said at the end or after Ctrl-C),
-none of it about training itself."""
+promises (what --resume, --iters, --set and --init-from may do, what is said at the end or after Ctrl-C or
+SIGTERM), none of it about training itself."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rl2bench.errors import UserError, claim_folder
+from rl2bench.processes import exit_code
 
 from .config import PRESETS, apply_overrides, preset_config
 from .devices import run_device
@@ -58,7 +59,7 @@ def end_message(trainer: Any, out: Path) -> str:
 
 
 def interrupted_advice(out: Path, saved_iteration: int) -> str:
-    """What to do after Ctrl-C: resume from the last checkpoint, or start again if none was written."""
+    """What to do after Ctrl-C or SIGTERM: resume from the last checkpoint, or start again if none was written."""
     if not (out / CHECKPOINT).exists():
         return (f"interrupted before the first checkpoint: nothing was saved in {out}; run the same command "
                 f"again, without --resume")
@@ -73,11 +74,12 @@ def train_command(args) -> int:
     command = args.command_line
     shape = task_shape(args.task, args.cell)
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
+    if args.resume:  # a run still training there (perhaps before its first checkpoint) is named first
+        claim_folder(out, "--out")
     device = run_device(getattr(args, "device", None), out, args.resume)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
-        claim_folder(out, "--out")
         trainer = Trainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
@@ -121,9 +123,10 @@ def train_command(args) -> int:
               f"{refs['reference']:.2f}, {trainer.norm_source})", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
-    except KeyboardInterrupt:  # a half-done iteration is inconsistent: the last periodic checkpoint stands
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM; a half-done iteration is inconsistent: the last
+        # periodic checkpoint stands (written whole: loop.training_loop holds interrupts while it saves)
         print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
-        return 130
+        return exit_code(exc)
     print(end_message(trainer, out), file=sys.stderr)
     return 0
 
@@ -133,13 +136,14 @@ def maze_train_command(args) -> int:
     command = args.command_line
     cell = args.cell.strip()
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
+    if args.resume:  # a run still training there (perhaps before its first checkpoint) is named first
+        claim_folder(out, "--out")
     device = run_device(getattr(args, "device", None), out, args.resume)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         if args.set or args.init_from:
             raise UserError("--set and --init-from cannot change a maze run being resumed")
-        claim_folder(out, "--out")
         trainer = MazeTrainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
@@ -160,8 +164,8 @@ def maze_train_command(args) -> int:
           f"writing {out}", file=sys.stderr)
     try:
         trainer.run(progress=not args.no_progress, seconds=None if args.minutes is None else 60 * args.minutes)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\n{interrupted_advice(out, trainer.saved_iteration)}", file=sys.stderr)
-        return 130
+        return exit_code(exc)
     print(end_message(trainer, out), file=sys.stderr)
     return 0

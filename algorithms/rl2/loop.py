@@ -7,12 +7,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rl2bench.processes import deferred_interrupts
+
 
 def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict], str], progress: bool,
                   seconds: float | None) -> None:
     """``trainer.iterate()`` until iteration ``total`` or until an iteration ends past ``seconds``, a
     progress bar, a checkpoint every ``checkpoint_every`` iterations and a final one (``complete`` once the
-    config's iterations are done, else ``partial``)."""
+    config's iterations are done, else ``partial``). A checkpoint is written whole: Ctrl-C or SIGTERM during
+    one waits for it (and ``trainer.saved_iteration``) to be done."""
     from tqdm.auto import tqdm
 
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -24,9 +27,11 @@ def training_loop(trainer: Any, total: int, desc: str, postfix: Callable[[dict],
             bar.set_postfix_str(postfix(row), refresh=False)
             bar.update(1)
             if trainer.iteration % trainer.cfg.checkpoint_every == 0:
-                trainer.save(finished=False)
+                with deferred_interrupts():  # Ctrl-C or SIGTERM here names the checkpoint just written
+                    trainer.save(finished=False)
             if deadline is not None and time.monotonic() >= deadline:
                 break
     finally:
         bar.close()
-    trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
+    with deferred_interrupts():
+        trainer.save(finished=trainer.iteration >= trainer.cfg.iters)
