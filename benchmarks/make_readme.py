@@ -92,6 +92,13 @@ def sealed_overhead() -> str:
                      for x in rows) + f" (load {r['load_average_1min']}, {r['when'][:10]})"
 
 
+def gym_vector() -> str:
+    r = read_json("gym_vector.json")
+    return (f"{r['vector_env_steps_per_s'] / 1e6:.1f}M instance-steps/s against the harness's "
+            f"{r['harness_steps_per_s'] / 1e6:.1f}M ({r['ratio']:.0%}; load {r['load_average_1min']}, "
+            f"{r['when'][:10]})")
+
+
 @dataclass(frozen=True)
 class Target:
     script: str
@@ -120,6 +127,8 @@ TARGETS = [
     Target("sealed_overhead.py", "README's copy-the-leaderboard-and-add-yours example, sealed vs in-process",
            "small", sealed_overhead),
     Target("bayes_optimal.py", "exact Bayes-optimal bandit values (dynamic programming)", "-", bayes_optimal),
+    Target("gym_vector.py", "Gymnasium VectorEnv (rl2bench.gym) on 1000 n100-k10 bandits, random actions, "
+           "against the harness's own env", ">= 50% of the harness", gym_vector),
 ]
 
 HEADER = """# Benchmarks

@@ -189,11 +189,13 @@ class _Trials:
     def step(self, actions: Any) -> tuple[Any, StepResult]:
         if self.env is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
-        actions = np.asarray(actions)
+        given = np.asarray(actions)
         n_actions = self.spec.n_actions
-        if (actions.shape != (self.batch_size,) or not np.issubdtype(actions.dtype, np.integer)
-                or actions.min() < 0 or actions.max() >= n_actions):
-            raise ValueError(f"expected {self.batch_size} integer action(s) in 0..{n_actions - 1}, got {actions!r}")
+        ok = given.shape == (self.batch_size,) and given.dtype.kind in "iu"
+        actions = given.astype(np.int64) if ok else given  # a copy: the caller may reuse its array
+        # In range, checked in one comparison: a negative action is a huge unsigned one.
+        if not ok or (actions.view(np.uint64) >= n_actions).any():
+            raise ValueError(f"expected {self.batch_size} integer action(s) in 0..{n_actions - 1}, got {given!r}")
         result = self.env.step(actions)
         self.inputs.update(actions, result.reward, result.episode_done)
         return self.inputs(result.obs), result
@@ -276,6 +278,10 @@ class RL2BenchVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._seeded = False
         self._autoreset = False
+        # Flag arrays handed out on every step, read-only: allocated once (they are a good part of a step's cost).
+        self._flags = {value: np.full(num_envs, value) for value in (False, True)}
+        for flags in self._flags.values():
+            flags.flags.writeable = False
 
     @classmethod
     def on_instances(cls, family: str, cell: str, instances: dict[str, np.ndarray], noise: np.random.Generator,
@@ -299,16 +305,15 @@ class RL2BenchVectorEnv(VectorEnv):
         return self.trials.begin(), {}
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        n = self.num_envs
+        no, yes = self._flags[False], self._flags[True]
         if self._autoreset:
             self._autoreset = False
-            return self.trials.begin(), np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), {}
+            return self.trials.begin(), np.zeros(self.num_envs), no, no, {}
         obs, result = self.trials.step(actions)
         self._autoreset = over = bool(result.trial_done.all())
-        everyone = np.ones(n, dtype=bool)
-        info = {"episode_done": result.episode_done, "_episode_done": everyone,
-                "trial_over": result.trial_done, "_trial_over": everyone}
-        return obs, np.asarray(result.reward, dtype=np.float64), np.full(n, over), np.zeros(n, dtype=bool), info
+        info = {"episode_done": result.episode_done, "_episode_done": yes, "trial_over": result.trial_done,
+                "_trial_over": yes}
+        return obs, np.asarray(result.reward, dtype=np.float64), self._flags[over], no, info
 
     def close_extras(self, **kwargs: Any) -> None:
         self.trials.close()
