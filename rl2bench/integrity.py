@@ -70,13 +70,19 @@ def parse_tune_line(text: str) -> tuple[dict[str, Any] | None, str]:
     return line, ""
 
 
-def sealed_tune_lines(text: str) -> str:
-    """A tuning log with its checksum added to every sound line that has none (other lines as they were)."""
-    lines = []
-    for row in text.splitlines():
-        line, _ = parse_tune_line(row)
-        lines.append(row if line is None or "sha256" in line else json.dumps({**line, "sha256": line_digest(line)}))
-    return "".join(f"{row}\n" for row in lines)
+def sealed_tune_lines(text: str, drop: bool) -> tuple[str, list[tuple[int, str]]]:
+    """A tuning log with its checksum added to every sound line that has none, and its damaged lines (line
+    number, what is wrong): dropped with ``drop``, else kept as they were (a read skips them)."""
+    lines, damaged = [], []
+    for number, row in enumerate(text.splitlines(), 1):
+        line, problem = parse_tune_line(row)
+        if line is None and row.strip():
+            damaged.append((number, problem))
+        if line is not None:
+            row = row if "sha256" in line else json.dumps({**line, "sha256": line_digest(line)})
+        if line is not None or not drop:
+            lines.append(row)
+    return "".join(f"{row}\n" for row in lines), damaged
 
 
 def numbers_of_text(text: str) -> pd.DataFrame:

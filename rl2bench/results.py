@@ -100,7 +100,6 @@ def read_rows(path: Path) -> pd.DataFrame:
 class RunStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
-        self._noticed: set[tuple[Path, int]] = set()  # damaged tuning lines already said
         self._sound: dict[Path, tuple[tuple[int, int], ...]] = {}  # chunks verified, by their files' state
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -188,14 +187,14 @@ class RunStore:
         """Before ``--resume``: check every stored evaluation; rebuild the merged rows a committed folder
         lacks from results.csv, and drop (to run again) any whose rows are missing or damaged."""
         self._evaluation_rows(repair=True)
-        self._seal_tuning_lines()
+        self._seal_tuning_lines(repair=True)
 
     def record_digests(self) -> None:
         """Give every evaluation marker and tuning line written before digests were kept its own (a run
         folder made by an older version), after checking the rows complete as ``--resume`` does; a damaged
         file is a ``DamagedRun`` naming it and nothing is recorded for it."""
         self._evaluation_rows(repair=False, record=True)
-        self._seal_tuning_lines()
+        self._seal_tuning_lines(repair=False)
 
     def _markers(self) -> list[Path]:
         return sorted((self.root / "parts" / "eval").glob("*/*.json"))
@@ -215,26 +214,27 @@ class RunStore:
         return self.root / "parts" / "tune" / _safe(cell) / f"{_safe(algo)}.jsonl"
 
     def _tune_lines(self, cell: str, algo: str) -> list[dict[str, Any]]:
-        """The sound lines of a tuning log: a line cut by a kill is skipped (that chunk simply reruns), and so
-        is one unlike its checksum or lacking a field (damaged: said once, and its chunk reruns)."""
+        """The sound lines of a tuning log: one cut by a kill, lacking a field or unlike its checksum is
+        skipped, so its chunk runs again (``--resume`` drops it first, saying so: ``_seal_tuning_lines``)."""
         path = self._tune_path(cell, algo)
         lines = []
         if path.exists():
-            for number, text in enumerate(path.read_text(errors="replace").splitlines(), 1):
-                line, problem = parse_tune_line(text)
-                if problem and text.strip() and (path, number) not in self._noticed:
-                    self._noticed.add((path, number))
-                    print(f"rl2bench: {path} line {number} {problem} (damaged?): its tuning chunk is played "
-                          f"again", file=sys.stderr)
-                if line is not None:
+            for text in path.read_text(errors="replace").splitlines():
+                if (line := parse_tune_line(text)[0]) is not None:
                     lines.append(line)
         return lines
 
-    def _seal_tuning_lines(self) -> None:
-        """Add its checksum to every sound tuning line written before they were kept (``record_digests``)."""
+    def _seal_tuning_lines(self, repair: bool) -> None:
+        """Add its checksum to every sound tuning line written before they were kept; with ``repair`` (before
+        ``--resume``) drop the damaged lines, saying which (their chunks are played again), so that they are
+        not found again on every later read."""
         for path in sorted((self.root / "parts" / "tune").glob("*/*.jsonl")):
             text = path.read_text(errors="replace")
-            if (sealed := sealed_tune_lines(text)) != text:
+            sealed, damaged = sealed_tune_lines(text, drop=repair)
+            for number, problem in damaged if repair else []:
+                print(f"rl2bench: {path} line {number} {problem} (damaged?): dropped, its tuning chunk is played "
+                      f"again", file=sys.stderr)
+            if sealed != text:
                 write_text_atomic(path, sealed)
 
     def tuning_chunks(self, cell: str, algo: str, key: str) -> set[int]:

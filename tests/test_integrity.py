@@ -159,17 +159,27 @@ def test_a_results_csv_cut_mid_file_plays_again_only_the_evaluations_it_lost(ori
 
 
 def test_a_garbled_tuning_line_is_named_and_only_its_chunk_is_tuned_again(original, tmp_path, capsys, monkeypatch):
+    """A number changed inside a tuning line (still valid JSON), and a line cut by a kill after it."""
     folder = _as_committed(original, tmp_path / "b")
     log = folder / "parts" / "tune" / "n100-k3" / "ucb1.jsonl"
     lines = log.read_text().splitlines()
-    line = json.loads(lines[2])
-    lines[2] = lines[2].replace(f'"sum": {line["sum"]}', f'"sum": {line["sum"] + 1000}')  # still valid JSON
-    log.write_text("\n".join(lines) + "\n")
+    garbled, cut = json.loads(lines[2]), json.loads(lines[5])
+    lines[2] = lines[2].replace(f'"sum": {garbled["sum"]}', f'"sum": {garbled["sum"] + 1000}')
+    log.write_text("\n".join(lines[:5] + lines[6:] + [lines[5][:40]]))  # the cut one last, no newline
     played, err = _resume(capsys, monkeypatch, folder)
-    assert played == [("tune", "n100-k3", "ucb1", line["chunk"])]
-    assert [e for e in err if "again" in e] == [f"rl2bench: {log} line 3 does not match its sha256 (damaged?): its "
-                                                f"tuning chunk is played again"]
-    assert json.loads(log.read_text().splitlines()[-1])["sum"] == line["sum"]
+    assert played == [("tune", "n100-k3", "ucb1", 0)] * 2  # one chunk of 100 tuning instances per setting
+    assert [e for e in err if "again" in e] == [
+        f"rl2bench: {log} line 3 does not match its sha256 (damaged?): dropped, its tuning chunk is played again",
+        f"rl2bench: {log} line {len(lines)} is cut or garbled (damaged?): dropped, its tuning chunk is played again"]
+
+    def played_as(line: dict) -> dict:
+        return {k: v for k, v in line.items() if k not in ("seconds", "sha256")}
+
+    after = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(after) == len(lines) and {played_as(line)["key"] for line in after[-2:]} == {garbled["key"], cut["key"]}
+    assert played_as(garbled) in map(played_as, after) and played_as(cut) in map(played_as, after)
+    played, err = _resume(capsys, monkeypatch, folder)
+    assert played == [] and not [e for e in err if "again" in e], err
     _assert_same_numbers(capsys, folder, original)
 
 
