@@ -144,10 +144,12 @@ class PerInstance(Agent):
     ``choose`` and ``learn`` name the two methods for libraries that call them otherwise.
 
     Cost: slow by nature. Every step loops over the instances in Python, two method calls each, where a
-    vectorized agent does a few array operations for the whole batch: on a toy SMPyBandits-style UCB in
-    plain Python (tests/test_gym.py) about 3 us per instance and step against about 0.05 us for the
-    vectorized ``ucb1``, ~60x; a 1000-instance n500 cell is 500,000 object calls per pass. Fine for
-    checking a library's policy against the baselines on a few cells; port it to arrays for full tables.
+    vectorized agent does a few array operations for the whole batch. Measured on n100-k10, 250 instances,
+    environment included (2026-12-06, tests/test_gym.py's toy policies): a greedy object in plain Python
+    3.5 us per instance and step against 0.3 us for the built-in ``greedy`` (~11x); a UCB object that calls
+    numpy on scalars, as libraries often do, 30 us (~85x). A 1000-instance n500 cell is a million method
+    calls. Fine for checking a library's policy against the baselines on a few cells; port it to arrays
+    for full tables.
     """
 
     families: ClassVar[tuple[str, ...]] = ("mab",)
