@@ -115,8 +115,8 @@ class RL2Inputs:
 
     def update(self, actions: Any, rewards: Any, episode_done: Any) -> None:
         self.prev_action = np.array(actions, dtype=np.int64).reshape(self.batch_size)
-        self.prev_reward = np.asarray(rewards, dtype=np.float32).reshape(self.batch_size, 1)
-        self.prev_done = np.asarray(episode_done, dtype=np.int64).reshape(self.batch_size)
+        self.prev_reward = np.array(rewards, dtype=np.float32).reshape(self.batch_size, 1)
+        self.prev_done = np.array(episode_done, dtype=np.int64).reshape(self.batch_size)
 
     def __call__(self, obs: Any) -> Any:
         obs = np.array(obs, dtype=np.int64 if self.discrete else np.float32)
