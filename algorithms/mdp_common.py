@@ -54,8 +54,10 @@ def backward_induction_next_first(
 ) -> np.ndarray:
     """``backward_induction`` with transitions laid out next state first, trans_t (..., S', S, A).
 
-    That layout makes each backup one batched vector-matrix product V (1 x S') @ P (S' x SA), the
-    fastest form numpy offers for many small independent matrices (samplers produce it directly).
+    Each backup is V (1 x S') times P (S' x SA), summed next state by next state in a fixed order with
+    separate multiplies and adds (``expected_next_value``): not a BLAS product, whose kernel (chosen per
+    CPU by OpenBLAS) rounds float32 sums differently and so flips the exact ties the greedy planners break
+    at random: the same seed must give the same numbers on every machine.
     """
     *batch, n_states, n_actions = reward.shape
     flat = np.ascontiguousarray(trans_t).reshape(*batch, n_states, n_states * n_actions)
@@ -63,12 +65,21 @@ def backward_induction_next_first(
     q = np.empty((horizon, *out_batch, n_states, n_actions), dtype=reward.dtype)
     v = None
     for h in reversed(range(horizon)):
-        qh = reward if v is None else reward + (v[..., None, :] @ flat).reshape(reward.shape)
+        qh = reward if v is None else reward + expected_next_value(v, flat).reshape(reward.shape)
         if step_bonus is not None and h < horizon - 1:
             qh = qh + step_bonus * (horizon - 1 - h)
         q[h] = qh.max(axis=0) if envelope else qh
         v = max_over_actions(qh)
     return q
+
+
+def expected_next_value(v: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """sum over s' of v[..., s'] * flat[..., s', :], accumulated s' = 0, 1, ... in order: elementwise IEEE
+    operations only, so every CPU and SIMD width gives the same bits."""
+    total = v[..., 0, None] * flat[..., 0, :]
+    for s in range(1, flat.shape[-2]):
+        total += v[..., s, None] * flat[..., s, :]
+    return total
 
 
 # Counts up to this are drawn as sums of exponentials, larger ones with numpy's Gamma sampler.
