@@ -2,7 +2,8 @@
 
 - SIGTERM (``kill``, a batch scheduler's stop) is Ctrl-C for the command line (``interrupt_on_sigterm``): the
   same cleanup, the same "interrupted ... --resume" line; the exit code says which signal it was
-  (``exit_code``: 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process that signal ended).
+  (``exit_code``: 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process that signal ended). Either
+  first ends the loky workers and their children in order (``stop_workers``).
 - A child process (a loky worker, a maze engine server) ends within a second of the process that started it,
   however that one ended, SIGKILL included (``follow_parent``): the kernel signals it when its parent dies
   (``PR_SET_PDEATHSIG`` on Linux), and a watchdog thread compares ``os.getppid()`` with the parent it was
@@ -25,13 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rl2bench.errors import UserError
 
 #: The signal a follower gets when its parent dies. Not SIGKILL: the kernel sends it when the parent *thread*
 #: that started the child ends, which need not be the parent process's end (loky starts replacement workers
 #: from a thread of its own), so the handler first checks that the parent process is really gone.
-LIFELINE = signal.SIGUSR2
+LIFELINE = getattr(signal, "SIGUSR2", None)  # None on Windows, where processes are not followed
 POLL_SECONDS = 0.5  # the watchdog's look at os.getppid()
 GRACE_SECONDS = 10.0  # after the parent's death, how long the main thread gets to clean up before os._exit
 ORPHANED = 1  # a follower's exit status once its parent is gone (nobody is left to read it)
@@ -58,22 +60,87 @@ def _on_main_thread() -> bool:
 
 @contextlib.contextmanager
 def interrupt_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``Terminated`` in the main thread; a second SIGTERM ends the process
-    at once (the usual default), as does SIGKILL. Left as it is where the caller ignores SIGTERM or handles it
-    already, and off the main thread (where Python cannot set a handler)."""
-    if not _on_main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread, and Ctrl-C KeyboardInterrupt as
+    always; both first stop this process's loky workers (``stop_workers``). A second SIGTERM ends the process
+    at once (the usual default), as does SIGKILL. A signal the caller ignores or handles already is left as it
+    is, and so is everything off the main thread (where Python cannot set a handler)."""
+    if not _on_main_thread():
         yield
         return
 
-    def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated()
+    def interrupt(signum, frame):
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop_workers()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    signal.signal(signal.SIGTERM, terminate)
+    defaults: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    ours = [s for s, default in defaults.items() if signal.getsignal(s) is default]
+    for s in ours:
+        signal.signal(s, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in ours:
+            signal.signal(s, defaults[s])
+
+
+def stop_workers(timeout: float = 5.0) -> None:
+    """End this process's loky workers in order, before joblib, aborting, SIGKILLs their process trees whole
+    (and loky does so to every worker as soon as one ends): first freeze them (SIGSTOP: they start nothing
+    more and none ends yet), then SIGTERM their children and give those ``timeout`` seconds (a maze engine
+    server closes its engines and removes their shared memory; a sealed agent's process just ends), then
+    SIGKILL the workers. A server SIGKILLed while starting an engine could not clean that engine up. Linux only
+    (the processes are found in /proc); elsewhere joblib's abort does it all."""
+    me = os.getpid()
+    table = _processes()
+    workers = [pid for pid, ppid in table if ppid == me and b"loky.backend.popen_loky" in _cmdline(pid)]
+    if not workers:
+        return
+    try:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+        children = [pid for pid, ppid in _processes() if ppid in workers]
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _processes() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process /proc shows (none where there is no /proc)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    with open(f"/proc/{entry}/stat") as fh:
+                        found.append((int(entry), int(fh.read().rsplit(")", 1)[1].split()[1])))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which only waits for its parent to read its status, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -120,7 +187,7 @@ def follow_parent(parent: int | None = None, on_death: Callable[[], None] | None
     thread, as the process starts; later calls do nothing. Should the main thread not get to run ``on_death``
     (stuck in native code) within ``GRACE_SECONDS``, the watchdog ends the process."""
     global _followed
-    if _followed is not None or not _on_main_thread():
+    if _followed is not None or not _on_main_thread() or LIFELINE is None:
         return
     parent = os.getppid() if parent is None else parent
     _followed = parent
@@ -141,7 +208,7 @@ def follow_parent(parent: int | None = None, on_death: Callable[[], None] | None
 def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(POLL_SECONDS)
-    os.kill(os.getpid(), LIFELINE)  # the cleanup runs in the main thread
+    os.kill(os.getpid(), LIFELINE or signal.SIGTERM)  # the cleanup runs in the main thread
     time.sleep(GRACE_SECONDS)
     os._exit(ORPHANED)
 

@@ -328,5 +328,8 @@ def serve(fd: int, parent: int | None = None) -> None:
     finally:
         if engines is not None:
             engines.close()
+        else:  # stopped while starting its engines (the parent gone, an error): the ones started go too
+            started = child_pids(os.getpid())
+            kill_engines(started, [path for pid in started for path in shared_memory_of(pid)])
         shutil.rmtree(workdir, ignore_errors=True)
         janitor.close()
