@@ -311,7 +311,10 @@ def test_a_checkpoint_is_written_whole_before_an_interrupt(tmp_path):
 
 
 # -- the pieces ----------------------------------------------------------------------------------------------
-def test_sigterm_raises_terminated_inside_the_command_only():
+def test_sigterm_raises_terminated_inside_the_command_only(monkeypatch):
+    import rl2bench.processes as processes
+
+    monkeypatch.setattr(processes, "stop_workers", lambda: None)  # this test process's own loky workers stay
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated) as caught:
         with interrupt_on_sigterm():
