@@ -192,6 +192,7 @@ def test_a_recorded_action_sequence_gives_the_protocols_returns(task, cell, n):
         assert total == harness[0]
 
 
+@pytest.mark.heavy
 @pytest.mark.maze
 def test_a_recorded_maze_sequence_gives_the_protocols_returns():
     """The oracle's actions, recorded under the protocol, replayed: trials end at different steps (targets

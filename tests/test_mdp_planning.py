@@ -125,6 +125,7 @@ def test_evi_backup_equals_linear_program():
         assert q[0, b, s, a] == pytest.approx(reward[b, s, a] - lp.fun, abs=1e-5)
 
 
+@pytest.mark.heavy
 def test_plans_are_the_same_bits_whatever_blas_kernel_the_cpu_gets():
     """OpenBLAS picks its float32 kernel per CPU (Haswell, SkylakeX, ...), and kernels round sums
     differently; the planners break exact ties at random, so a BLAS product in the backup made two machines
