@@ -67,6 +67,17 @@ def interrupted_advice(out: Path, saved_iteration: int) -> str:
             f"command plus --resume --out {out}")
 
 
+def resumable_folder(args, out: Path) -> Any:
+    """The device a run trains on; with ``--resume``, after claiming ``out`` (a run still training there,
+    perhaps before its first checkpoint, is named first) and checking it holds a checkpoint."""
+    if args.resume:
+        claim_folder(out, "--out")
+    device = run_device(getattr(args, "device", None), out, args.resume)
+    if args.resume and not (out / CHECKPOINT).exists():
+        raise UserError(f"--resume: no {CHECKPOINT} in {out}")
+    return device
+
+
 def train_command(args) -> int:
     """``python -m rl2bench train``: start or resume a run (its flags: ``add_train_arguments`` in cli.py)."""
     if args.task == "maze":  # pixels, engine workers, a shared conv network: its own trainer
@@ -74,12 +85,8 @@ def train_command(args) -> int:
     command = args.command_line
     shape = task_shape(args.task, args.cell)
     out = args.out or Path("runs") / "rl2" / f"{shape.task}-{shape.cell}-{args.preset}-s{args.seed}"
-    if args.resume:  # a run still training there (perhaps before its first checkpoint) is named first
-        claim_folder(out, "--out")
-    device = run_device(getattr(args, "device", None), out, args.resume)
+    device = resumable_folder(args, out)
     if args.resume:
-        if not (out / CHECKPOINT).exists():
-            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         trainer = Trainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
@@ -136,12 +143,8 @@ def maze_train_command(args) -> int:
     command = args.command_line
     cell = args.cell.strip()
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
-    if args.resume:  # a run still training there (perhaps before its first checkpoint) is named first
-        claim_folder(out, "--out")
-    device = run_device(getattr(args, "device", None), out, args.resume)
+    device = resumable_folder(args, out)
     if args.resume:
-        if not (out / CHECKPOINT).exists():
-            raise UserError(f"--resume: no {CHECKPOINT} in {out}")
         if args.set or args.init_from:
             raise UserError("--set and --init-from cannot change a maze run being resumed")
         trainer = MazeTrainer.from_checkpoint(out, device=device)
