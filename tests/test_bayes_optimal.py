@@ -147,6 +147,7 @@ def _settings(name, cell, spec):
     return ALGOS[name].grid(cell, spec)
 
 
+@pytest.mark.heavy
 def test_no_algorithm_beats_the_dp_value_on_n10_k5():
     """Every other algorithm, every setting of its grid, on the same 2000 instances: its mean at most the
     exact value plus 3 standard errors, and at most bayes-optimal's mean on the same instances plus 3

@@ -370,6 +370,7 @@ def test_plugin_mistakes_are_named(tmp_path):
         assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(sys.platform == "win32", reason="advisory folder locks are POSIX only")
 def test_a_folder_another_process_writes_is_refused(tmp_path, capsys):
     """Two processes writing one run or training folder would interleave their files: the second one is

@@ -352,6 +352,7 @@ PARENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy
 def test_a_follower_ends_with_its_parent_not_with_the_thread_that_started_it():
     parent = subprocess.Popen([sys.executable, "-c", PARENT, FOLLOWER], stdout=subprocess.PIPE, text=True)
     try:

@@ -85,6 +85,7 @@ def test_resume_continues_exactly(tmp_path):
     assert MazeTrainer.from_checkpoint(tmp_path / "b").net.activation == "tanh"
 
 
+@pytest.mark.heavy
 def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     from rl2bench.protocol import play_trials
     from rl2bench.registry import algorithms, get_family

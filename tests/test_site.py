@@ -208,6 +208,7 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_nothing_written(tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.heavy
 def test_an_unwritable_out_is_one_line_and_nothing_written(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
