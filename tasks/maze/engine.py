@@ -295,7 +295,8 @@ def serve(fd: int, parent: int | None = None) -> None:
     """A worker process's main: serve one ``Engines`` over the connection on ``fd`` until told to close or
     the parent (pid ``parent``) disappears: EOF on the connection, or the parent-death signal and watchdog of
     ``follow_parent``, which end a server that is busy stepping its games too. Started by ``MazeVecEnv`` as
-    ``python -c`` in a session of its own, so a Ctrl-C in the terminal reaches only the parent, which then
+    ``python -c`` in a process group of its own (start_new_session), so a Ctrl-C in the terminal reaches only the
+    parent, which then
     closes us. A ``Janitor`` removes what a server killed outright leaves behind."""
     from multiprocessing.connection import Connection
 
