@@ -10,7 +10,9 @@
 (``rl2bench/mab-n10-k5``, ``rl2bench/mdp-n25``, ``rl2bench/maze-small``) and ``rl2bench/<task>``, which
 takes any cell as its ``cell`` keyword. ``register_cell(task, cell)`` registers the id of any other cell.
 An unknown task or a cell the family cannot parse raises ``gymnasium.error.NameNotFound`` naming the valid
-ones. ``gymnasium.make("rl2bench.gym:rl2bench/mab-n10-k5")`` imports this module on the way.
+ones. Any other cell works by name too: ``gymnasium.make("rl2bench/mab-n7-k3")`` registers the id on first use
+(``make`` and ``make_vec``; ``gymnasium.spec`` sees it once made or registered). ``gymnasium.make(
+"rl2bench.gym:rl2bench/mab-n10-k5")`` imports this module on the way.
 
 **One episode is one trial**: the n episodes of one instance (``terminated`` at the trial's end; never
 ``truncated``). With ``rl2_inputs=True`` (the default) the observation is a ``Dict`` of what an RL^2 policy
@@ -44,6 +46,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs import registration
 from gymnasium.envs.registration import register, registry
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -330,6 +333,35 @@ def register_cell(task: str, cell: str) -> str:
     return name
 
 
+def register_on_demand(env_id: str) -> None:
+    """Register an ``rl2bench/<task>-<cell>`` id that is not registered yet (any cell the family parses, under
+    the name asked for), or raise ``NameNotFound`` naming the valid tasks or cells; other ids pass untouched."""
+    name = env_id.rsplit(":", 1)[-1]
+    if not name.startswith(f"{NAMESPACE}/") or name in registry:
+        return
+    task, _, cell = name[len(NAMESPACE) + 1:].partition("-")
+    family, parsed = resolve(task, cell or None)
+    register(id=name, entry_point=f"{__name__}:RL2BenchEnv", vector_entry_point=f"{__name__}:RL2BenchVectorEnv",
+             kwargs={"family": family.name, "cell": parsed.name})
+
+
+def _install_lookup_hook() -> None:
+    """Gymnasium's registry is a plain dict with no lookup hook, so ``make("rl2bench/mab-n7-k3")`` would end in
+    its bare "doesn't exist". Both ``make`` and ``make_vec`` look an id up through ``registration._find_spec``
+    (Gymnasium is pinned to 1.4.0 in pyproject.toml); wrapping it lets every parseable cell resolve by name and
+    bad ones fail with our choices. Ids outside the ``rl2bench/`` namespace never reach our code."""
+    find_spec = registration._find_spec
+    if getattr(find_spec, "rl2bench_hook", False):
+        return
+
+    def _find_spec(env_id: str) -> Any:
+        register_on_demand(env_id)
+        return find_spec(env_id)
+
+    _find_spec.rl2bench_hook = True  # type: ignore[attr-defined]
+    registration._find_spec = _find_spec
+
+
 def _register_all() -> None:
     for task, family in families().items():
         if f"{NAMESPACE}/{task}" not in registry:
@@ -340,3 +372,4 @@ def _register_all() -> None:
 
 
 _register_all()
+_install_lookup_hook()

@@ -139,8 +139,16 @@ def test_bad_input_is_gymnasiums_error_naming_the_valid_choices():
         RL2BenchEnv("bandits", "n10-k5")
     with pytest.raises(gymnasium.error.NameNotFound, match="valid tasks"):
         register_cell("bandits", "n10-k5")
-    with pytest.raises(gymnasium.error.NameNotFound):  # not registered: Gymnasium's own message
+    with pytest.raises(gymnasium.error.NameNotFound, match="paper cells: n10-k5"):  # by name, our choices
         gymnasium.make("rl2bench/mab-n7-k3-x")
+    with pytest.raises(gymnasium.error.NameNotFound, match="valid tasks: mab, maze, mdp"):
+        gymnasium.make("rl2bench/bandit-n10-k5")
+    with pytest.raises(gymnasium.error.NameNotFound, match="paper cells"):
+        gymnasium.make_vec("rl2bench/mdp-n0", num_envs=2)
+    with pytest.raises(gymnasium.error.NameNotFound, match="needs a cell"):
+        gymnasium.make("rl2bench/maze-")
+    with pytest.raises(gymnasium.error.NameNotFound, match="doesn't exist"):  # other namespaces: untouched
+        gymnasium.make("CartPol-v1")
     with pytest.raises(ValueError, match="integer action"):
         env = gymnasium.make("rl2bench/mab-n10-k5")
         env.reset(seed=0)
@@ -149,6 +157,12 @@ def test_bad_input_is_gymnasiums_error_naming_the_valid_choices():
 
 def test_any_parseable_cell_works_by_keyword_or_registered_on_demand():
     assert gymnasium.make("rl2bench/mab", cell="n7-k3").unwrapped.task_spec.n_actions == 3
+    assert "rl2bench/mab-n7-k4" not in gymnasium.registry
+    by_name = gymnasium.make("rl2bench/mab-n7-k4")  # not a paper cell, never registered: resolved on first use
+    assert (by_name.unwrapped.task_spec.n_actions, by_name.unwrapped.task_spec.horizon) == (4, 1)
+    assert gymnasium.spec("rl2bench/mab-n7-k4").kwargs == {"family": "mab", "cell": "n7-k4"}
+    assert gymnasium.make_vec("rl2bench/mdp-n20-s10", num_envs=3).num_envs == 3  # an alias of mdp-n20
+    assert gymnasium.spec("rl2bench/mdp-n20-s10").kwargs["cell"] == "n20"
     env_id = register_cell("mdp", "n20-s5-a3-t5")
     assert env_id == "rl2bench/mdp-n20-s5-a3-t5"
     assert gymnasium.make(env_id).unwrapped.task_spec.horizon == 5
