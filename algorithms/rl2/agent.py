@@ -38,9 +38,16 @@ def load_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]:
     """The policy network of a zoo file (cached per process and file version) and the file's metadata."""
     from .fused_gru import UNRECORDED_ACTIVATION
     from .policy import Policy
+    from .posterior_net import PosteriorPolicy
 
-    return _load_network(path, lambda data: Policy(data["n_states"], data["n_actions"], data["hidden"],
-                                                   activation=data.get("activation", UNRECORDED_ACTIVATION)))
+    def build(data: dict[str, Any]) -> Any:
+        if data.get("network") == "posterior":  # the diagnostic network (posterior_net.py)
+            return PosteriorPolicy(data["n_states"], data["n_actions"], data["hidden"], data["horizon"],
+                                   data["n_episodes"])
+        return Policy(data["n_states"], data["n_actions"], data["hidden"],
+                      activation=data.get("activation", UNRECORDED_ACTIVATION))
+
+    return _load_network(path, build)
 
 
 def _load_network(path: str, build: Callable[[dict[str, Any]], Any]) -> tuple[Any, dict[str, Any]]:

@@ -24,6 +24,13 @@ from .runfolder import CHECKPOINT, POLICY, claim_new_run_folder
 from .trainer import Trainer
 
 
+def network_label(cfg: Any) -> str:
+    """The networks a run trains, in a few words."""
+    if getattr(cfg, "network", "gru") == "posterior":
+        return f"posterior-statistics MLP {cfg.hidden} (diagnostic)"
+    return f"{cfg.gru_activation} GRU {cfg.hidden}"
+
+
 def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str, str] | None = None) -> None:
     """``--resume`` continues the stored run: a --preset or --seed given explicitly must agree with it."""
     explicit = getattr(args, "explicit", {})
@@ -118,7 +125,7 @@ def train_command(args) -> int:
     if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
-          f"x {shape.trial_len} steps per iteration, {trainer.cfg.gru_activation} GRU {trainer.cfg.hidden}, "
+          f"x {shape.trial_len} steps per iteration, {network_label(trainer.cfg)}, "
           f"until iteration {trainer.cfg.iters} on {device}; writing {out}", file=sys.stderr)
     if trainer.norm_source not in ("paper", "none"):  # say what "norm" means for a cell of the user's own
         from rl2bench.registry import get_family

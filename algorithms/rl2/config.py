@@ -55,6 +55,9 @@ class TrainConfig:
     # (2026-11-27) used (a stored config without this key is one of those: ``stored_config``).
     gru_activation: str = "relu"
     gru_update_bias: float = 0.0  # initial update-gate bias of both GRUs (0 = the paper's zero biases)
+    # "gru": RL^2's networks. "posterior": a diagnostic whose memory is the exact posterior statistics, read
+    # by an MLP of width ``hidden`` (posterior_net.py); not the rl2 row's recipe.
+    network: str = "gru"
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
     lam: float = 0.3
@@ -137,11 +140,12 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "value_lr": (0, math.inf, False),
 }
 # Fields that take one of a few words.
-CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS}
+NETWORKS = ("gru", "posterior")
+CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
-FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias")
+FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network")
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

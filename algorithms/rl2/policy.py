@@ -104,6 +104,11 @@ class RecurrentNet(nn.Module):
         self.head.weight = head
         self.head.bias.copy_(narrow.head.bias)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward`` takes for whole trials: the embeddings themselves (the posterior-statistics
+        network of ``posterior_net.py`` encodes them into its statistics here)."""
+        return x
+
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden, device=self.head.bias.device, dtype=self.head.bias.dtype)
 

@@ -16,7 +16,8 @@ import torch
 
 from rl2bench.errors import UserError
 
-from .policy import Policy, cached_weights, embed
+from .policy import cached_weights, embed
+from .posterior_net import AnyPolicy
 
 TASKS = ("mab", "mdp")
 
@@ -152,7 +153,7 @@ def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 @torch.no_grad()
-def collect(policy: Policy, shape: TaskShape, instances: dict[str, np.ndarray], env_gen: torch.Generator,
+def collect(policy: AnyPolicy, shape: TaskShape, instances: dict[str, np.ndarray], env_gen: torch.Generator,
             act_gen: torch.Generator) -> Batch:
     """Play one trial on every instance, all trials stepping together through the GRU, on the policy's
     device."""

@@ -26,6 +26,7 @@ from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
 from .policy import Baseline, Policy
+from .posterior_net import PosteriorBaseline, PosteriorPolicy
 from .references import normalization_scores, normalized, reference_scores
 from .rollout import collect, sample_instances, task_shape
 from .runfolder import CHECKPOINT, PLOT, POLICY_FORMAT, load_checkpoint, write_meta, write_run_files
@@ -64,11 +65,22 @@ class Trainer:
         self.norm_refs, self.norm_source = normalization_scores(self.shape.task, self.shape.cell)
         s = self.shape
         init = seeding.generator(seed, "init", s.task, s.cell, "rl2")
-        self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, torch_generator(init), self.cfg.gru_activation)
         scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
-        self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, torch_generator(init),
+        self.policy: Policy | PosteriorPolicy
+        self.baseline: Baseline | PosteriorBaseline
+        if self.cfg.network == "posterior":
+            if self.cfg.gru_update_bias:
+                raise UserError("gru_update_bias sets a GRU gate; network=posterior has no GRU")
+            self.policy = PosteriorPolicy(s.n_states, s.n_actions, self.cfg.hidden, s.horizon, s.n_episodes,
+                                          torch_generator(init))
+            self.baseline = PosteriorBaseline(s.n_states, s.n_actions, self.cfg.hidden, s.horizon, s.n_episodes,
+                                              scale, torch_generator(init))
+        else:
+            self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, torch_generator(init),
                                  self.cfg.gru_activation)
-        if self.cfg.gru_update_bias:
+            self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, torch_generator(init),
+                                     self.cfg.gru_activation)
+        if self.cfg.gru_update_bias and isinstance(self.policy, Policy) and isinstance(self.baseline, Baseline):
             self.policy.set_update_gate_bias(self.cfg.gru_update_bias)
             self.baseline.set_update_gate_bias(self.cfg.gru_update_bias)
         self.policy.to(self.device)
@@ -101,7 +113,7 @@ class Trainer:
         batch = collect(self.policy, s, instances, self.env_gen, self.act_gen)
         t_rollout = time.perf_counter() - start
 
-        x = batch.inputs(s.n_states, s.n_actions)
+        x = self.policy.encode(batch.inputs(s.n_states, s.n_actions))  # the same for the baseline
         fused = cfg.fused_backward and self.device.type == "cpu"  # cuDNN's GRU is the fast one on a GPU
         self.baseline.fused_backward = fused
         self.policy.fused_backward = fused and cfg.update == "ppo"  # TRPO's Fisher products need nn.GRU
@@ -220,10 +232,14 @@ class Trainer:
         misfit = UserError(f"--init-from: the networks in {run_dir} ({state['task']} {state['cell']}, {activation} "
                            f"GRU {narrow}) do not fit {self.shape.task} {self.shape.cell} with a "
                            f"{self.cfg.gru_activation} GRU {self.cfg.hidden}")
+        if source.network != self.cfg.network:
+            raise UserError(f"--init-from: {run_dir} trained network={source.network}, this run "
+                            f"network={self.cfg.network}; their weights do not carry over")
         if activation != self.cfg.gru_activation:  # same weights, other function: nothing would carry over
             raise UserError(f"{misfit}; add --set gru_activation={activation} to start from it")
         try:
-            if narrow < self.cfg.hidden:  # grow: the trained units carry over, new ones start unread
+            if (narrow < self.cfg.hidden and isinstance(self.policy, Policy)
+                    and isinstance(self.baseline, Baseline)):  # a GRU grows: the trained units carry over
                 s = self.shape
                 old_policy = Policy(s.n_states, s.n_actions, narrow, activation=activation)
                 old_baseline = Baseline(s.n_states, s.n_actions, narrow, activation=activation)
@@ -245,6 +261,8 @@ class Trainer:
         s = self.shape
         return {"format": POLICY_FORMAT, "task": s.task, "cell": s.cell, "n_states": s.n_states,
                 "n_actions": s.n_actions, "hidden": self.cfg.hidden, "activation": self.cfg.gru_activation,
+                **({"network": "posterior", "horizon": s.horizon, "n_episodes": s.n_episodes}
+                   if self.cfg.network == "posterior" else {}),
                 "state_dict": on_cpu(self.policy.state_dict()),
                 "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 

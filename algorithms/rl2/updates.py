@@ -9,7 +9,7 @@ import math
 import torch
 
 from .config import TrainConfig
-from .policy import Baseline, Policy
+from .posterior_net import AnyBaseline, AnyPolicy
 from .rollout import Batch
 from .trpo import StepInfo, fisher_subsample, trpo_step
 
@@ -27,7 +27,7 @@ def minibatch_count(n_trials: int, trials_per_minibatch: int, default: int) -> i
     return max(1, round(n_trials / trials_per_minibatch)) if trials_per_minibatch else default
 
 
-def trpo_update(policy: Policy, batch: Batch, x: torch.Tensor, adv: torch.Tensor, cfg: TrainConfig,
+def trpo_update(policy: AnyPolicy, batch: Batch, x: torch.Tensor, adv: torch.Tensor, cfg: TrainConfig,
                 ent_coef: float, fvp_gen: torch.Generator, device: torch.device) -> tuple[StepInfo, float]:
     """One TRPO step; the Fisher-vector products use the ``fvp_fraction`` of the trials ``fvp_gen`` picks.
     Returns the step's record and the behaviour policy's entropy."""
@@ -53,7 +53,7 @@ def trpo_update(policy: Policy, batch: Batch, x: torch.Tensor, adv: torch.Tensor
     return info, entropy
 
 
-def ppo_update(policy: Policy, optimizer: torch.optim.Optimizer, batch: Batch, x: torch.Tensor, adv: torch.Tensor,
+def ppo_update(policy: AnyPolicy, optimizer: torch.optim.Optimizer, batch: Batch, x: torch.Tensor, adv: torch.Tensor,
                cfg: TrainConfig, ent_coef: float, gen: torch.Generator, device: torch.device
                ) -> tuple[StepInfo, float]:
     """The clipped surrogate of PPO (Schulman et al. 2017) with an entropy bonus: ``ppo_epochs`` passes
@@ -101,7 +101,7 @@ def ppo_update(policy: Policy, optimizer: torch.optim.Optimizer, batch: Batch, x
     return info, float(-(old_p * old_logp_all).sum(-1).mean())
 
 
-def fit_baseline(baseline: Baseline, optimizer: torch.optim.Optimizer, x: torch.Tensor, returns: torch.Tensor,
+def fit_baseline(baseline: AnyBaseline, optimizer: torch.optim.Optimizer, x: torch.Tensor, returns: torch.Tensor,
                  cfg: TrainConfig, gen: torch.Generator, device: torch.device) -> None:
     """A few Adam epochs of squared error on the discounted returns, minibatches of whole trials drawn
     from ``gen``."""

@@ -374,7 +374,10 @@ def _recipe(config: dict) -> str:
     if update:
         parts.append(str(update).upper())
     if "hidden" in config:  # a stored config without the activation is a tanh GRU's
-        parts.append(f"GRU {config['hidden']}" + (" (ReLU)" if config.get("gru_activation") == "relu" else ""))
+        if config.get("network") == "posterior":
+            parts.append(f"posterior-statistics MLP {config['hidden']}")
+        else:
+            parts.append(f"GRU {config['hidden']}" + (" (ReLU)" if config.get("gru_activation") == "relu" else ""))
     if "batch_steps" in config:
         parts.append(f"{config['batch_steps'] / 1000:g}k steps/it")
     return ", ".join(parts)
