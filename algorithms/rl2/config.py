@@ -58,6 +58,8 @@ class TrainConfig:
     # "gru": RL^2's networks. "posterior": a diagnostic whose memory is the exact posterior statistics, read
     # by an MLP of width ``hidden`` (posterior_net.py); not the rl2 row's recipe.
     network: str = "gru"
+    critic_hidden: int = 0  # the baseline's width; 0 = the policy's (``hidden``)
+    critic_time: bool = False  # the baseline also sees the step in the episode and the episode in the trial
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
     lam: float = 0.3
@@ -125,7 +127,8 @@ def _fast_iters(shape: TaskShape) -> int:
 
 # Valid ranges of the numeric fields: (lowest, highest, lowest included).
 RANGES: dict[str, tuple[float, float, bool]] = {
-    "hidden": (1, math.inf, True), "batch_steps": (1, math.inf, True), "gamma": (0, 1, True),
+    "hidden": (1, math.inf, True), "critic_hidden": (0, math.inf, True), "batch_steps": (1, math.inf, True),
+    "gamma": (0, 1, True),
     "lam": (0, 1, True), "max_kl": (0, math.inf, False), "cg_iters": (1, math.inf, True),
     "damping": (0, math.inf, True), "fvp_fraction": (0, 1, False), "ent_coef": (0, math.inf, True),
     "ent_decay_iters": (0, math.inf, True), "baseline_epochs": (0, math.inf, True),
@@ -145,7 +148,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTI
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
-FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network")
+FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network", "critic_hidden", "critic_time")
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

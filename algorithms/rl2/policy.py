@@ -49,12 +49,14 @@ class RecurrentNet(nn.Module):
     """GRU + linear head with the paper's initialisation; the policy and the baseline are two instances."""
 
     def __init__(self, n_states: int, n_actions: int, hidden: int, n_out: int,
-                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION):
+                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION,
+                 extra_inputs: int = 0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.n_states, self.n_actions, self.hidden, self.activation = n_states, n_actions, hidden, activation
-        self.gru = nn.GRU(input_size(n_states, n_actions), hidden)
+        self.extra_inputs = extra_inputs  # beyond the embedding: the critic's time features (networks.py)
+        self.gru = nn.GRU(input_size(n_states, n_actions) + extra_inputs, hidden)
         self.head = nn.Linear(hidden, n_out)
         gru = gru_tensors(self.gru)
         with torch.no_grad():
@@ -84,7 +86,7 @@ class RecurrentNet(nn.Module):
         normalisation a zero column still gets a gradient, so the new units come into use as they learn."""
         old, new = narrow.hidden, self.hidden
         if (old > new or (narrow.n_states, narrow.n_actions) != (self.n_states, self.n_actions)
-                or narrow.activation != self.activation):
+                or narrow.activation != self.activation or narrow.extra_inputs != self.extra_inputs):
             raise ValueError(f"cannot widen a {narrow.activation} GRU {old} for {narrow.n_states}x{narrow.n_actions} "
                              f"into a {self.activation} GRU {new} for {self.n_states}x{self.n_actions}")
         g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
@@ -155,8 +157,9 @@ class Baseline(RecurrentNet):
     scale: torch.Tensor  # a buffer, registered in __init__ (declared here: the stubs type buffers Tensor | Module)
 
     def __init__(self, n_states: int, n_actions: int, hidden: int = 256, scale: float = 1.0,
-                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION):
-        super().__init__(n_states, n_actions, hidden, 1, generator, activation)
+                 generator: torch.Generator | None = None, activation: str = UNRECORDED_ACTIVATION,
+                 extra_inputs: int = 0):
+        super().__init__(n_states, n_actions, hidden, 1, generator, activation, extra_inputs)
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def values(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,8 @@ from .config import FIXED_ON_RESUME, TrainConfig, apply_overrides, preset_config
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
+from .networks import TIME_FEATURES, build_networks, carry_over, critic_inputs
 from .policy import Baseline, Policy
-from .posterior_net import PosteriorBaseline, PosteriorPolicy
 from .references import normalization_scores, normalized, reference_scores
 from .rollout import collect, sample_instances, task_shape
 from .runfolder import CHECKPOINT, PLOT, POLICY_FORMAT, load_checkpoint, write_meta, write_run_files
@@ -66,23 +66,7 @@ class Trainer:
         s = self.shape
         init = seeding.generator(seed, "init", s.task, s.cell, "rl2")
         scale = min(s.trial_len, 1.0 / (1.0 - self.cfg.gamma)) if self.cfg.gamma < 1 else s.trial_len
-        self.policy: Policy | PosteriorPolicy
-        self.baseline: Baseline | PosteriorBaseline
-        if self.cfg.network == "posterior":
-            if self.cfg.gru_update_bias:
-                raise UserError("gru_update_bias sets a GRU gate; network=posterior has no GRU")
-            self.policy = PosteriorPolicy(s.n_states, s.n_actions, self.cfg.hidden, s.horizon, s.n_episodes,
-                                          torch_generator(init))
-            self.baseline = PosteriorBaseline(s.n_states, s.n_actions, self.cfg.hidden, s.horizon, s.n_episodes,
-                                              scale, torch_generator(init))
-        else:
-            self.policy = Policy(s.n_states, s.n_actions, self.cfg.hidden, torch_generator(init),
-                                 self.cfg.gru_activation)
-            self.baseline = Baseline(s.n_states, s.n_actions, self.cfg.hidden, scale, torch_generator(init),
-                                     self.cfg.gru_activation)
-        if self.cfg.gru_update_bias and isinstance(self.policy, Policy) and isinstance(self.baseline, Baseline):
-            self.policy.set_update_gate_bias(self.cfg.gru_update_bias)
-            self.baseline.set_update_gate_bias(self.cfg.gru_update_bias)
+        self.policy, self.baseline = build_networks(s, self.cfg, init, scale)
         self.policy.to(self.device)
         self.baseline.to(self.device)
         self.optimizer = torch.optim.Adam(self.baseline.parameters(), lr=self.cfg.baseline_lr)
@@ -117,8 +101,9 @@ class Trainer:
         fused = cfg.fused_backward and self.device.type == "cpu"  # cuDNN's GRU is the fast one on a GPU
         self.baseline.fused_backward = fused
         self.policy.fused_backward = fused and cfg.update == "ppo"  # TRPO's Fisher products need nn.GRU
+        x_critic = critic_inputs(x, s, cfg)  # the policy never sees what only the critic is given
         with torch.no_grad():
-            values = self.baseline.values(x)
+            values = self.baseline.values(x_critic)
         returns = discounted_returns(batch.rewards, cfg.gamma)
         adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
         ev = 1.0 - float((returns - values).var() / returns.var().clamp_min(1e-8))
@@ -131,7 +116,7 @@ class Trainer:
             info, entropy = trpo_update(self.policy, batch, x, adv, cfg, self.entropy_coefficient(), self.fvp_gen,
                                         self.device)
         t_policy = time.perf_counter() - start - t_rollout
-        fit_baseline(self.baseline, self.optimizer, x, returns, cfg, self.fvp_gen, self.device)
+        fit_baseline(self.baseline, self.optimizer, x_critic, returns, cfg, self.fvp_gen, self.device)
         t_total = time.perf_counter() - start
 
         self.iteration += 1
@@ -237,24 +222,22 @@ class Trainer:
                             f"network={self.cfg.network}; their weights do not carry over")
         if activation != self.cfg.gru_activation:  # same weights, other function: nothing would carry over
             raise UserError(f"{misfit}; add --set gru_activation={activation} to start from it")
+        s = self.shape
+        critic_fits = source.critic_time == self.cfg.critic_time  # else this run's critic starts fresh
+        extra = TIME_FEATURES if source.critic_time else 0
         try:
-            if (narrow < self.cfg.hidden and isinstance(self.policy, Policy)
-                    and isinstance(self.baseline, Baseline)):  # a GRU grows: the trained units carry over
-                s = self.shape
-                old_policy = Policy(s.n_states, s.n_actions, narrow, activation=activation)
-                old_baseline = Baseline(s.n_states, s.n_actions, narrow, activation=activation)
-                old_policy.load_state_dict(state["policy"])
-                old_baseline.load_state_dict(baseline, strict=False)
-                self.policy.widen_from(old_policy.to(self.device))
-                self.baseline.widen_from(old_baseline.to(self.device))
-            else:
-                self.policy.load_state_dict(state["policy"])
-                self.baseline.load_state_dict(baseline, strict=False)
+            widened = carry_over(self.policy, state["policy"], narrow,
+                                 lambda w: Policy(s.n_states, s.n_actions, w, activation=activation))
+            if critic_fits:
+                carry_over(self.baseline, baseline, source.critic_hidden or narrow,
+                           lambda w: Baseline(s.n_states, s.n_actions, w, activation=activation, extra_inputs=extra),
+                           strict=False)
         except (RuntimeError, ValueError):
             raise misfit from None
         self.initialized_from = {"run": str(run_dir), "task": state["task"], "cell": state["cell"],
                                  "iteration": state["iteration"], "env_steps": _env_steps(state),
-                                 **({"widened_from": narrow} if narrow < self.cfg.hidden else {})}
+                                 **({"widened_from": narrow} if widened else {}),
+                                 **({} if critic_fits else {"critic": "fresh (other critic inputs)"})}
         self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
