@@ -74,6 +74,7 @@ def play_trials(
     chunk: int = 0,
     watch: Callable[[np.ndarray, Any], None] | None = None,
     sealed: bool = True,
+    until: Callable[[int], bool] | None = None,
 ) -> TrialOutcome:
     """One trial on each instance of chunk ``chunk`` of the phase's ``n_instances`` instances of
     ``cell``, all stepping together. Instance parameters are drawn for the whole phase and sliced, so
@@ -81,7 +82,10 @@ def play_trials(
     returns depend on the chunk size (fixed per family, ``TaskFamily.chunk_size``) and on the phase's
     instance count where it changes the last chunk, never on the workers or the backend.
     ``watch(actions, step)``, if given, sees every step (for analyses beyond the trial return, e.g.
-    ``experiments/rl2_mdp_episodes.py``); it must not change them.
+    ``experiments/rl2_mdp_episodes.py``); it must not change them. ``until(played)``, if given, is asked
+    after each batch with the number of the chunk's instances played so far, and True ends the chunk there:
+    those instances played exactly as in the whole chunk (every stream runs in batch order), and the outcome
+    holds them only (a look at a few instances of an engine-backed family, ``tasks/maze/paths.py``).
 
     An algorithm that is not built in plays ``sealed`` (``rl2bench.sealed``: in a process of its own that
     sees only what the agent interface hands it) with a generator seeded one-way; ``sealed=False`` plays it
@@ -129,6 +133,8 @@ def play_trials(
             parts.append(env.trial_metrics())
             if isinstance(agent, SealedAgent):
                 agent.close()
+            if until is not None and until(sum(len(t) for t in totals)):
+                break
     finally:
         env.close()
     total = np.concatenate(totals)

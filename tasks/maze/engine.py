@@ -133,6 +133,8 @@ class StepOut:
     angle: np.ndarray
     hit: np.ndarray  # bool: forward stride blocked by a wall
     reached: np.ndarray  # bool: the player stands in the target cell (before any restart)
+    end_x: np.ndarray  # where the action left the player, before any restart (the path's last point)
+    end_y: np.ndarray
 
 
 class Engines:
@@ -200,7 +202,7 @@ class Engines:
     def _empty(self) -> StepOut:
         n = len(self.games)
         return StepOut(np.zeros((n, *OBS_SHAPE), np.uint8), np.zeros(n), np.zeros(n), np.zeros(n),
-                       np.zeros(n, bool), np.zeros(n, bool))
+                       np.zeros(n, bool), np.zeros(n, bool), np.zeros(n), np.zeros(n))
 
     def load(self, group: int, count: int) -> StepOut:
         """Point the first ``count`` games at group ``group``'s maps and start their first episode."""
@@ -215,6 +217,7 @@ class Engines:
         for g in np.flatnonzero(mask & self.active):
             self.games[g].new_episode()
             out.obs[g], out.x[g], out.y[g], out.angle[g] = self._read(g)
+            out.end_x[g], out.end_y[g] = out.x[g], out.y[g]
         return out
 
     def step(self, actions: np.ndarray, horizon_up: np.ndarray, more: np.ndarray) -> StepOut:
@@ -230,6 +233,7 @@ class Engines:
                 game.set_action(buttons)
                 game.advance_action(tics, k == len(pattern) - 1)  # render only the last segment
             obs, x, y, angle = self._read(g)
+            out.end_x[g], out.end_y[g] = x, y
             if actions[g] == FORWARD:
                 rad = np.deg2rad(angle0)
                 advance = (x - x0) * np.cos(rad) + (y - y0) * np.sin(rad)

@@ -203,7 +203,7 @@ class MazeVecEnv(VecEnv):
     def _gather(self, outs: list) -> dict[str, np.ndarray]:
         n = self.batch_size
         return {name: np.concatenate([getattr(o, name) for o in outs])[:n]
-                for name in ("obs", "x", "y", "angle", "hit", "reached")}
+                for name in ("obs", "x", "y", "angle", "hit", "reached", "end_x", "end_y")}
 
     # -- VecEnv ----------------------------------------------------------------------------------
     def batches(self):
@@ -265,9 +265,12 @@ class MazeVecEnv(VecEnv):
         keep = ~active
         for name in ("x", "y", "angle", "obs"):
             out[name][keep] = self._pose[name][keep]
+        out["end_x"][keep], out["end_y"][keep] = self._pose["x"][keep], self._pose["y"][keep]
         self._pose = out
+        # x, y: where the action left the player, before the restart of an episode that ended (the path's
+        # last point: ``tasks/maze/paths.py`` draws the paths from them).
         return StepResult(self._observation(out["obs"]), reward, done, self._trial_done.copy(),
-                          {"wall_hit": hit, "reached": reached})
+                          {"wall_hit": hit, "reached": reached, "x": out["end_x"], "y": out["end_y"]})
 
     def trial_metrics(self) -> dict[str, np.ndarray]:
         metrics: dict[str, np.ndarray] = {}
