@@ -60,6 +60,10 @@ class TrainConfig:
     network: str = "gru"
     critic_hidden: int = 0  # the baseline's width; 0 = the policy's (``hidden``)
     critic_time: bool = False  # the baseline also sees the step in the episode and the episode in the trial
+    # rl2-belief (belief.py; mdp cells): the critic sees the true MDP's rows of the current state, and an
+    # auxiliary head on the policy's GRU predicts them with this weight in the PPO loss (0 = no head).
+    critic_mdp: bool = False
+    aux_coef: float = 0.0
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
     lam: float = 0.3
@@ -131,7 +135,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "gamma": (0, 1, True),
     "lam": (0, 1, True), "max_kl": (0, math.inf, False), "cg_iters": (1, math.inf, True),
     "damping": (0, math.inf, True), "fvp_fraction": (0, 1, False), "ent_coef": (0, math.inf, True),
-    "ent_decay_iters": (0, math.inf, True), "baseline_epochs": (0, math.inf, True),
+    "aux_coef": (0, math.inf, True), "ent_decay_iters": (0, math.inf, True), "baseline_epochs": (0, math.inf, True),
     "baseline_minibatches": (1, math.inf, True), "baseline_lr": (0, math.inf, False),
     "iters": (1, math.inf, True), "checkpoint_every": (1, math.inf, True),
     "ppo_clip": (0, 1, False), "ppo_epochs": (1, math.inf, True), "ppo_minibatches": (1, math.inf, True),
@@ -148,7 +152,8 @@ CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTI
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
-FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network", "critic_hidden", "critic_time")
+FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network", "critic_hidden", "critic_time",
+                   "critic_mdp")
 
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

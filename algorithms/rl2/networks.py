@@ -17,6 +17,7 @@ import torch
 
 from rl2bench.errors import UserError
 
+from .belief import mdp_input_size, mdp_inputs
 from .config import TrainConfig
 from .devices import torch_generator
 from .policy import Baseline, Policy
@@ -38,11 +39,22 @@ def time_features(shape: TaskShape, steps: int, trials: int, device: torch.devic
     return per_step.unsqueeze(1).expand(steps, trials, TIME_FEATURES)
 
 
-def critic_inputs(x: torch.Tensor, shape: TaskShape, cfg: TrainConfig) -> torch.Tensor:
-    """The critic's copy of a batch's inputs (steps, trials, input): the policy's, plus time if configured."""
-    if not cfg.critic_time:
-        return x
-    return torch.cat([x, time_features(shape, x.shape[0], x.shape[1], x.device)], dim=-1)
+def critic_extra_inputs(shape: TaskShape, cfg: Any) -> int:
+    return (TIME_FEATURES if cfg.critic_time else 0) + (mdp_input_size(shape) if cfg.critic_mdp else 0)
+
+
+def critic_inputs(x: torch.Tensor, shape: TaskShape, cfg: TrainConfig,
+                  instances: dict[str, np.ndarray] | None = None, obs: torch.Tensor | None = None) -> torch.Tensor:
+    """The critic's copy of a batch's inputs (steps, trials, input): the policy's, plus time and the true
+    MDP's rows of each step's state (``obs``, from the batch's ``instances``) where configured."""
+    parts = [x]
+    if cfg.critic_time:
+        parts.append(time_features(shape, x.shape[0], x.shape[1], x.device))
+    if cfg.critic_mdp:
+        if instances is None or obs is None:
+            raise ValueError("critic_mdp: the critic's inputs need the batch's instances and states")
+        parts.append(mdp_inputs(shape, instances, obs))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else x
 
 
 def build_networks(shape: TaskShape, cfg: TrainConfig, init: np.random.Generator, scale: float
@@ -52,14 +64,19 @@ def build_networks(shape: TaskShape, cfg: TrainConfig, init: np.random.Generator
     if cfg.network == "posterior":
         if cfg.gru_update_bias:
             raise UserError("gru_update_bias sets a GRU gate; network=posterior has no GRU")
-        if cfg.critic_time:
-            raise UserError("critic_time: network=posterior already gives both networks the time features")
+        if cfg.critic_time or cfg.critic_mdp or cfg.aux_coef:
+            raise UserError("network=posterior takes none of critic_time, critic_mdp, aux_coef (it is a diagnostic "
+                            "of memory; its features already hold time)")
         return (PosteriorPolicy(s.n_states, s.n_actions, cfg.hidden, s.horizon, s.n_episodes, torch_generator(init)),
                 PosteriorBaseline(s.n_states, s.n_actions, critic_width(cfg), s.horizon, s.n_episodes, scale,
                                   torch_generator(init)))
+    if (cfg.critic_mdp or cfg.aux_coef) and s.task != "mdp":
+        raise UserError("critic_mdp and aux_coef read the hidden MDP: mdp cells only")
+    if cfg.aux_coef and cfg.update != "ppo":
+        raise UserError("aux_coef adds a loss to PPO's: add --set update=ppo (or a PPO preset)")
     policy = Policy(s.n_states, s.n_actions, cfg.hidden, torch_generator(init), cfg.gru_activation)
     baseline = Baseline(s.n_states, s.n_actions, critic_width(cfg), scale, torch_generator(init), cfg.gru_activation,
-                        TIME_FEATURES if cfg.critic_time else 0)
+                        critic_extra_inputs(s, cfg))
     if cfg.gru_update_bias:
         policy.set_update_gate_bias(cfg.gru_update_bias)
         baseline.set_update_gate_bias(cfg.gru_update_bias)

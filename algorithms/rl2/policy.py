@@ -120,17 +120,22 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (steps, trials, input) -> (head outputs (steps, trials, n_out), last hidden (1, trials, H))."""
+        out, h = self.memory(x, h0)
+        return self.head(out), h
+
+    def memory(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (steps, trials, input) -> (the GRU's output at every step (steps, trials, H), last hidden): what
+        the head reads, and what an auxiliary head (``belief.py``) reads beside it."""
         if self.fused_backward and torch.is_grad_enabled():
             h0 = self.initial_state(x.shape[1]) if h0 is None else h0
             g = gru_tensors(self.gru)
-            out, h = fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
-        elif self.activation == "relu":
+            return fused_gru(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
+        if self.activation == "relu":
             h0 = self.initial_state(x.shape[1]) if h0 is None else h0
             g = gru_tensors(self.gru)
-            out, h = gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, "relu")
-        else:
-            out, h = self.gru(x, h0)
-        return self.head(out), h
+            return gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, "relu")
+        out, h = self.gru(x, h0)
+        return out, h
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step for a whole batch: x (trials, input) -> (outputs (trials, n_out), next hidden)."""

@@ -21,11 +21,12 @@ import torch
 from rl2bench import seeding
 from rl2bench.errors import UserError
 
+from .belief import BeliefHead, mdp_rows
 from .config import FIXED_ON_RESUME, TrainConfig, apply_overrides, preset_config, stored_config
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
-from .networks import TIME_FEATURES, build_networks, carry_over, critic_inputs
+from .networks import build_networks, carry_over, critic_extra_inputs, critic_inputs
 from .policy import Baseline, Policy
 from .references import normalization_scores, normalized, reference_scores
 from .rollout import collect, sample_instances, task_shape
@@ -69,8 +70,14 @@ class Trainer:
         self.policy, self.baseline = build_networks(s, self.cfg, init, scale)
         self.policy.to(self.device)
         self.baseline.to(self.device)
+        # rl2-belief's auxiliary head (belief.py): trained with the policy, never part of its file. Its own
+        # stream, so runs without it keep their numbers.
+        self.belief = (BeliefHead(self.cfg.hidden, s.n_states, s.n_actions,
+                                  torch_generator(seeding.generator(seed, "belief", s.task, s.cell, "rl2")))
+                       .to(self.device) if self.cfg.aux_coef else None)
         self.optimizer = torch.optim.Adam(self.baseline.parameters(), lr=self.cfg.baseline_lr)
-        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.cfg.policy_lr)  # PPO only
+        self.policy_optimizer = torch.optim.Adam(  # PPO only
+            [*self.policy.parameters(), *(self.belief.parameters() if self.belief else ())], lr=self.cfg.policy_lr)
         self.instance_rng = seeding.instance_rng(seed, "train", s.task, s.cell)
         self.env_gen = torch_generator(seeding.env_rng(seed, "train", s.task, s.cell))
         self.act_gen = torch_generator(seeding.agent_rng(seed, "train", s.task, s.cell, "rl2"))
@@ -101,7 +108,7 @@ class Trainer:
         fused = cfg.fused_backward and self.device.type == "cpu"  # cuDNN's GRU is the fast one on a GPU
         self.baseline.fused_backward = fused
         self.policy.fused_backward = fused and cfg.update == "ppo"  # TRPO's Fisher products need nn.GRU
-        x_critic = critic_inputs(x, s, cfg)  # the policy never sees what only the critic is given
+        x_critic = critic_inputs(x, s, cfg, instances, batch.obs)  # never seen by the policy
         with torch.no_grad():
             values = self.baseline.values(x_critic)
         returns = discounted_returns(batch.rewards, cfg.gamma)
@@ -109,9 +116,11 @@ class Trainer:
         ev = 1.0 - float((returns - values).var() / returns.var().clamp_min(1e-8))
         if cfg.center_adv:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        aux_losses: list[float] = []
         if cfg.update == "ppo":
             info, entropy = ppo_update(self.policy, self.policy_optimizer, batch, x, adv, cfg,
-                                       self.entropy_coefficient(), self.fvp_gen, self.device)
+                                       self.entropy_coefficient(), self.fvp_gen, self.device,
+                                       self.belief_loss(instances, batch.obs, aux_losses) if self.belief else None)
         else:
             info, entropy = trpo_update(self.policy, batch, x, adv, cfg, self.entropy_coefficient(), self.fvp_gen,
                                         self.device)
@@ -139,6 +148,7 @@ class Trainer:
             "seconds": t_total,
             "rollout_seconds": t_rollout,
             "policy_seconds": t_policy,
+            **({"aux_loss": sum(aux_losses) / len(aux_losses)} if aux_losses else {}),
         }
         self.curve.append(row)
         return row
@@ -156,6 +166,7 @@ class Trainer:
             "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
             "env_steps": self.env_steps,
             "policy": on_cpu(self.policy.state_dict()), "baseline": on_cpu(self.baseline.state_dict()),
+            **({"belief": on_cpu(self.belief.state_dict())} if self.belief else {}),
             "optimizer": on_cpu(self.optimizer.state_dict()),
             "policy_optimizer": on_cpu(self.policy_optimizer.state_dict()),
             "instance_rng": self.instance_rng.bit_generator.state,
@@ -165,6 +176,20 @@ class Trainer:
             "config_changes": self.config_changes, "resumed": self.resumed,
         }
 
+    def belief_loss(self, instances: dict[str, Any], obs: torch.Tensor, record: list[float]) -> Any:
+        """The weighted auxiliary loss on the policy's memory for PPO's minibatches (``belief.py``); each
+        value is appended to ``record``."""
+        reward_means, transitions = mdp_rows(self.shape, instances, obs)
+        head, weight = self.belief, self.cfg.aux_coef
+        assert head is not None
+
+        def loss(memory: torch.Tensor, trials: torch.Tensor) -> torch.Tensor:
+            value = head.loss(memory, reward_means[:, trials], transitions[:, trials])
+            record.append(float(value.detach()))
+            return weight * value
+
+        return loss
+
     @classmethod
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> Trainer:
         state = load_checkpoint(out)
@@ -172,6 +197,8 @@ class Trainer:
                    stored_config(state["config"]), command or state.get("command", ""), device)
         self.policy.load_state_dict(state["policy"])
         self.baseline.load_state_dict(state["baseline"])
+        if self.belief:
+            self.belief.load_state_dict(state["belief"])
         self.optimizer.load_state_dict(state["optimizer"])
         if "policy_optimizer" in state:  # runs from before the PPO update have none (TRPO needs none)
             self.policy_optimizer.load_state_dict(state["policy_optimizer"])
@@ -194,7 +221,11 @@ class Trainer:
         without overrides: a recorded change restarts the zoo's recipe window)."""
         if not overrides:
             return
-        self.cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
+        cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
+        if bool(cfg.aux_coef) != bool(self.cfg.aux_coef):
+            raise UserError("--set aux_coef can change its weight on resume, not add or remove the auxiliary "
+                            "head; start a new run (--init-from this one) instead")
+        self.cfg = cfg
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.baseline_lr
         for group in self.policy_optimizer.param_groups:
@@ -223,8 +254,9 @@ class Trainer:
         if activation != self.cfg.gru_activation:  # same weights, other function: nothing would carry over
             raise UserError(f"{misfit}; add --set gru_activation={activation} to start from it")
         s = self.shape
-        critic_fits = source.critic_time == self.cfg.critic_time  # else this run's critic starts fresh
-        extra = TIME_FEATURES if source.critic_time else 0
+        # The critic carries over only with the same inputs; else this run's critic starts fresh.
+        critic_fits = (source.critic_time, source.critic_mdp) == (self.cfg.critic_time, self.cfg.critic_mdp)
+        extra = critic_extra_inputs(s, source)
         try:
             widened = carry_over(self.policy, state["policy"], narrow,
                                  lambda w: Policy(s.n_states, s.n_actions, w, activation=activation))

@@ -5,10 +5,12 @@ regression on the discounted returns. The trainer keeps the networks, optimisers
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from .config import TrainConfig
+from .policy import Policy
 from .posterior_net import AnyBaseline, AnyPolicy
 from .rollout import Batch
 from .trpo import StepInfo, fisher_subsample, trpo_step
@@ -54,12 +56,14 @@ def trpo_update(policy: AnyPolicy, batch: Batch, x: torch.Tensor, adv: torch.Ten
 
 
 def ppo_update(policy: AnyPolicy, optimizer: torch.optim.Optimizer, batch: Batch, x: torch.Tensor, adv: torch.Tensor,
-               cfg: TrainConfig, ent_coef: float, gen: torch.Generator, device: torch.device
-               ) -> tuple[StepInfo, float]:
+               cfg: TrainConfig, ent_coef: float, gen: torch.Generator, device: torch.device,
+               aux: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> tuple[StepInfo, float]:
     """The clipped surrogate of PPO (Schulman et al. 2017) with an entropy bonus: ``ppo_epochs`` passes
     of Adam over ``ppo_minibatches`` minibatches of whole trials (the GRU runs each trial from its
     start, so the hidden state stays exact), gradients clipped to ``max_grad_norm``; minibatches are
-    drawn from ``gen``. Returns the step's record and the behaviour policy's entropy."""
+    drawn from ``gen``. ``aux(memory, trials)``, if given, is a weighted auxiliary loss on the GRU's
+    outputs for those trials (``belief.py``), added to the minibatch's loss. Returns the step's record and
+    the behaviour policy's entropy."""
     old_logp_all, old_logp, old_p = behaviour(batch)
     params = [p for p in policy.parameters() if p.requires_grad]
     surr_before = float(adv.mean())  # the surrogate at the old policy: ratio 1 everywhere
@@ -69,13 +73,19 @@ def ppo_update(policy: AnyPolicy, optimizer: torch.optim.Optimizer, batch: Batch
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(n_trials, generator=gen).to(device)
         for idx in order.chunk(minibatches):
-            logp_all = torch.log_softmax(policy(x[:, idx])[0], -1)
+            if aux is None:
+                logits, extra = policy(x[:, idx])[0], torch.zeros(())
+            else:
+                assert isinstance(policy, Policy), "an auxiliary loss reads a GRU's memory"
+                memory = policy.memory(x[:, idx])[0]
+                logits, extra = policy.head(memory), aux(memory, idx)
+            logp_all = torch.log_softmax(logits, -1)
             logp = logp_all.gather(-1, batch.actions[:, idx].unsqueeze(-1)).squeeze(-1)
             ratio = torch.exp(logp - old_logp[:, idx])
             a = adv[:, idx]
             surr = torch.min(ratio * a, ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * a).mean()
             entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-            loss = -(surr + ent_coef * entropy)
+            loss = -(surr + ent_coef * entropy) + extra
             optimizer.zero_grad()
             loss.backward()
             if math.isfinite(cfg.max_grad_norm):  # at inf, clipping scales finite gradients by exactly 1

@@ -1,0 +1,94 @@
+"""rl2-belief's training aids (``belief.py``): the auxiliary loss and the true-MDP critic inputs on a
+hand-made MDP batch, and a trainer run with both that resumes exactly and leaves a plain policy file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2 import agent as rl2_agent
+from rl2bench.algorithms.rl2.belief import BeliefHead, mdp_inputs, mdp_rows
+from rl2bench.algorithms.rl2.config import preset_config
+from rl2bench.algorithms.rl2.policy import input_size
+from rl2bench.algorithms.rl2.rollout import TaskShape, task_shape
+from rl2bench.algorithms.rl2.runfolder import POLICY
+from rl2bench.algorithms.rl2.trainer import Trainer
+from rl2bench.errors import UserError
+
+SHAPE = TaskShape("mdp", "n1", n_states=2, n_actions=2, horizon=2, n_episodes=1)
+INSTANCES = {  # two MDPs of 2 states x 2 actions
+    "reward_means": np.array([[[1.0, 2.0], [3.0, 4.0]], [[-1.0, 0.0], [0.5, 0.25]]]),
+    "transitions": np.array([[[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.25, 0.75]]],
+                             [[[0.5, 0.5], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]]]),
+}
+OBS = torch.tensor([[0, 1], [1, 0]])  # (steps, trials): trial 0 visits 0 then 1, trial 1 visits 1 then 0
+
+
+def test_the_true_mdp_rows_follow_each_trials_states():
+    rewards, transitions = mdp_rows(SHAPE, INSTANCES, OBS)
+    assert rewards[0, 0].tolist() == [1.0, 2.0] and rewards[0, 1].tolist() == [0.5, 0.25]
+    assert rewards[1, 0].tolist() == [3.0, 4.0] and rewards[1, 1].tolist() == [-1.0, 0.0]
+    assert transitions[1, 0].tolist() == [[0.0, 1.0], [0.25, 0.75]]
+    assert mdp_inputs(SHAPE, INSTANCES, OBS)[0, 1].tolist() == [0.5, 0.25, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_the_auxiliary_loss_on_a_hand_made_batch():
+    head = BeliefHead(hidden=1, n_states=2, n_actions=2)
+    with torch.no_grad():  # predicts rewards (1, 1) and next-state logits (0, log 3) for both actions
+        head.linear.weight.zero_()
+        head.linear.bias.copy_(torch.tensor([1.0, 1.0, 0.0, math.log(3), 0.0, math.log(3)]))
+    rewards, transitions = mdp_rows(SHAPE, INSTANCES, OBS)
+    loss = head.loss(torch.zeros(2, 2, 1), rewards, transitions)
+    squared = np.mean((np.array([1, 2, 0.5, 0.25, 3, 4, -1, 0]) - 1.0) ** 2)
+    logq = np.log([0.25, 0.75])  # softmax(0, log 3)
+    p = np.array([[1, 0], [0.5, 0.5], [1, 0], [0, 1], [0, 1], [0.25, 0.75], [0.5, 0.5], [1, 0]])
+    cross_entropy = -(p * logq).sum(-1).mean()
+    assert float(loss.detach()) == pytest.approx(squared + cross_entropy, rel=1e-6)
+
+
+TINY = dict(hidden=16, batch_steps=500, checkpoint_every=2, baseline_epochs=1, update="ppo")
+
+
+def _trainer(path, **changes):
+    cfg = dataclasses.replace(preset_config("fast", task_shape("mdp", "n10")), **{**TINY, **changes})
+    return Trainer("mdp", "n10", "fast", 0, path, cfg)
+
+
+@pytest.mark.heavy
+def test_a_belief_run_resumes_exactly_and_leaves_a_plain_policy(tmp_path, monkeypatch):
+    straight = _trainer(tmp_path / "a", aux_coef=0.5, critic_mdp=True)
+    assert straight.baseline.gru.input_size == input_size(10, 5) + 5 * 11
+    straight.run(iters=3, progress=False)
+    assert all(row["aux_loss"] > 0 for row in straight.curve)
+    first = _trainer(tmp_path / "b", aux_coef=0.5, critic_mdp=True)
+    first.run(iters=2, progress=False)
+    resumed = Trainer.from_checkpoint(tmp_path / "b")
+    resumed.run(iters=3, progress=False)
+    assert resumed.curve[-1]["mean_return"] == straight.curve[-1]["mean_return"]
+    assert resumed.curve[-1]["aux_loss"] == straight.curve[-1]["aux_loss"]
+    assert resumed.belief is not None and straight.belief is not None
+    for a, b in zip(straight.belief.parameters(), resumed.belief.parameters(), strict=True):
+        assert torch.equal(a, b)
+    monkeypatch.setenv("RL2BENCH_ZOO", str(tmp_path / "zoo"))
+    rl2_agent.load_policy.cache_clear()
+    folder = tmp_path / "zoo" / "mdp" / "n10"
+    folder.mkdir(parents=True)
+    torch.save(straight.policy_file(), folder / POLICY)
+    net, _ = rl2_agent.load_policy(str(folder / POLICY))  # the head is not in the policy's file
+    assert net.gru.input_size == input_size(10, 5)
+    with pytest.raises(UserError, match="not add or remove"):
+        resumed.change_config(["aux_coef=0"])
+    resumed.change_config(["aux_coef=0.1"])
+    assert resumed.cfg.aux_coef == 0.1
+
+
+def test_belief_aids_are_refused_where_they_cannot_work(tmp_path):
+    with pytest.raises(UserError, match="mdp cells only"):
+        cfg = dataclasses.replace(preset_config("fast", task_shape("mab", "n10-k5")), **TINY, aux_coef=0.1)
+        Trainer("mab", "n10-k5", "fast", 0, tmp_path / "mab", cfg)
+    with pytest.raises(UserError, match="update=ppo"):
+        _trainer(tmp_path / "trpo", aux_coef=0.1, update="trpo")
