@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,27 @@ def render_unsealed(folder: Path) -> str:
         return ""
     return (f"\n\nNot sealed: {', '.join(unsealed)} played in the protocol's own process (`--in-process`), "
             "where it could have read the environment; rerun without `--in-process` to seal it.\n")
+
+
+def figure_caption(path: Path) -> str:
+    """A PNG's Description text (as ``savefig(metadata={"Description": ...})`` writes it), else its name."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            text = image.info.get("Description")
+    except OSError:
+        text = None
+    return str(text) if text else path.stem
+
+
+def render_figures(folder: Path) -> str:
+    """The run folder's own pictures on its page, as on the site: every PNG but leaderboard.png (e.g. the maze
+    paths of ``python -m rl2bench paths --run``), by name, each under its caption."""
+    pictures = sorted(p for p in folder.glob("*.png") if p.name != "leaderboard.png")
+    if not pictures:
+        return ""
+    return "\n\n## Figures\n\n" + "\n".join(f"{figure_caption(p)}\n\n![{p.stem}]({p.name})\n" for p in pictures)
 
 
 def build_summary(results: pd.DataFrame, references: frozenset[str] | None = None) -> pd.DataFrame:
@@ -239,7 +261,7 @@ def render_trained_policies(folder: Path) -> str:
 def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
                        results: pd.DataFrame | None = None, publish: Path | None = None) -> None:
     """leaderboard.md (the family's own page where it has one, e.g. Table 3 for mazes), .tex, .csv;
-    ``publish`` also writes the page there (e.g. leaderboard/mab.md), its image link made relative."""
+    ``publish`` also writes the page there (e.g. leaderboard/mab.md), its image links made relative."""
     title = f"rl2bench leaderboard: {summary['task'].iloc[0]}"
     markdown = None
     if results is not None:
@@ -248,10 +270,13 @@ def write_leaderboards(summary: pd.DataFrame, folder: Path, command: str = "",
         markdown = render_markdown(summary, title, command)
         if plot_normalized(summary, folder / "leaderboard.png"):
             markdown += "\n![normalized scores](leaderboard.png)\n"
-    markdown += render_exact_values(summary) + render_trained_policies(folder) + render_unsealed(folder)
+    markdown += (render_exact_values(summary) + render_trained_policies(folder) + render_unsealed(folder)
+                 + render_figures(folder))
     write_text_atomic(folder / "leaderboard.md", markdown)
     write_text_atomic(folder / "leaderboard.tex", render_latex(summary))
     write_text_atomic(folder / "leaderboard.csv", summary.to_csv(index=False, float_format="%.6g"))
     if publish is not None:  # last: the run folder's own pages are written whatever happens here
-        image = Path(os.path.relpath(folder / "leaderboard.png", publish.resolve().parent)).as_posix()
-        write_text_atomic(publish, markdown.replace("](leaderboard.png)", f"]({image})"))
+        def relative(link: re.Match[str]) -> str:  # a picture of the run folder, seen from the published page
+            return f"]({Path(os.path.relpath(folder / link.group(1), publish.resolve().parent)).as_posix()})"
+
+        write_text_atomic(publish, re.sub(r"\]\(([^()/\s]+\.png)\)", relative, markdown))
