@@ -65,6 +65,14 @@ def rl2_maze() -> str:
             f"env steps/s all in, rollout alone {r['rollout_steps_per_second']:,.0f} ({r['time'][:10]})")
 
 
+def rl2_maze_profile() -> str:
+    r = read_json("rl2_maze_profile.json")
+    return "; ".join(f"GRU {x['hidden']}: whole network fwd+bwd {x['whole_forward_backward_ms']:.0f}, conv fwd+bwd "
+                     f"{x['conv_forward_backward_ms']:.0f}, fc+GRU+heads on cached conv features "
+                     f"{x['fc_gru_heads_forward_backward_ms']:.0f}, rollout fwd {x['rollout_forward_ms']:.0f} ms per "
+                     f"1000 steps" for x in r["rows"]) + f" ({r['time'][:10]}, load {r['load_average']:.1f})"
+
+
 def rl2_training_speed() -> str:
     rows = [json.loads(line) for line in (RESULTS / "rl2_training_speed.jsonl").read_text().splitlines()]
     fastest = max(rows, key=lambda r: r["env_steps_per_s"])
@@ -118,6 +126,8 @@ TARGETS = [
            "paired diff ~0", lambda: "run on demand; see leaderboard/NOTES.md"),
     Target("maze_env.py", "ViZDoom maze environment steps per second, 1 and 2 workers", "-", maze_env),
     Target("rl2_maze.py", "RL^2 maze trainer, environment steps per second all in", "2,000 steps/s", rl2_maze),
+    Target("rl2_maze_profile.py", "where a maze training step's time goes: the network's parts, per 1000 steps",
+           "-", rl2_maze_profile),
     Target("rl2_throughput.py", "RL^2 bandit/MDP trainer next to a plain GRU forward/backward", "-",
            rl2_throughput),
     Target("rl2_fused_backward.py", "hand-written GRU backward against nn.GRU's (CPU updates)", "faster",
