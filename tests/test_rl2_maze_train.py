@@ -134,3 +134,36 @@ def test_train_cli_writes_the_zoo_files_and_refuses_bad_presets(tmp_path):
     row = (out / "curve.csv").read_text().splitlines()
     value_kl = float(row[1].split(",")[row[0].split(",").index("value_kl")])
     assert value_kl > 0  # the value steps moved the shared trunk, hence the policy
+
+
+@pytest.mark.heavy
+def test_resume_set_and_init_from_are_recorded_and_exact(tmp_path):
+    import json
+
+    from rl2bench.cli import main
+
+    tiny = ["--set", "hidden=16", "--set", "batch_steps=24", "--set", "workers=1", "--set", "games_per_worker=2",
+            "--set", "pool=4", "--set", "cg_iters=2"]
+    first = tmp_path / "first"
+    base = ["train", "--task", "maze", "--cell", CELL, "--preset", "maze-fast", "--no-progress"]
+    assert main([*base, "--iters", "1", "--out", str(first), *tiny]) == 0
+    assert main([*base, "--iters", "2", "--out", str(first), "--resume", "--set", "max_kl=0.02"]) == 0
+    meta = json.loads((first / "meta.json").read_text())
+    assert meta["config"]["max_kl"] == 0.02 and meta["config_changes"][0]["iteration"] == 1
+    assert meta["resumed"][0]["iteration"] == 1
+    assert main([*base, "--iters", "3", "--out", str(first), "--resume", "--set", "workers=2"]) != 0  # fixed
+
+    # --init-from: the new run starts from exactly the parent's network, and says so
+    child = MazeTrainer(CELL, "maze-fast", 1, tmp_path / "child", _config(pool=4))
+    parent = MazeTrainer.from_checkpoint(first)
+    child.init_from(first)
+    for p, q in zip(parent.net.parameters(), child.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert child.initialized_from is not None and child.initialized_from["iteration"] == 2
+    assert child.ancestry[-1]["run"] == str(first) and child.ancestry[-1]["env_steps"] > 0
+    wide = MazeTrainer(CELL, "maze-fast", 1, tmp_path / "wide", _config(hidden=32))
+    with pytest.raises(Exception, match="hidden=16"):
+        wide.init_from(first)
+    assert main([*base, "--iters", "1", "--out", str(tmp_path / "cli-child"), "--init-from", str(first), *tiny]) == 0
+    child_meta = json.loads((tmp_path / "cli-child" / "meta.json").read_text())
+    assert child_meta["initialized_from"]["run"] == str(first)

@@ -152,20 +152,28 @@ def maze_train_command(args) -> int:
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
     device = resumable_folder(args, out)
     if args.resume:
-        if args.set or args.init_from:
-            raise UserError("--set and --init-from cannot change a maze run being resumed")
+        if args.init_from:
+            raise UserError("--init-from starts a new run; it cannot change a run being resumed")
         trainer = MazeTrainer.from_checkpoint(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
+        trainer.resumed.append({"iteration": trainer.iteration, "command": command})
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
             raise UserError(f"--resume: {out} holds maze {trainer.cell.name}, not {cell}")
+        trainer.change_config(args.set or [])  # a deliberate change of recipe mid-run, recorded
     else:
-        if args.init_from is not None:
-            raise UserError("--init-from is not supported for mazes (there is one maze policy to start from)")
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(maze_preset_config(args.preset), args.set or [])
+        created = not out.exists()
         claim_new_run_folder(out)
         trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
+        if args.init_from is not None:
+            try:
+                trainer.init_from(args.init_from)
+            except UserError:
+                if created:  # leave no empty run folder behind a refused start
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
     if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "

@@ -43,6 +43,11 @@ class MazeTrainConfig:
     checkpoint_every: int = 5
 
 
+# What ``--resume --set`` cannot change: the network's shape, and the pool and its grouping into engine
+# slots (iteration i plays groups fixed by them).
+FIXED_ON_RESUME = ("hidden", "gru_activation", "pool", "workers", "games_per_worker")
+
+
 def preset_config(preset: str) -> MazeTrainConfig:
     preset = ALIASES.get(preset, preset)
     if preset == "maze":

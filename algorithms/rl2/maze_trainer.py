@@ -33,14 +33,16 @@ import numpy as np
 import torch
 
 from rl2bench import seeding
+from rl2bench.errors import UserError
 
+from .config import apply_overrides
 from .conv_policy import ConvPolicy
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
-from .maze_config import ALIASES, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
+from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
 from .rollout import sample_actions
-from .runfolder import load_checkpoint, write_meta, write_run_files
+from .runfolder import CHECKPOINT, ancestor_record, checkpoint_env_steps, load_checkpoint, write_meta, write_run_files
 from .trpo import fisher_subsample, trpo_step
 
 if TYPE_CHECKING:
@@ -141,6 +143,10 @@ class MazeTrainer:
         self.curve: list[dict[str, float]] = []
         self.saved_iteration = 0
         self.env: MazeVecEnv | None = None  # the engines, started by open_env
+        self.initialized_from: dict[str, Any] | None = None  # --init-from: whose network this run started from
+        self.ancestry: list[dict[str, Any]] = []  # every run up the --init-from chain, oldest first
+        self.config_changes: list[dict[str, Any]] = []  # --resume --set: what changed at which iteration
+        self.resumed: list[dict[str, Any]] = []  # each --resume invocation: its iteration and command line
 
     @property
     def trial_len(self) -> int:
@@ -288,7 +294,9 @@ class MazeTrainer:
         return {"task": "maze", "cell": self.cell.name, "preset": self.preset, "seed": self.seed,
                 "config": asdict(self.cfg), "iteration": self.iteration, "wall_seconds": self.wall_seconds,
                 "env_steps": self.env_steps, "net": on_cpu(self.net.state_dict()), "act_gen": self.act_gen.get_state(),
-                "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command}
+                "fvp_gen": self.fvp_gen.get_state(), "curve": self.curve, "command": self.command,
+                "initialized_from": self.initialized_from, "ancestry": self.ancestry,
+                "config_changes": self.config_changes, "resumed": self.resumed}
 
     @classmethod
     def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
@@ -301,7 +309,39 @@ class MazeTrainer:
         self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
         self.env_steps, self.curve = state["env_steps"], state["curve"]
         self.saved_iteration = self.iteration
+        self.initialized_from = state.get("initialized_from")
+        self.ancestry = state.get("ancestry", [])
+        self.config_changes = state.get("config_changes", [])
+        self.resumed = state.get("resumed", [])
         return self
+
+    def change_config(self, overrides: list[str], by: str = "") -> None:
+        """``--resume --set``: change the recipe from the next iteration on, and record it."""
+        if not overrides:
+            return
+        self.cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
+        self.config_changes.append({"iteration": self.iteration, "set": list(overrides), **({"by": by} if by else {})})
+
+    def init_from(self, run_dir: Path) -> None:
+        """Start from another maze run's network (a curriculum: ``g3`` mazes, then small; or another
+        recipe's policy). Same network shape; optimiser state, seeds and the pool stay this run's own."""
+        if not (Path(run_dir) / CHECKPOINT).exists():
+            raise UserError(f"--init-from: no {CHECKPOINT} in {run_dir}")
+        state = load_checkpoint(run_dir)
+        if state["task"] != "maze":
+            raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not a maze run")
+        source = stored_config(state["config"])
+        if (source.hidden, source.gru_activation) != (self.cfg.hidden, self.cfg.gru_activation):
+            raise UserError(f"--init-from: {run_dir} trained a {source.gru_activation} GRU {source.hidden}, this "
+                            f"run a {self.cfg.gru_activation} GRU {self.cfg.hidden}; add --set hidden="
+                            f"{source.hidden} --set gru_activation={source.gru_activation} to start from it")
+        try:
+            self.net.load_state_dict(state["net"])
+        except RuntimeError:
+            raise UserError(f"--init-from: the network in {run_dir} does not fit maze {self.cell.name}") from None
+        self.initialized_from = {"run": str(run_dir), "task": "maze", "cell": state["cell"],
+                                 "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state)}
+        self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
@@ -320,6 +360,8 @@ class MazeTrainer:
             "seconds_per_iteration": round(self.wall_seconds / max(1, self.iteration), 2),
             "rollout_steps_per_second": round(self.env_steps / rollout, 1) if rollout else None,
             "config": asdict(self.cfg), "command": self.command,
+            "initialized_from": self.initialized_from, "ancestry": self.ancestry,
+            "config_changes": self.config_changes, "resumed": self.resumed,
             "final": self.curve[-1] if self.curve else None,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": device_label(self.device),

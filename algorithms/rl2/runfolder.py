@@ -165,3 +165,19 @@ def claim_new_run_folder(out: Path) -> None:
     claim_folder(out, "--out")
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out} already holds a training run; pass --resume to continue it")
+
+
+def ancestor_record(run_dir: Path | str, state: dict[str, Any]) -> dict[str, Any]:
+    """What a run started by ``--init-from`` keeps of its parent: enough to count the steps and wall time
+    the policy really cost (a continuation's own counters start at zero) and to find the parent again.
+    ``earlier_unknown``: the parent was itself started from a run but predates this record."""
+    record = {"run": str(run_dir), "task": state["task"], "cell": state["cell"], "preset": state.get("preset"),
+              "seed": state.get("seed"), "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state),
+              "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1), "command": state.get("command", "")}
+    if state.get("initialized_from") and not state.get("ancestry"):
+        record["earlier_unknown"] = True
+    return record
+
+
+def checkpoint_env_steps(state: dict[str, Any]) -> int:
+    return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0

@@ -30,24 +30,17 @@ from .networks import build_networks, carry_over, critic_extra_inputs, critic_in
 from .policy import Baseline, Policy
 from .references import normalization_scores, normalized, reference_scores
 from .rollout import collect, sample_instances, task_shape
-from .runfolder import CHECKPOINT, PLOT, POLICY_FORMAT, load_checkpoint, write_meta, write_run_files
+from .runfolder import (
+    CHECKPOINT,
+    PLOT,
+    POLICY_FORMAT,
+    ancestor_record,
+    checkpoint_env_steps,
+    load_checkpoint,
+    write_meta,
+    write_run_files,
+)
 from .updates import fit_baseline, ppo_update, trpo_update
-
-
-def ancestor_record(run_dir: Path | str, state: dict[str, Any]) -> dict[str, Any]:
-    """What a run started by ``--init-from`` keeps of its parent: enough to count the steps and wall time
-    the policy really cost (a continuation's own counters start at zero) and to find the parent again.
-    ``earlier_unknown``: the parent was itself started from a run but predates this record."""
-    record = {"run": str(run_dir), "task": state["task"], "cell": state["cell"], "preset": state.get("preset"),
-              "seed": state.get("seed"), "iteration": state["iteration"], "env_steps": _env_steps(state),
-              "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1), "command": state.get("command", "")}
-    if state.get("initialized_from") and not state.get("ancestry"):
-        record["earlier_unknown"] = True
-    return record
-
-
-def _env_steps(state: dict[str, Any]) -> int:
-    return int(state["curve"][-1]["env_steps"]) if state.get("curve") else 0
 
 
 class Trainer:
@@ -207,7 +200,7 @@ class Trainer:
         self.act_gen.set_state(state["act_gen"])
         self.fvp_gen.set_state(state["fvp_gen"])
         self.iteration, self.wall_seconds = state["iteration"], state["wall_seconds"]
-        self.env_steps = state.get("env_steps", _env_steps(state))
+        self.env_steps = state.get("env_steps", checkpoint_env_steps(state))
         self.curve = state["curve"]
         self.saved_iteration = self.iteration
         self.initialized_from = state.get("initialized_from")
@@ -267,7 +260,7 @@ class Trainer:
         except (RuntimeError, ValueError):
             raise misfit from None
         self.initialized_from = {"run": str(run_dir), "task": state["task"], "cell": state["cell"],
-                                 "iteration": state["iteration"], "env_steps": _env_steps(state),
+                                 "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state),
                                  **({"widened_from": narrow} if widened else {}),
                                  **({} if critic_fits else {"critic": "fresh (other critic inputs)"})}
         self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
