@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rl2bench.algorithms.rl2.maze_config import preset_config
-from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer
+from rl2bench.algorithms.rl2.maze_ppo import maze_trainer_class
 
 PAPER_ITERS, PAPER_STEPS = 5000, 50_000
 
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--cell", default="small-e2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = MazeTrainer(args.cell, args.preset, 0, Path(tmp), preset_config(args.preset))
+        cfg = preset_config(args.preset)
+        trainer = maze_trainer_class(cfg)(args.cell, args.preset, 0, Path(tmp), cfg)
         t0 = time.perf_counter()
         trainer.open_env()
         startup = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from .config import PRESETS, apply_overrides, preset_config
 from .devices import run_device
 from .maze_config import ALIASES
 from .maze_config import preset_config as maze_preset_config
-from .maze_trainer import MazeTrainer
+from .maze_ppo import load_maze_trainer, maze_trainer_class
 from .rollout import task_shape
 from .runfolder import CHECKPOINT, POLICY, claim_new_run_folder
 from .trainer import Trainer
@@ -154,7 +154,7 @@ def maze_train_command(args) -> int:
     if args.resume:
         if args.init_from:
             raise UserError("--init-from starts a new run; it cannot change a run being resumed")
-        trainer = MazeTrainer.from_checkpoint(out, device=device)
+        trainer = load_maze_trainer(out, device=device)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
         if trainer.cell.name != trainer.family.parse_cell(cell).name:
@@ -166,7 +166,7 @@ def maze_train_command(args) -> int:
         cfg = apply_overrides(maze_preset_config(args.preset), args.set or [])
         created = not out.exists()
         claim_new_run_folder(out)
-        trainer = MazeTrainer(cell, args.preset, args.seed, out, cfg, command, device)
+        trainer = maze_trainer_class(cfg)(cell, args.preset, args.seed, out, cfg, command, device)
         if args.init_from is not None:
             try:
                 trainer.init_from(args.init_from)

@@ -144,7 +144,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     # maze trainer fields (maze_config.MazeTrainConfig)
     "ridge": (0, math.inf, True), "pool": (1, math.inf, True), "workers": (1, math.inf, True),
     "games_per_worker": (1, math.inf, True), "value_steps": (0, math.inf, True),
-    "value_lr": (0, math.inf, False),
+    "value_lr": (0, math.inf, False), "value_coef": (0, math.inf, True), "encoder_frames": (0, math.inf, True),
+    "encoder_epochs": (0, math.inf, True), "encoder_lr": (0, math.inf, False),
 }
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")

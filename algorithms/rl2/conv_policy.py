@@ -71,19 +71,25 @@ class ConvPolicy(nn.Module):
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden, device=self.pi.weight.device, dtype=self.pi.weight.dtype)
 
-    def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-                 prev_done: torch.Tensor) -> torch.Tensor:
-        """The GRU's input for any leading shape: obs (..., 3, 30, 40) -> (..., fc)."""
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The convolutions' output, flattened, for any leading shape: obs (..., 3, 30, 40) -> (..., conv)."""
         lead = obs.shape[: -3]
-        pixels = self.conv(obs.reshape(-1, *self.obs_shape)).flatten(1).reshape(*lead, -1)
+        return self.conv(obs.reshape(-1, *self.obs_shape)).flatten(1).reshape(*lead, -1)
+
+    def features(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+                 prev_done: torch.Tensor, encoded: bool = False) -> torch.Tensor:
+        """The GRU's input for any leading shape: obs (..., 3, 30, 40), or ``encode``'s output for it when
+        ``encoded`` (a frozen encoder's features, computed once in the rollout) -> (..., fc)."""
+        pixels = obs if encoded else self.encode(obs)
         a = self.action_embed(prev_action.long())
         x = torch.cat([pixels, a, prev_reward.float().unsqueeze(-1), prev_done.float().unsqueeze(-1)], -1)
         return torch.relu(self.fc(x))
 
     def trunk(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-              prev_done: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              prev_done: torch.Tensor, h0: torch.Tensor | None = None, encoded: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole sequences (steps, trials, ...) -> (GRU outputs (steps, trials, hidden), last hidden)."""
-        x = self.features(obs, prev_action, prev_reward, prev_done)
+        x = self.features(obs, prev_action, prev_reward, prev_done, encoded)
         if self.activation == "tanh":
             return self.gru(x, h0)
         g = gru_tensors(self.gru)
@@ -91,15 +97,16 @@ class ConvPolicy(nn.Module):
         return gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-                prev_done: torch.Tensor, h0: torch.Tensor | None = None
+                prev_done: torch.Tensor, h0: torch.Tensor | None = None, encoded: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits (steps, trials, actions), values (steps, trials), last hidden (1, trials, hidden))."""
-        out, h = self.trunk(obs, prev_action, prev_reward, prev_done, h0)
+        out, h = self.trunk(obs, prev_action, prev_reward, prev_done, h0, encoded)
         return self.pi(out), self.v(out).squeeze(-1), h
 
     def step(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-             prev_done: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             prev_done: torch.Tensor, h: torch.Tensor, encoded: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of a batch: obs (trials, 3, 30, 40) -> (logits (trials, A), values (trials,), hidden)."""
         logits, values, h = self.forward(obs.unsqueeze(0), prev_action.unsqueeze(0), prev_reward.unsqueeze(0),
-                                         prev_done.unsqueeze(0), h)
+                                         prev_done.unsqueeze(0), h, encoded)
         return logits[0], values[0], h

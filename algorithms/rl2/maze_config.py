@@ -3,7 +3,10 @@ from how ``maze_trainer`` does it, as ``config`` is for the bandit/MDP trainer.
 
 Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
 small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
-products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases.
+products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases. ``maze-ppo`` = a recipe
+of this project's, made for the CPU: GRU 128, PPO on the shared network (4 epochs, minibatches of 8 trials,
+clip 0.2, Adam 3e-4, value weight 0.5, entropy bonus 0.01, lambda 0.95) over a frozen encoder pretrained on
+100,000 random-walk frames, 32 trials (16,000 steps) per iteration.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .fused_gru import UNRECORDED_ACTIVATION
 
 POLICY_FORMAT = "rl2bench-rl2-maze-policy/1"
 TRAIN_POOL = 1000
-PRESETS = ("maze", "maze-fast")
+PRESETS = ("maze", "maze-fast", "maze-ppo")
 ALIASES = {"paper": "maze", "fast": "maze-fast"}
 
 
@@ -41,11 +44,28 @@ class MazeTrainConfig:
     games_per_worker: int = 8
     iters: int = 5000
     checkpoint_every: int = 5
+    # The policy step: "trpo" (the paper's; value head by ridge regression) or "ppo" (maze_ppo.py: clipped
+    # surrogate plus value loss on the shared network, Adam epochs over minibatches of whole trials).
+    update: str = "trpo"
+    ppo_epochs: int = 4
+    ppo_minibatch_trials: int = 8
+    ppo_clip: float = 0.2
+    policy_lr: float = 3e-4
+    value_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    # A frozen encoder (PPO only): the convolutions are pretrained as a frame autoencoder on
+    # ``encoder_frames`` frames of the agent's own random walk in the training mazes (0: left at their
+    # initialisation), then held fixed; rollouts store their features, so updates never touch pixels.
+    freeze_encoder: bool = False
+    encoder_frames: int = 0
+    encoder_epochs: int = 3
+    encoder_lr: float = 1e-3
 
 
-# What ``--resume --set`` cannot change: the network's shape, and the pool and its grouping into engine
-# slots (iteration i plays groups fixed by them).
-FIXED_ON_RESUME = ("hidden", "gru_activation", "pool", "workers", "games_per_worker")
+# What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots
+# (iteration i plays groups fixed by them), the update's kind and the encoder's pretraining.
+FIXED_ON_RESUME = ("hidden", "gru_activation", "pool", "workers", "games_per_worker", "update", "freeze_encoder",
+                   "encoder_frames", "encoder_epochs", "encoder_lr")
 
 
 def preset_config(preset: str) -> MazeTrainConfig:
@@ -54,6 +74,9 @@ def preset_config(preset: str) -> MazeTrainConfig:
         return MazeTrainConfig()
     if preset == "maze-fast":
         return MazeTrainConfig(batch_steps=8_000, fvp_fraction=0.25, iters=500, checkpoint_every=5)
+    if preset == "maze-ppo":  # bound by the engines, not the update (maze_ppo.py)
+        return MazeTrainConfig(hidden=128, batch_steps=16_000, lam=0.95, ent_coef=0.01, update="ppo",
+                               freeze_encoder=True, encoder_frames=100_000, iters=2000, checkpoint_every=5)
     raise UserError(f"unknown maze preset {preset!r}; valid: {', '.join(PRESETS)} (or paper, fast)")
 
 

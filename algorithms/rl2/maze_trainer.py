@@ -78,17 +78,20 @@ class MazeBatch:
 
 
 @torch.no_grad()
-def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int) -> MazeBatch:
+def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int,
+                 encoded: bool = False) -> MazeBatch:
     """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
     runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
-    from ``act_gen``, so the random stream is the same on every device."""
+    from ``act_gen``, so the random stream is the same on every device. ``encoded``: store the frozen
+    encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame."""
     device = next(net.parameters()).device
     parts: list[dict[str, torch.Tensor]] = []
     metrics: list[dict[str, np.ndarray]] = []
     for k in groups:
         n = env.select_group(k)
         obs = torch.as_tensor(env.reset())
-        store = {"obs": torch.zeros(max_len, n, *obs.shape[1:]), "actions": torch.zeros(max_len, n, dtype=torch.long),
+        width = (net.encode(obs[:1].to(device)).shape[1:] if encoded else obs.shape[1:])
+        store = {"obs": torch.zeros(max_len, n, *width), "actions": torch.zeros(max_len, n, dtype=torch.long),
                  "rewards": torch.zeros(max_len, n), "dones": torch.zeros(max_len, n),
                  "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions)}
         a_prev = torch.full((n,), net.no_action, dtype=torch.long)
@@ -96,13 +99,14 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
         active = torch.ones(n)
         h = net.initial_state(n)
         for t in range(max_len):
-            logits, _, h = net.step(obs.to(device), a_prev.to(device), r_prev.to(device), d_prev.to(device), h)
+            x = net.encode(obs.to(device)) if encoded else obs.to(device)
+            logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
             logits = logits.cpu()
             a = sample_actions(logits, act_gen)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
             d = torch.as_tensor(res.episode_done, dtype=torch.float32)
-            store["obs"][t], store["actions"][t], store["logits"][t] = obs, a, logits
+            store["obs"][t], store["actions"][t], store["logits"][t] = x.cpu() if encoded else obs, a, logits
             store["rewards"][t], store["dones"][t], store["valid"][t] = r * active, d * active, active
             if res.trial_done.all():
                 break

@@ -1,0 +1,251 @@
+"""The ``maze-ppo`` recipe: maze training bounded by the engines rather than the update.
+
+Where the time went (``benchmarks/rl2_maze_profile.py``): the paper's TRPO step runs the whole maze network
+forward and backward 15-20 times per environment step (gradient, conjugate-gradient Fisher products, line
+search, value fit), and the convolutions' backward pass is most of each. This recipe changes two things:
+
+1. **A frozen encoder, pretrained on the agent's own frames.** Before the first iteration the
+   convolutions are trained as the encoder of a frame autoencoder (``FrameDecoder`` mirrors them) on
+   ``encoder_frames`` frames of a uniform random walk in the training mazes, then held fixed. Only the
+   agent's own experience is used (no map, no target position), so the result is an ``rl2`` recipe. The
+   rollout computes each frame's features once and stores them instead of the frame; no update touches
+   pixels again.
+2. **PPO on the shared network** (Schulman et al. 2017): ``ppo_epochs`` passes of Adam over minibatches of
+   ``ppo_minibatch_trials`` whole trials, loss = clipped surrogate + ``value_coef`` x the value head's
+   squared error (returns scaled by their batch std) - ``ent_coef`` x entropy, gradients clipped to
+   ``max_grad_norm``. Policy and value share the trunk, as in the paper.
+
+The steps of the random walk count toward the run's ``env_steps`` (and its wall time), so the budget
+compared with other recipes is honest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rl2bench import seeding
+
+from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
+from .devices import torch_generator
+from .gae import discounted_returns, gae
+from .maze_trainer import MazeBatch, MazeTrainer, collect_maze
+
+
+class FrameDecoder(nn.Module):
+    """The convolutions' mirror image: their output (16, 5, 7) back to a frame (3, 30, 40)."""
+
+    def __init__(self, channels: int = 3, generator: torch.Generator | None = None):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.ConvTranspose2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, output_padding=(0, 1)),
+            nn.ReLU(),
+            nn.ConvTranspose2d(CONV_FILTERS, channels, CONV_KERNEL, CONV_STRIDE, output_padding=(1, 1)))
+        with torch.no_grad():
+            for layer in (self.layers[0], self.layers[2]):
+                assert isinstance(layer, nn.ConvTranspose2d) and layer.bias is not None
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+                layer.bias.zero_()
+
+    def forward(self, conv_out: torch.Tensor) -> torch.Tensor:
+        return self.layers(conv_out)
+
+
+def random_walk_frames(env: Any, n_frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n_frames`` frames (uint8, (n, 3, 30, 40)) of uniformly random actions, group after group of the
+    training pool, each trial played to its end."""
+    frames: list[np.ndarray] = []
+    count, group = 0, 0
+    while count < n_frames:
+        n = env.select_group(group % env.n_groups)
+        obs = env.reset()
+        while True:
+            frames.append(np.rint((obs + 1.0) * 127.5).astype(np.uint8))
+            count += n
+            result = env.step(rng.integers(env.spec.n_actions, size=n))
+            if result.trial_done.all() or count >= n_frames:
+                break
+            obs = result.obs
+        group += 1
+    return torch.as_tensor(np.concatenate(frames)[:n_frames])
+
+
+def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: float, gen: torch.Generator,
+                     batch: int = 256) -> list[float]:
+    """Train ``net.conv`` as an autoencoder's encoder on ``frames`` (uint8); the mean squared error of
+    each epoch, in the [-1, 1] pixel scale."""
+    decoder = FrameDecoder(net.obs_shape[0], gen)
+    optimizer = torch.optim.Adam([*net.conv.parameters(), *decoder.parameters()], lr=lr)
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        order = torch.randperm(len(frames), generator=gen)
+        for idx in order.split(batch):
+            x = frames[idx].float() * (2.0 / 255.0) - 1.0
+            loss = ((decoder(net.conv(x)) - x) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(frames))
+    return losses
+
+
+def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
+               scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """On the given trials, means over their valid steps: the clipped surrogate, the value head's squared
+    error on ``returns / scale``, the policy's entropy, and its KL from the behaviour policy (the batch's
+    logits)."""
+    m = batch.valid[:, trials]
+    n = m.sum().clamp_min(1.0)
+    old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
+    actions = batch.actions[:, trials].unsqueeze(-1)
+    logits, values, _ = net(batch.obs[:, trials], *(p[:, trials] for p in prev), encoded=encoded)
+    logp_all = torch.log_softmax(logits, -1)
+    ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
+    a = adv[:, trials]
+    surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * m).sum() / n
+    value_loss = ((((values - returns[:, trials]) / scale) ** 2) * m).sum() / n
+    entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
+    kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
+    return surr, value_loss, entropy, kl
+
+
+def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
+             returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool) -> dict[str, float]:
+    """One PPO update of the shared network on a batch (module docstring); what it did, measured on the
+    whole batch after the epochs: mean KL from the behaviour policy, surrogate gain, value loss."""
+    mask = batch.valid
+    scale = returns[mask.bool()].std().clamp_min(1e-3)
+    params = [p for p in net.parameters() if p.requires_grad]
+    n_trials = mask.shape[1]
+    minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
+    for _ in range(cfg.ppo_epochs):
+        for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
+            surr, value_loss, entropy, _ = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx,
+                                                      encoded)
+            loss = -surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            if math.isfinite(cfg.max_grad_norm):
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+    with torch.no_grad():
+        surr, value_loss, _, kl = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None),
+                                             encoded)
+    return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * mask).sum() / mask.sum()),
+            "value_loss": float(value_loss)}
+
+
+class MazePPOTrainer(MazeTrainer):
+    """The maze trainer with the ``maze-ppo`` recipe's update and encoder (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        name = self.cell.name
+        self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
+        self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
+        self.optimizer = self._optimizer()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        self.net.conv.requires_grad_(not self.cfg.freeze_encoder)
+        return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
+
+    def prepare_encoder(self) -> None:
+        """Pretrain the convolutions on random-walk frames, once, before the first iteration."""
+        if self.encoder_record is not None or not self.cfg.encoder_frames:
+            return
+        start = time.perf_counter()
+        name = self.cell.name
+        rng = seeding.generator(self.seed, "encoder-walk", "maze", name, "rl2")
+        frames = random_walk_frames(self.open_env(), self.cfg.encoder_frames, rng)
+        gen = torch_generator(seeding.generator(self.seed, "encoder", "maze", name, "rl2"))
+        self.net.conv.requires_grad_(True)
+        losses = pretrain_encoder(self.net, frames, self.cfg.encoder_epochs, self.cfg.encoder_lr, gen)
+        self.optimizer = self._optimizer()
+        seconds = time.perf_counter() - start
+        self.env_steps += len(frames)
+        self.wall_seconds += seconds
+        self.encoder_record = {"frames": len(frames), "epochs": self.cfg.encoder_epochs, "losses": losses,
+                               "seconds": round(seconds, 1)}
+
+    def iterate(self) -> dict[str, float]:
+        self.prepare_encoder()
+        env = self.open_env()
+        start = time.perf_counter()
+        cfg, encoded = self.cfg, self.cfg.freeze_encoder
+        groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded).to(self.device)
+        t_rollout = time.perf_counter() - start
+        prev = batch.prev_inputs(self.net.no_action)
+        mask = batch.valid
+        with torch.no_grad():
+            values = self.net(batch.obs, *prev, encoded=encoded)[1] * mask
+        returns = discounted_returns(batch.rewards, cfg.gamma)
+        adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
+        n_valid = mask.sum()
+        mean = (adv * mask).sum() / n_valid
+        adv = (adv - mean) / ((((adv - mean) ** 2 * mask).sum() / n_valid).sqrt() + 1e-8) * mask
+        resid = (returns - values)[mask.bool()]
+        ev = 1.0 - float(resid.var() / returns[mask.bool()].var().clamp_min(1e-8))
+        entropy = float(((-(torch.softmax(batch.logits, -1) * torch.log_softmax(batch.logits, -1)).sum(-1))
+                         * mask).sum() / n_valid)
+        step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded)
+        return self.record(batch, start, t_rollout, entropy, ev, step)
+
+    def record(self, batch: MazeBatch, start: float, t_rollout: float, entropy: float, ev: float,
+               step: dict[str, float]) -> dict[str, float]:
+        t_total = time.perf_counter() - start
+        self.iteration += 1
+        self.wall_seconds += t_total
+        self.env_steps += batch.steps
+        m, mask = batch.metrics, batch.valid
+        row = {
+            "iteration": self.iteration, "env_steps": self.env_steps, "wall_seconds": round(self.wall_seconds, 3),
+            "trials": int(mask.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
+            **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
+            **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
+            "entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
+            "value_loss": step["value_loss"], "baseline_ev": ev, "seconds": t_total, "rollout_seconds": t_rollout,
+            "policy_seconds": t_total - t_rollout, "steps_per_second": batch.steps / t_rollout,
+            "all_in_steps_per_second": batch.steps / t_total,
+        }
+        self.curve.append(row)
+        return row
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "optimizer": self.optimizer.state_dict(),
+                "update_gen": self.update_gen.get_state(), "encoder": self.encoder_record}
+
+    @classmethod
+    def from_checkpoint(cls, out: Any, command: str = "", device: torch.device | str = "cpu") -> MazePPOTrainer:
+        from .runfolder import load_checkpoint
+
+        self = super().from_checkpoint(out, command, device)
+        assert isinstance(self, MazePPOTrainer)
+        state = load_checkpoint(out)
+        self.encoder_record = state.get("encoder")
+        self.optimizer = self._optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_gen.set_state(state["update_gen"])
+        return self
+
+
+def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
+    """The trainer that runs a maze recipe: TRPO's (the paper's) or PPO's."""
+    return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer
+
+
+def load_maze_trainer(out: Any, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
+    """A maze run from its checkpoint, with the trainer its recipe needs."""
+    from .maze_config import stored_config
+    from .runfolder import load_checkpoint
+
+    cls = maze_trainer_class(stored_config(load_checkpoint(out)["config"]))
+    return cls.from_checkpoint(out, command, device)

@@ -1,0 +1,112 @@
+"""The maze-ppo recipe (algorithms/rl2/maze_ppo.py): its losses on a hand-checked batch, the frozen
+encoder's pretraining, and, through the real engine, a run that stores features and resumes exactly."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
+from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig, preset_config
+from rl2bench.algorithms.rl2.maze_ppo import (
+    FrameDecoder,
+    MazePPOTrainer,
+    load_maze_trainer,
+    ppo_losses,
+    pretrain_encoder,
+)
+from rl2bench.algorithms.rl2.maze_trainer import MazeBatch
+
+
+def _batch(net: ConvPolicy) -> MazeBatch:
+    """2 steps x 2 trials of encoded frames; the second trial ended after one step."""
+    gen = torch.Generator().manual_seed(0)
+    width = net.encode(torch.zeros(1, *net.obs_shape)).shape[1]
+    return MazeBatch(obs=torch.rand(2, 2, width, generator=gen), actions=torch.tensor([[0, 1], [2, 0]]),
+                     rewards=torch.zeros(2, 2), dones=torch.zeros(2, 2), valid=torch.tensor([[1.0, 1.0], [1.0, 0.0]]),
+                     logits=torch.tensor([[[math.log(2), 0.0, 0.0, 0.0], [0.0] * 4], [[0.0] * 4, [0.0] * 4]]),
+                     metrics={})
+
+
+def test_the_losses_on_a_hand_checked_batch():
+    net = ConvPolicy(4, hidden=8, activation="relu")
+    with torch.no_grad():  # a uniform policy and a constant value 0.5, whatever the input
+        net.pi.weight.zero_()
+        net.pi.bias.zero_()
+        net.v.weight.zero_()
+        net.v.bias.fill_(0.5)
+    batch = _batch(net)
+    prev = batch.prev_inputs(net.no_action)
+    adv = torch.tensor([[1.0, -2.0], [3.0, 100.0]])  # the last step is past its trial's end: masked
+    returns = torch.tensor([[1.5, 0.5], [0.5, 9.0]])
+    with torch.no_grad():
+        surr, value_loss, entropy, kl = ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2,
+                                                   slice(None), encoded=True)
+    # ratios: step (0, trial 0) took action 0 with behaviour p = 2/5, now 1/4: ratio 5/8, clipped to 0.8 but
+    # min(5/8 * 1, 0.8 * 1) = 5/8; the other valid steps had a uniform behaviour: ratio 1
+    assert float(surr) == pytest.approx((5 / 8 * 1.0 + 1.0 * -2.0 + 1.0 * 3.0) / 3)
+    assert float(value_loss) == pytest.approx(((1.0 / 2) ** 2 + 0.0 + 0.0) / 3)
+    assert float(entropy) == pytest.approx(math.log(4))
+    behaviour = np.array([2, 1, 1, 1]) / 5
+    kl_first = float((behaviour * np.log(behaviour / 0.25)).sum())
+    assert float(kl) == pytest.approx(kl_first / 3, rel=1e-5)
+
+
+@pytest.mark.heavy
+def test_the_decoder_mirrors_the_encoder_and_pretraining_learns():
+    net = ConvPolicy(4, hidden=8, activation="relu", generator=torch.Generator().manual_seed(0))
+    frames = torch.randint(0, 256, (64, 3, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    frames[:, :, 15:] = 0  # structure to learn: a dark lower half
+    assert FrameDecoder()(net.conv(frames[:2].float())).shape == (2, 3, 30, 40)
+    before = [p.detach().clone() for p in net.conv.parameters()]
+    losses = pretrain_encoder(net, frames, epochs=4, lr=1e-2, gen=torch.Generator().manual_seed(2), batch=16)
+    assert losses[-1] < losses[0]
+    assert not all(torch.equal(a, b) for a, b in zip(before, net.conv.parameters(), strict=True))
+
+
+def test_the_preset_says_what_it_is():
+    cfg = preset_config("maze-ppo")
+    assert (cfg.update, cfg.freeze_encoder, cfg.hidden) == ("ppo", True, 128) and cfg.encoder_frames > 0
+
+
+CELL = "g3-e2-t12"
+
+
+def _config(**kw) -> MazeTrainConfig:
+    base = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=3, checkpoint_every=1,
+                update="ppo", freeze_encoder=True, encoder_frames=200, encoder_epochs=1, ppo_minibatch_trials=2)
+    return MazeTrainConfig(**{**base, **kw})
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_path):
+    try:
+        import vizdoom  # noqa: F401
+    except ImportError:
+        if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
+            raise
+        pytest.skip("vizdoom not installed")
+    full = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "a", _config())
+    full.prepare_encoder()
+    assert full.encoder_record is not None and full.env_steps == 200  # the walk counts toward the budget
+    pretrained = [p.detach().clone() for p in full.net.conv.parameters()]
+    trunk = full.net.fc.weight.detach().clone()
+    full.run(progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(pretrained, full.net.conv.parameters(), strict=True))
+    assert not torch.equal(trunk, full.net.fc.weight)
+    assert full.curve[-1]["all_in_steps_per_second"] > 0
+    half = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "b", _config())
+    half.run(iters=1, progress=False)
+    resumed = load_maze_trainer(tmp_path / "b")
+    assert isinstance(resumed, MazePPOTrainer) and resumed.encoder_record == half.encoder_record
+    resumed.run(progress=False)
+    assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
+    for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    shutil.rmtree(tmp_path / "a")
