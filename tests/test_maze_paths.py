@@ -226,3 +226,22 @@ def test_until_ends_a_chunk_without_changing_the_trials_before():
     np.testing.assert_array_equal(first.returns, full.returns[: len(first.returns)])
     for key, values in first.metrics.items():
         np.testing.assert_array_equal(values, full.metrics[key][: len(values)])
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+def test_the_paths_of_the_committed_run_are_its_results():
+    """The trials drawn with --run are the ones behind the leaderboard: the same lengths, successes and returns
+    as the run's results.csv, instance by instance (memory: no random stream, so any engine grouping)."""
+    import pandas as pd
+
+    vizdoom_or_skip()
+    paths = record_paths(prepare_agent("maze", "small", "memory", MAZE_RUN), [0, 1, 2], 1000, 0)
+    results = pd.read_csv(MAZE_RUN / "results.csv")
+    rows = results[(results["cell"] == "small") & (results["algorithm"] == "memory")].set_index("instance")
+    for path in paths:
+        row = rows.loc[path.instance]
+        assert path.total == pytest.approx(row["return"], abs=1e-6)
+        for e in range(1, 6):
+            assert path.lengths[e - 1] == row[f"len_ep{e}"]
+            assert path.success[e - 1] == bool(row[f"success_ep{e}"])

@@ -233,12 +233,13 @@ def draw_paths(paths: Sequence[MazePath], title: str, episodes: Sequence[int] = 
     """A figure with one panel per maze (``columns`` per row), a shared legend and ``title`` on top; no
     pyplot state is touched (the figure renders with Agg)."""
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if not paths:
         raise ValueError("no paths to draw")
     columns = max(1, min(columns, len(paths)))
     rows = -(-len(paths) // columns)
-    fig = Figure(figsize=(2.7 * columns, 2.9 * rows + 0.8), layout="constrained")
+    fig = Figure(figsize=(2.7 * columns, 2.9 * rows + 0.9), layout=ConstrainedLayoutEngine(h_pad=0.08))
     axes = fig.subplots(rows, columns, squeeze=False)
     panels = list(axes.flat)
     for ax, path in zip(panels, paths, strict=False):  # the last row may have fewer mazes than panels
