@@ -60,9 +60,16 @@ def rl2_fused_backward() -> str:
 
 
 def rl2_maze() -> str:
-    r = read_json("rl2_maze.json")
-    return (f"{r['preset']} on {r['cell']}: {r['env_steps'] / r['iterations'] / r['seconds_per_iteration']:,.0f} "
-            f"env steps/s all in, rollout alone {r['rollout_steps_per_second']:,.0f} ({r['time'][:10]})")
+    records = read_json("rl2_maze.json")
+    records = {records["preset"]: records} if "preset" in records else records
+    parts = []
+    for r in records.values():
+        all_in = r.get("all_in_steps_per_second") or r["env_steps"] / r["iterations"] / r["seconds_per_iteration"]
+        engines = r.get("engine_only_steps_per_second")
+        parts.append(f"{r['preset']} on {r['cell']}: {all_in:,.0f} env steps/s all in, rollout alone "
+                     f"{r['rollout_steps_per_second']:,.0f}" + (f", engines alone {engines:,.0f}" if engines else "")
+                     + f" ({r['time'][:10]}, load {r['load_average']:.1f})")
+    return "; ".join(parts)
 
 
 def rl2_maze_profile() -> str:

@@ -2,10 +2,12 @@
 the projected wall time of the paper's budget (Appendix A.3: up to 5000 iterations x 50,000 steps).
 
     OMP_NUM_THREADS=1 python benchmarks/rl2_maze.py [--iters 2] [--preset maze-fast] [--cell small-e2]
+        [--set key=value ...]
 
-Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up excluded from the
-timings), prints a table and writes benchmarks/results/rl2_maze.json. The update's cost grows with the
-steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
+Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up and a recipe's
+one-off encoder pretraining excluded from the timings), prints a table beside the engines' own rate
+(``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset). The update's cost
+grows with the steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
 both per environment step. Timings depend on the machine's load: note what else ran when you record them.
 """
 
@@ -21,10 +23,20 @@ from pathlib import Path
 
 import torch
 
+from rl2bench.algorithms.rl2.config import apply_overrides
 from rl2bench.algorithms.rl2.maze_config import preset_config
-from rl2bench.algorithms.rl2.maze_ppo import maze_trainer_class
+from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, maze_trainer_class
 
 PAPER_ITERS, PAPER_STEPS = 5000, 50_000
+
+
+def engine_rate(cell: str) -> float | None:
+    """The engines' own steps per second on this cell's size with 2 workers (maze_env.json), if recorded."""
+    path = Path(__file__).parent / "results" / "maze_env.json"
+    if not path.exists():
+        return None
+    rows = [r for r in json.loads(path.read_text())["rows"] if cell.startswith(r["cell"]) and r["workers"] == 2]
+    return rows[0]["steps_per_s"] if rows else None
 
 
 def main() -> None:
@@ -32,26 +44,32 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2)
     parser.add_argument("--preset", default="maze-fast")
     parser.add_argument("--cell", default="small-e2")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe overrides")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = preset_config(args.preset)
+        cfg = apply_overrides(preset_config(args.preset), args.set)
         trainer = maze_trainer_class(cfg)(args.cell, args.preset, 0, Path(tmp), cfg)
         t0 = time.perf_counter()
         trainer.open_env()
         startup = time.perf_counter() - t0
+        if isinstance(trainer, MazePPOTrainer):
+            trainer.prepare_encoder()  # once per run, before the first iteration
+        steps_before = trainer.env_steps
         try:
             rows = [trainer.iterate() for _ in range(args.iters)]
         finally:
             trainer.close()
-    steps = rows[-1]["env_steps"]  # cumulative, from 0
+    steps = rows[-1]["env_steps"] - steps_before
     rollout = sum(r["rollout_seconds"] for r in rows)
     update = sum(r["seconds"] - r["rollout_seconds"] for r in rows)
     per_step = (rollout + update) / steps
     result = {
-        "cell": args.cell, "preset": args.preset, "iterations": args.iters, "env_steps": steps,
-        "engine_startup_seconds": round(startup, 2),
+        "cell": args.cell, "preset": args.preset, "overrides": args.set, "iterations": args.iters,
+        "env_steps": steps, "engine_startup_seconds": round(startup, 2),
         "seconds_per_iteration": round((rollout + update) / args.iters, 2),
+        "all_in_steps_per_second": round(steps / (rollout + update), 1),
         "rollout_steps_per_second": round(steps / rollout, 1),
+        "engine_only_steps_per_second": engine_rate(args.cell),
         "update_seconds_per_1000_steps": round(1000 * update / steps, 2),
         "projected_paper_seconds_per_iteration": round(per_step * PAPER_STEPS, 1),
         "projected_paper_days": round(per_step * PAPER_STEPS * PAPER_ITERS / 86400, 1),
@@ -62,7 +80,11 @@ def main() -> None:
     for key, value in result.items():
         print(f"{key:40s} {value}")
     out = Path(__file__).parent / "results" / "rl2_maze.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    records = json.loads(out.read_text()) if out.exists() else {}
+    if "preset" in records:  # the single record written before one was kept per preset
+        records = {records["preset"]: records}
+    records[args.preset] = result
+    out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {out}")
 
 
