@@ -17,7 +17,10 @@ from rl2bench.algorithms.rl2.policy import input_size
 from rl2bench.algorithms.rl2.rollout import TaskShape, task_shape
 from rl2bench.algorithms.rl2.runfolder import POLICY
 from rl2bench.algorithms.rl2.trainer import Trainer
+from rl2bench.algorithms.rl2.zoo import promote
 from rl2bench.errors import UserError
+from rl2bench.protocol import play_trials
+from rl2bench.registry import get_family
 
 SHAPE = TaskShape("mdp", "n1", n_states=2, n_actions=2, horizon=2, n_episodes=1)
 INSTANCES = {  # two MDPs of 2 states x 2 actions
@@ -92,3 +95,23 @@ def test_belief_aids_are_refused_where_they_cannot_work(tmp_path):
         Trainer("mab", "n10-k5", "fast", 0, tmp_path / "mab", cfg)
     with pytest.raises(UserError, match="update=ppo"):
         _trainer(tmp_path / "trpo", aux_coef=0.1, update="trpo")
+
+
+@pytest.mark.heavy
+def test_a_belief_run_is_promoted_into_its_own_zoo_folder_and_plays_as_rl2_belief(tmp_path, monkeypatch):
+    run = tmp_path / "belief-run"
+    _trainer(run, aux_coef=0.5, critic_mdp=True).run(iters=2, progress=False)
+    zoo = tmp_path / "zoo"
+    promote(run, zoo)
+    assert (zoo / "mdp-belief" / "n10" / POLICY).exists() and not (zoo / "mdp").exists()  # never rl2's folder
+    monkeypatch.setenv("RL2BENCH_ZOO", str(zoo))
+    rl2_agent.load_policy.cache_clear()
+    family = get_family("mdp")
+    cell = family.parse_cell("n10")
+    spec = family.spec(cell)
+    assert rl2_agent.RL2Belief.unavailable(cell, spec) is None
+    assert "rl2 has no trained policy" in (rl2_agent.RL2.unavailable(cell, spec) or "")
+    setting = rl2_agent.RL2Belief.grid(cell, spec)[0]
+    assert setting["policy"] == "mdp-belief/n10"
+    played = play_trials(family, cell, rl2_agent.RL2Belief, setting, 20, 0, "eval")
+    assert np.isfinite(played.returns).all()

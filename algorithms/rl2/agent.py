@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -106,7 +106,7 @@ class RL2(_RecurrentPolicyAgent):
     """RL^2: a GRU policy trained by TRPO across trials (loads leaderboard/zoo/<task>/<cell>/policy.pt)."""
 
     name = "rl2"
-    families = ("mab", "mdp")
+    families: ClassVar[tuple[str, ...]] = ("mab", "mdp")
     cost = 30.0
 
     @classmethod
@@ -114,21 +114,30 @@ class RL2(_RecurrentPolicyAgent):
         """The zoo entry (agents are built from the spec alone, which lacks the cell) and the version of
         its file, played two ways: sampling, as trained, or taking the most probable action. Like every
         algorithm's hyperparameters, the protocol picks one per cell on the tuning instances."""
-        path = policy_path(spec.family, cell.name)
+        path = policy_path(cls.zoo_folder(spec), cell.name)
         version = {"version": policy_version(path)} if path.exists() else {}
-        setting = {"policy": f"{spec.family}/{cell.name}", **version}
+        setting = {"policy": f"{cls.zoo_folder(spec)}/{cell.name}", **version}
         return [setting, {**setting, "play": "argmax"}]
 
     @classmethod
+    def zoo_folder(cls, spec) -> str:
+        """Where this algorithm's policies live in the zoo: ``<zoo>/<folder>/<cell>/policy.pt``."""
+        return str(spec.family)
+
+    @classmethod
+    def train_hint(cls, spec, cell: str) -> str:
+        return train_hint(spec.family, cell)
+
+    @classmethod
     def unavailable(cls, cell, spec) -> str | None:
-        path = policy_path(spec.family, cell.name)
+        path = policy_path(cls.zoo_folder(spec), cell.name)
         if not path.exists():
-            return (f"rl2 has no trained policy for {spec.family} {cell.name} ({path} is missing); "
-                    f"train one with: {train_hint(spec.family, cell.name)}")
+            return (f"{cls.name} has no trained policy for {spec.family} {cell.name} ({path} is missing); "
+                    f"train one with: {cls.train_hint(spec, cell.name)}")
         _, meta = load_policy(str(path), policy_version(path))
         if (meta["n_states"], meta["n_actions"]) != (spec.n_states, spec.n_actions):
             return (f"{path} was trained for {meta['n_states']} states x {meta['n_actions']} actions, not "
-                    f"{spec.n_states} x {spec.n_actions}; retrain with: {train_hint(spec.family, cell.name)}")
+                    f"{spec.n_states} x {spec.n_actions}; retrain with: {cls.train_hint(spec, cell.name)}")
         return None
 
     PLAY = ("sample", "argmax")
@@ -159,6 +168,28 @@ class RL2(_RecurrentPolicyAgent):
         if self.play == "argmax":
             return logits.argmax(-1).numpy()
         return self._sample(logits, self.gen).numpy()
+
+
+@register_algorithm
+class RL2Belief(RL2):
+    """RL^2 trained with the hidden MDP in view (``belief.py``): an auxiliary head that predicts the current
+    state's rewards and transitions from the GRU's memory, and a critic that sees them. It acts as ``rl2``
+    does, on its own history only; its policies live in ``<zoo>/mdp-belief/<cell>/`` (``zoo --promote`` puts
+    a run trained with ``critic_mdp`` or ``aux_coef`` there, never in ``rl2``'s folder)."""
+
+    name = "rl2-belief"
+    families = ("mdp",)
+
+    @classmethod
+    def zoo_folder(cls, spec) -> str:
+        return f"{spec.family}-belief"
+
+    @classmethod
+    def train_hint(cls, spec, cell: str) -> str:
+        run = f"runs/rl2/{spec.family}-{cell}-belief"
+        return (f"python -m rl2bench train --task {spec.family} --cell {cell} --preset ppo-sgd --set critic_mdp=true "
+                f"--set aux_coef=0.1 --init-from <an rl2 run of {cell}> --out {run}, then "
+                f"python -m rl2bench zoo --promote {run}")
 
 
 @lru_cache(maxsize=4)

@@ -56,6 +56,16 @@ def train_hint(task: str, cell: str, preset: str = "fast") -> str:
             f"python -m rl2bench zoo --promote {run}")
 
 
+def zoo_task(meta: dict) -> str:
+    """The zoo folder a run's policy belongs in: its task's, or ``mdp-belief`` for a run trained with the
+    hidden MDP in view (``critic_mdp``, ``aux_coef``: the ``rl2-belief`` row), which ``rl2``'s own
+    policies must never come from."""
+    config = meta.get("config") or {}
+    if config.get("critic_mdp") or config.get("aux_coef"):
+        return f"{meta['task']}-belief"
+    return str(meta["task"])
+
+
 def policy_version(path: Path) -> str:
     """The first 12 hex digits of the policy file's sha256: part of the rl2 setting, so a run (or a
     resumed run) never mixes chunks played by two versions of a policy that is still being trained."""
@@ -308,8 +318,9 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
     task, cell = meta["task"], meta["cell"]
     if any(c in task + cell for c in "/\\") or task.startswith(".") or cell.startswith("."):
         raise UserError(f"{run_dir}/meta.json names an odd cell {task!r} {cell!r}")
-    (root / task).mkdir(parents=True, exist_ok=True)
-    stage, old = root / task / f".{cell}.incoming", root / task / f".{cell}.replaced"
+    folder = zoo_task(meta)
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    stage, old = root / folder / f".{cell}.incoming", root / folder / f".{cell}.replaced"
     for leftover in (stage, old):
         shutil.rmtree(leftover, ignore_errors=True)
     try:
@@ -332,7 +343,7 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
         if curve.empty:
             raise UserError(f"{run_dir} has no training iterations yet")
         candidate = training_mean(curve, window)
-        target = root / task / cell
+        target = root / folder / cell
         incumbent: float | None = None
         z: float | None = None
         incumbent_window: int | None = None
