@@ -28,7 +28,11 @@ def network_label(cfg: Any) -> str:
     """The networks a run trains, in a few words."""
     if getattr(cfg, "network", "gru") == "posterior":
         return f"posterior-statistics MLP {cfg.hidden} (diagnostic)"
-    return f"{cfg.gru_activation} GRU {cfg.hidden}"
+    extras = [f"critic {cfg.critic_hidden}"] if getattr(cfg, "critic_hidden", 0) else []
+    extras += ["critic sees time"] if getattr(cfg, "critic_time", False) else []
+    extras += ["critic sees the MDP"] if getattr(cfg, "critic_mdp", False) else []
+    extras += [f"belief head x {cfg.aux_coef:g}"] if getattr(cfg, "aux_coef", 0.0) else []
+    return f"{cfg.gru_activation} GRU {cfg.hidden}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str, str] | None = None) -> None:
