@@ -63,6 +63,7 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, needle, tmp_path, monke
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.heavy
 def test_bad_input_from_the_real_process_is_one_line_exit_2(tmp_path):
     result = run_cli("run", "--task", "mab", "--cells", "n10-x5", cwd=tmp_path)
     assert result.returncode == 2 and "n<pulls>-k<arms>" in result.stderr
@@ -133,6 +134,7 @@ def test_run_table_check_and_a_user_algorithm_from_module_path(tmp_path):
     assert "random" in check.stdout and "greedy" in check.stdout
 
 
+@pytest.mark.heavy
 def test_a_clashing_user_algorithm_is_a_clear_error(tmp_path):
     (tmp_path / "clash.py").write_text(textwrap.dedent('''
         from rl2bench import register_algorithm

@@ -22,6 +22,7 @@ def rl2bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("where", ["repository root", "empty folder"])
+@pytest.mark.heavy
 def test_the_command_line_and_its_subpackages_load_from(where, tmp_path):
     cwd = ROOT if where == "repository root" else tmp_path
     result = rl2bench("list", cwd=cwd)

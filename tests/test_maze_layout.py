@@ -31,6 +31,7 @@ def test_mazes_are_perfect_and_connected(size):
     assert (lay["start"] != lay["target"]).any(axis=1).all()
 
 
+@pytest.mark.heavy
 def test_generation_reproducible_from_seed():
     a = get_family("maze").sample_instances(get_family("maze").parse_cell("small"), 7, "eval", 20)
     b = get_family("maze").sample_instances(get_family("maze").parse_cell("small-e2"), 7, "eval", 20)
@@ -40,6 +41,7 @@ def test_generation_reproducible_from_seed():
     assert not all(np.array_equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.heavy
 def test_train_and_test_configurations_disjoint():
     train = L.training_set(0, "small", 5)
     assert len(train["target"]) == L.TRAIN_POOL

@@ -291,6 +291,7 @@ def test_resume_with_set_changes_the_recipe_and_records_it(tmp_path):
         resumed.change_config(["hidden=16"])
 
 
+@pytest.mark.heavy
 def test_resume_without_device_goes_where_the_run_last_trained(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", "--task", "mab", "--cell", "n10-k3", "--set", "batch_steps=500", "--set", "hidden=8",

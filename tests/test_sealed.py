@@ -145,6 +145,7 @@ def test_an_honest_plugin_gives_the_same_numbers_sealed_in_process_and_on_one_wo
         np.testing.assert_array_equal(frames["a"]["return"].to_numpy(), frames[name]["return"].to_numpy())
 
 
+@pytest.mark.heavy
 def test_a_plugin_cannot_declare_itself_privileged(plugins):
     result = run(plugins, "gittins,cheats:Privileged", "priv")
     assert result.returncode == 2
