@@ -11,8 +11,9 @@
 takes any cell as its ``cell`` keyword. ``register_cell(task, cell)`` registers the id of any other cell.
 An unknown task or a cell the family cannot parse raises ``gymnasium.error.NameNotFound`` naming the valid
 ones. Any other cell works by name too: ``gymnasium.make("rl2bench/mab-n7-k3")`` registers the id on first use
-(``make`` and ``make_vec``; ``gymnasium.spec`` sees it once made or registered). ``gymnasium.make(
-"rl2bench.gym:rl2bench/mab-n10-k5")`` imports this module on the way.
+(``make`` and ``make_vec``, once this module is imported; ``gymnasium.spec`` sees it once made or
+registered). ``gymnasium.make("rl2bench.gym:rl2bench/mab-n10-k5")`` imports this module on the way, for the
+paper's cells (Gymnasium looks the id up before the import can add any other).
 
 **One episode is one trial**: the n episodes of one instance (``terminated`` at the trial's end; never
 ``truncated``). With ``rl2_inputs=True`` (the default) the observation is a ``Dict`` of what an RL^2 policy
@@ -338,6 +339,8 @@ def register_on_demand(env_id: str) -> None:
     the name asked for), or raise ``NameNotFound`` naming the valid tasks or cells; other ids pass untouched."""
     name = env_id.rsplit(":", 1)[-1]
     if not name.startswith(f"{NAMESPACE}/") or name in registry:
+        return
+    if registration.parse_env_id(name)[2] is not None:  # "-v0": our ids have no versions; Gymnasium says so
         return
     task, _, cell = name[len(NAMESPACE) + 1:].partition("-")
     family, parsed = resolve(task, cell or None)

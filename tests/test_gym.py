@@ -149,6 +149,8 @@ def test_bad_input_is_gymnasiums_error_naming_the_valid_choices():
         gymnasium.make("rl2bench/maze-")
     with pytest.raises(gymnasium.error.NameNotFound, match="doesn't exist"):  # other namespaces: untouched
         gymnasium.make("CartPol-v1")
+    with pytest.raises(gymnasium.error.Error, match="version"):  # a version: Gymnasium's own word on it
+        gymnasium.make("rl2bench/mab-n10-k5-v0")
     with pytest.raises(ValueError, match="integer action"):
         env = gymnasium.make("rl2bench/mab-n10-k5")
         env.reset(seed=0)

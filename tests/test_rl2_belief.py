@@ -115,3 +115,20 @@ def test_a_belief_run_is_promoted_into_its_own_zoo_folder_and_plays_as_rl2_belie
     assert setting["policy"] == "mdp-belief/n10"
     played = play_trials(family, cell, rl2_agent.RL2Belief, setting, 20, 0, "eval")
     assert np.isfinite(played.returns).all()
+
+
+def test_the_zoo_folder_follows_what_training_saw():
+    from rl2bench.algorithms.rl2.zoo import zoo_task
+
+    assert zoo_task({"task": "mdp", "config": {"aux_coef": 0.0}}) == "mdp"
+    assert zoo_task({"task": "mdp", "config": {"critic_mdp": True}}) == "mdp-belief"
+    grandchild = {"task": "mdp", "config": {}, "ancestry": [{"run": "a"}, {"run": "b", "saw_the_mdp": True}]}
+    assert zoo_task(grandchild) == "mdp-belief"  # a belief run's descendants are not rl2's either
+    with pytest.raises(UserError, match="diagnostic"):
+        zoo_task({"task": "mdp", "config": {"network": "posterior"}})
+
+
+def test_a_belief_run_keeps_ppo(tmp_path):
+    trainer = _trainer(tmp_path / "run", aux_coef=0.1)
+    with pytest.raises(UserError, match="update=ppo"):
+        trainer.change_config(["update=trpo"])

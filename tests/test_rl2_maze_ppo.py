@@ -17,10 +17,13 @@ from rl2bench.algorithms.rl2.maze_ppo import (
     FrameDecoder,
     MazePPOTrainer,
     load_maze_trainer,
+    maze_trainer_class,
     ppo_losses,
     pretrain_encoder,
+    random_walk_frames,
 )
 from rl2bench.algorithms.rl2.maze_trainer import MazeBatch
+from rl2bench.errors import UserError
 
 
 def _batch(net: ConvPolicy) -> MazeBatch:
@@ -71,7 +74,8 @@ def test_the_decoder_mirrors_the_encoder_and_pretraining_learns():
 
 def test_the_preset_says_what_it_is():
     cfg = preset_config("maze-ppo")
-    assert (cfg.update, cfg.freeze_encoder, cfg.hidden) == ("ppo", True, 128) and cfg.encoder_frames > 0
+    assert (cfg.update, cfg.freeze_encoder, cfg.hidden, cfg.ppo_epochs) == ("ppo", True, 64, 2)
+    assert cfg.encoder_frames > 0 and cfg.workers * cfg.games_per_worker == 48
 
 
 CELL = "g3-e2-t12"
@@ -109,4 +113,60 @@ def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_
     assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
     for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
         assert torch.equal(p, q)
+    child = MazePPOTrainer(CELL, "maze-ppo", 1, tmp_path / "child", _config())
+    child.init_from(tmp_path / "a")  # its encoder comes with the network: not pretrained again
+    child.prepare_encoder()
+    assert child.env_steps == 0 and child.encoder_record is not None
+    assert child.encoder_record["inherited_from"] == str(tmp_path / "a")
+    assert all(torch.equal(a, b) for a, b in zip(full.net.conv.parameters(), child.net.conv.parameters(), strict=True))
     shutil.rmtree(tmp_path / "a")
+
+
+class _WalkEnv:
+    """Two groups of 3 games; in each trial game 0 ends after 1 step, game 1 after 2, game 2 after 4."""
+
+    n_groups = 2
+
+    class spec:  # noqa: N801 (the attribute MazeVecEnv has)
+        n_actions = 4
+
+    def select_group(self, k: int) -> int:
+        self.t = 0
+        return 3
+
+    def reset(self) -> np.ndarray:
+        return np.full((3, 3, 30, 40), -1.0, np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        done = np.array([self.t >= 1, self.t >= 2, self.t >= 4])
+        obs = np.full((3, 3, 30, 40), -1.0 + 2.0 * self.t / 255.0, np.float32)
+
+        class Result:
+            pass
+
+        result = Result()
+        result.obs, result.trial_done = obs, done
+        return result
+
+
+def test_the_random_walk_keeps_and_counts_only_live_steps():
+    frames = random_walk_frames(_WalkEnv(), 12, np.random.default_rng(0))
+    # per trial: step 0 all 3 games live, step 1 two, steps 2-3 one: 3 + 2 + 1 + 1 = 7 frames; then 5 more
+    assert len(frames) == 12
+    assert frames[:7, 0, 0, 0].tolist() == [0, 0, 0, 1, 1, 2, 3]
+    assert frames[7:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1]
+
+
+def test_settings_that_cannot_work_are_refused(tmp_path):
+    with pytest.raises(UserError, match="update=ppo"):
+        maze_trainer_class(MazeTrainConfig(freeze_encoder=True))
+    with pytest.raises(UserError, match="ppo_minibatch_trials"):
+        MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_trials=0))
+
+
+def test_resume_set_reaches_the_optimizer(tmp_path):
+    trainer = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "run", _config())
+    trainer.change_config(["policy_lr=1e-05"])
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-05]
+    assert trainer.config_changes[-1]["set"] == ["policy_lr=1e-05"]

@@ -83,12 +83,13 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                   f"the zoo policy's last {done.incumbent_window}, {done.incumbent_mean:.4g} "
                   f"({'ahead' if done.z >= 0 else 'behind'} by {abs(done.z):.2f} standard errors)")
         verdict = "promoted" if done.promoted else "not promoted (use --force to replace it anyway)"
-        print(f"{done.task} {done.cell}: the run's last {done.window} training-batch means, {done.candidate_mean:.4g}, "
-              f"against {versus}: {verdict}")
+        print(f"{done.folder or done.task} {done.cell}: the run's last {done.window} training-batch means, "
+              f"{done.candidate_mean:.4g}, against {versus}: {verdict}")
         if not done.promoted:
             return 1
         if os.environ.get("RL2BENCH_ZOO"):  # a zoo of one's own: evaluate into one's own run folder
-            print(f"evaluate it with: RL2BENCH_ZOO={root} python -m rl2bench run --task {done.task} --algos rl2 "
+            print(f"evaluate it with: RL2BENCH_ZOO={root} python -m rl2bench run --task {done.task} --algos "
+                  f"{done.algorithm} "
                   f"--cells {done.cell} --out RUN_FOLDER (plus --resume on a folder that has other results)")
         else:
             print(f"re-evaluate it with: python -m rl2bench run --task {done.task} --algos all --out "

@@ -4,9 +4,12 @@ from how ``maze_trainer`` does it, as ``config`` is for the bandit/MDP trainer.
 Presets: ``maze`` = the paper (GRU 256, 50,000 steps per iteration: 100 trials of at most 500 steps on
 small-e2, rounded up to whole groups); ``maze-fast`` = 16 trials (one group) per iteration, Fisher-vector
 products on a quarter of the trials. ``paper`` / ``fast`` are accepted as aliases. ``maze-ppo`` = a recipe
-of this project's, made for the CPU: GRU 128, PPO on the shared network (4 epochs, minibatches of 8 trials,
+of this project's, made for the CPU: GRU 64, PPO on the shared network (2 epochs, minibatches of 8 trials,
 clip 0.2, Adam 3e-4, value weight 0.5, entropy bonus 0.01, lambda 0.95) over a frozen encoder pretrained on
-100,000 random-walk frames, 32 trials (16,000 steps) per iteration.
+100,000 random-walk frames; groups of 48 games (2 workers x 24 engines), 96 trials (~48,000 steps) per
+iteration. Its sizes were chosen by ``benchmarks/rl2_maze.py`` (2026-12-06): GRU 128 with 4 epochs and
+groups of 16 ran 1,168 steps/s all in, GRU 64 with 2 epochs 1,615, and with groups of 32 / 48 / 64
+1,836-2,012 / 2,203 / 2,225.
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ def preset_config(preset: str) -> MazeTrainConfig:
     if preset == "maze-fast":
         return MazeTrainConfig(batch_steps=8_000, fvp_fraction=0.25, iters=500, checkpoint_every=5)
     if preset == "maze-ppo":  # bound by the engines, not the update (maze_ppo.py)
-        return MazeTrainConfig(hidden=128, batch_steps=16_000, lam=0.95, ent_coef=0.01, update="ppo",
-                               freeze_encoder=True, encoder_frames=100_000, iters=2000, checkpoint_every=5)
+        return MazeTrainConfig(hidden=64, batch_steps=48_000, games_per_worker=24, lam=0.95, ent_coef=0.01,
+                               update="ppo", ppo_epochs=2, freeze_encoder=True, encoder_frames=100_000, iters=2000,
+                               checkpoint_every=5)
     raise UserError(f"unknown maze preset {preset!r}; valid: {', '.join(PRESETS)} (or paper, fast)")
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from rl2bench import seeding
+from rl2bench.errors import UserError
 
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
@@ -63,14 +64,12 @@ def random_walk_frames(env: Any, n_frames: int, rng: np.random.Generator) -> tor
     count, group = 0, 0
     while count < n_frames:
         n = env.select_group(group % env.n_groups)
-        obs = env.reset()
-        while True:
-            frames.append(np.rint((obs + 1.0) * 127.5).astype(np.uint8))
-            count += n
+        obs, live = env.reset(), np.ones(n, bool)
+        while live.any() and count < n_frames:
+            frames.append(np.rint((obs[live] + 1.0) * 127.5).astype(np.uint8))  # a finished trial's frame
+            count += int(live.sum())  # is its last one, repeated: neither kept nor counted
             result = env.step(rng.integers(env.spec.n_actions, size=n))
-            if result.trial_done.all() or count >= n_frames:
-                break
-            obs = result.obs
+            obs, live = result.obs, ~result.trial_done
         group += 1
     return torch.as_tensor(np.concatenate(frames)[:n_frames])
 
@@ -79,14 +78,15 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
                      batch: int = 256) -> list[float]:
     """Train ``net.conv`` as an autoencoder's encoder on ``frames`` (uint8); the mean squared error of
     each epoch, in the [-1, 1] pixel scale."""
-    decoder = FrameDecoder(net.obs_shape[0], gen)
+    device = next(net.parameters()).device
+    decoder = FrameDecoder(net.obs_shape[0], gen).to(device)
     optimizer = torch.optim.Adam([*net.conv.parameters(), *decoder.parameters()], lr=lr)
     losses = []
     for _ in range(epochs):
         total = 0.0
         order = torch.randperm(len(frames), generator=gen)
         for idx in order.split(batch):
-            x = frames[idx].float() * (2.0 / 255.0) - 1.0
+            x = frames[idx].to(device).float() * (2.0 / 255.0) - 1.0
             loss = ((decoder(net.conv(x)) - x) ** 2).mean()
             optimizer.zero_grad()
             loss.backward()
@@ -148,6 +148,8 @@ class MazePPOTrainer(MazeTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.cfg.ppo_minibatch_trials < 1:
+            raise UserError("ppo_minibatch_trials must be >= 1 for mazes (trials per PPO minibatch)")
         name = self.cell.name
         self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
         self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
@@ -156,6 +158,20 @@ class MazePPOTrainer(MazeTrainer):
     def _optimizer(self) -> torch.optim.Optimizer:
         self.net.conv.requires_grad_(not self.cfg.freeze_encoder)
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
+
+    def change_config(self, overrides: list[str], by: str = "") -> None:
+        super().change_config(overrides, by)
+        for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
+            group["lr"] = self.cfg.policy_lr
+
+    def init_from(self, run_dir: Any) -> None:
+        """As the TRPO trainer's; the convolutions come with the network, so they are not pretrained
+        again (which would move the features under the fc and GRU weights just loaded)."""
+        super().init_from(run_dir)
+        from .runfolder import load_checkpoint
+
+        source = load_checkpoint(run_dir).get("encoder")
+        self.encoder_record = {"inherited_from": str(run_dir), **({"source": source} if source else {})}
 
     def prepare_encoder(self) -> None:
         """Pretrain the convolutions on random-walk frames, once, before the first iteration."""
@@ -239,6 +255,9 @@ class MazePPOTrainer(MazeTrainer):
 
 def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     """The trainer that runs a maze recipe: TRPO's (the paper's) or PPO's."""
+    if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
+        raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
+                        "(or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer
 
 

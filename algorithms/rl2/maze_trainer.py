@@ -356,13 +356,14 @@ class MazeTrainer:
     def save(self, finished: bool) -> None:
         write_run_files(self.out, self.state(), self.policy_file(), self.curve)
         rollout = sum(r["rollout_seconds"] for r in self.curve)
+        played = sum(r["steps_per_second"] * r["rollout_seconds"] for r in self.curve)  # not an encoder's walk
         meta = {
             "status": "complete" if finished else "partial", "task": "maze", "cell": self.cell.name,
             "preset": self.preset, "seed": self.seed, "iterations": self.iteration,
             "target_iterations": self.cfg.iters, "env_steps": self.env_steps,
             "wall_seconds": round(self.wall_seconds, 1),
             "seconds_per_iteration": round(self.wall_seconds / max(1, self.iteration), 2),
-            "rollout_steps_per_second": round(self.env_steps / rollout, 1) if rollout else None,
+            "rollout_steps_per_second": round(played / rollout, 1) if rollout else None,
             "config": asdict(self.cfg), "command": self.command,
             "initialized_from": self.initialized_from, "ancestry": self.ancestry,
             "config_changes": self.config_changes, "resumed": self.resumed,

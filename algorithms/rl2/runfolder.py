@@ -176,6 +176,9 @@ def ancestor_record(run_dir: Path | str, state: dict[str, Any]) -> dict[str, Any
               "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1), "command": state.get("command", "")}
     if state.get("initialized_from") and not state.get("ancestry"):
         record["earlier_unknown"] = True
+    config = state.get("config") or {}
+    if config.get("critic_mdp") or config.get("aux_coef"):  # rl2-belief's aids: its descendants are not rl2's
+        record["saw_the_mdp"] = True
     return record
 
 

@@ -218,6 +218,8 @@ class Trainer:
         if bool(cfg.aux_coef) != bool(self.cfg.aux_coef):
             raise UserError("--set aux_coef can change its weight on resume, not add or remove the auxiliary "
                             "head; start a new run (--init-from this one) instead")
+        if cfg.aux_coef and cfg.update != "ppo":
+            raise UserError("aux_coef adds a loss to PPO's: this run keeps update=ppo")
         self.cfg = cfg
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.baseline_lr

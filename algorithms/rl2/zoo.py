@@ -58,10 +58,14 @@ def train_hint(task: str, cell: str, preset: str = "fast") -> str:
 
 def zoo_task(meta: dict) -> str:
     """The zoo folder a run's policy belongs in: its task's, or ``mdp-belief`` for a run trained with the
-    hidden MDP in view (``critic_mdp``, ``aux_coef``: the ``rl2-belief`` row), which ``rl2``'s own
-    policies must never come from."""
+    hidden MDP in view (``critic_mdp``, ``aux_coef``: the ``rl2-belief`` row), itself or anywhere up its
+    ``--init-from`` chain, which ``rl2``'s own policies must never come from."""
     config = meta.get("config") or {}
-    if config.get("critic_mdp") or config.get("aux_coef"):
+    if config.get("network", "gru") != "gru":
+        raise UserError(f"a network={config['network']} run is a diagnostic, not an RL^2 policy: the zoo takes "
+                        "none (evaluate it from a zoo of its own, RL2BENCH_ZOO=...)")
+    if (config.get("critic_mdp") or config.get("aux_coef")
+            or any(a.get("saw_the_mdp") for a in meta.get("ancestry") or [])):
         return f"{meta['task']}-belief"
     return str(meta["task"])
 
@@ -261,6 +265,12 @@ class Promotion:
     promoted: bool
     z: float | None = None  # Welch t of candidate minus incumbent window means; None: nothing to compare
     incumbent_window: int | None = None  # batches averaged on the zoo's side (its curve may be shorter)
+    folder: str = ""  # the zoo folder it went to (``zoo_task``): the task's, or ``mdp-belief``
+
+    @property
+    def algorithm(self) -> str:
+        """The registered algorithm that plays the policies of ``folder``."""
+        return "rl2-belief" if self.folder.endswith("-belief") else "rl2"
 
 
 def read_curve(path: Path) -> pd.DataFrame:
@@ -356,7 +366,8 @@ def promote(run_dir: Path, root: Path, window: int = 100, force: bool = False, m
             if target.exists():
                 target.rename(old)
             stage.rename(target)
-        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted, z, incumbent_window)
+        return Promotion(task, cell, min(window, len(curve)), candidate, incumbent, promoted, z, incumbent_window,
+                         folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
