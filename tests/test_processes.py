@@ -220,6 +220,35 @@ def test_a_killed_maze_run_leaves_no_engine_and_resumes(tmp_path, signum):
     _resume_completes(MAZE, out, 500)
 
 
+MAZE_TRAIN = ["train", "--task", "maze", "--cell", "g3-e2-t12", "--preset", "maze-ppo", "--no-progress",
+              "--iters", "500", "--set", "hidden=16", "--set", "batch_steps=96", "--set", "workers=1",
+              "--set", "games_per_worker=8", "--set", "pool=16", "--set", "encoder_frames=64",
+              "--set", "encoder_epochs=1", "--set", "ppo_minibatch_trials=4"]
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_killed_maze_training_leaves_no_engine(tmp_path, signum):
+    """The maze trainer's engines (its one environment for the whole run) end with it, however it ends."""
+    _vizdoom_or_skip()
+    run = Run([*MAZE_TRAIN, "--out", str(tmp_path / "train")], tmp_path)
+
+    def engines_playing(tree: dict[int, int]) -> bool:
+        return sum("+viz_instance_id" in _cmdline(pid) for pid in tree) >= 8
+
+    run.watch_until(engines_playing)
+    time.sleep(1.0)  # training: the engines are stepping
+    shm, folders = _engine_tags(run.tree)
+    janitors = _janitors(folders)
+    assert shm and folders and janitors
+    code = run.kill(signum)
+    left = _settled({**run.tree, **janitors})
+    assert not left, f"left after {SETTLE:.0f} s: {left}"
+    assert [p for p in shm + folders if os.path.exists(p)] == []
+    assert code == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
+
+
 @pytest.mark.heavy
 def test_a_lost_worker_is_one_line_naming_its_job(tmp_path):
     """A worker killed under a run (as the out-of-memory killer does): one line that names the job it was
