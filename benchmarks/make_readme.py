@@ -80,6 +80,13 @@ def rl2_maze_profile() -> str:
                      f"1000 steps" for x in r["rows"]) + f" ({r['time'][:10]}, load {r['load_average']:.1f})"
 
 
+def rl2_posterior_diagnostic() -> str:
+    records = read_json("rl2_posterior_diagnostic.json")
+    return "; ".join(f"{r['cell']}: {r['evaluation_mean']:.1f} ± {r['evaluation_se']:.1f} after "
+                     f"{r['env_steps'] / 1e6:.0f} M steps (zoo GRU {r['zoo_rl2']:.1f}, paper RL^2 "
+                     f"{r['paper_rl2']:.1f}; {r['time'][:10]})" for r in records.values())
+
+
 def rl2_training_speed() -> str:
     rows = [json.loads(line) for line in (RESULTS / "rl2_training_speed.jsonl").read_text().splitlines()]
     fastest = max(rows, key=lambda r: r["env_steps_per_s"])
@@ -135,6 +142,8 @@ TARGETS = [
     Target("rl2_maze.py", "RL^2 maze trainer, environment steps per second all in", "2,000 steps/s", rl2_maze),
     Target("rl2_maze_profile.py", "where a maze training step's time goes: the network's parts, per 1000 steps",
            "-", rl2_maze_profile),
+    Target("rl2_posterior_diagnostic.py", "PPO on exact posterior statistics instead of a GRU: memory or outer "
+           "loop?", "paper's RL^2", rl2_posterior_diagnostic),
     Target("rl2_throughput.py", "RL^2 bandit/MDP trainer next to a plain GRU forward/backward", "-",
            rl2_throughput),
     Target("rl2_fused_backward.py", "hand-written GRU backward against nn.GRU's (CPU updates)", "faster",
