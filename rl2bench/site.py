@@ -30,6 +30,7 @@ from rl2bench.leaderboard import (
     _decimals,
     _order,
     build_summary,
+    figure_caption,
     plot_normalized,
     reference_algorithms,
     render_markdown,
@@ -379,8 +380,7 @@ def family_page(run: Run, extras: Sequence[tuple[str | None, Path]], images: dic
     curves = run.folder.resolve().parent.parent / ZOO_CURVES
     if normalized and run.family in ZOO_CURVE_FAMILIES and curves.exists():
         pictures.append((curves, "RL^2 learning curves from the zoo (training-batch means, normalized)."))
-    pictures += [(p, f"From the run folder: {p.name}.") for p in sorted(run.folder.glob("*.png"))
-                 if p.name != "leaderboard.png"]
+    pictures += [(p, figure_caption(p)) for p in sorted(run.folder.glob("*.png")) if p.name != "leaderboard.png"]
     pictures += [(p, f"{p.name}.") for family, p in extras if family in (None, fam)]
     if pictures:
         parts.append("<h2>Figures</h2>\n")
