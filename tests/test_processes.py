@@ -192,14 +192,9 @@ def _janitors(folders: list[str]) -> dict[int, int]:
             if "janitor.py" in (line := _cmdline(pid)) and any(line.rstrip().endswith(f) for f in folders)}
 
 
-@pytest.mark.heavy
-@pytest.mark.maze
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_a_killed_maze_run_leaves_no_engine_and_resumes(tmp_path, signum):
-    """Workers, engine servers, ViZDoom engines, their shared memory and folders: all gone within seconds."""
-    _vizdoom_or_skip()
-    out = tmp_path / "run"
-    run = Run([*MAZE, "--out", str(out)], tmp_path)
+def _kill_while_engines_play(run: Run, signum: int) -> int:
+    """Send ``signum`` once 8 engines play; then workers, engine servers, engines, their shared memory and
+    folders must all be gone within SETTLE seconds. Returns the exit code."""
 
     def engines_playing(tree: dict[int, int]) -> bool:
         return sum("+viz_instance_id" in _cmdline(pid) for pid in tree) >= 8
@@ -213,6 +208,18 @@ def test_a_killed_maze_run_leaves_no_engine_and_resumes(tmp_path, signum):
     left = _settled({**run.tree, **janitors})
     assert not left, f"left after {SETTLE:.0f} s: {left}"
     assert [p for p in shm + folders if os.path.exists(p)] == []
+    return code
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_killed_maze_run_leaves_no_engine_and_resumes(tmp_path, signum):
+    """Workers, engine servers, ViZDoom engines, their shared memory and folders: all gone within seconds."""
+    _vizdoom_or_skip()
+    out = tmp_path / "run"
+    run = Run([*MAZE, "--out", str(out)], tmp_path)
+    code = _kill_while_engines_play(run, signum)
     if signum == signal.SIGTERM:
         assert code == 143 and run.stderr.strip().splitlines() == [_interrupted_line(out)], run.stderr
     else:
@@ -232,20 +239,7 @@ MAZE_TRAIN = ["train", "--task", "maze", "--cell", "g3-e2-t12", "--preset", "maz
 def test_a_killed_maze_training_leaves_no_engine(tmp_path, signum):
     """The maze trainer's engines (its one environment for the whole run) end with it, however it ends."""
     _vizdoom_or_skip()
-    run = Run([*MAZE_TRAIN, "--out", str(tmp_path / "train")], tmp_path)
-
-    def engines_playing(tree: dict[int, int]) -> bool:
-        return sum("+viz_instance_id" in _cmdline(pid) for pid in tree) >= 8
-
-    run.watch_until(engines_playing)
-    time.sleep(1.0)  # training: the engines are stepping
-    shm, folders = _engine_tags(run.tree)
-    janitors = _janitors(folders)
-    assert shm and folders and janitors
-    code = run.kill(signum)
-    left = _settled({**run.tree, **janitors})
-    assert not left, f"left after {SETTLE:.0f} s: {left}"
-    assert [p for p in shm + folders if os.path.exists(p)] == []
+    code = _kill_while_engines_play(Run([*MAZE_TRAIN, "--out", str(tmp_path / "train")], tmp_path), signum)
     assert code == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
 
 

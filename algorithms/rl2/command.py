@@ -35,6 +35,22 @@ def network_label(cfg: Any) -> str:
     return f"{cfg.gru_activation} GRU {cfg.hidden}" + (f" ({', '.join(extras)})" if extras else "")
 
 
+def start_run(out: Path, build: Any, init_from: Path | None) -> Any:
+    """Claim ``out`` for a new run, build its trainer and, with ``--init-from``, load the other run's
+    networks; a refused start leaves no empty run folder behind."""
+    created = not out.exists()
+    claim_new_run_folder(out)
+    trainer = build()
+    if init_from is not None:
+        try:
+            trainer.init_from(init_from)
+        except UserError:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    return trainer
+
+
 def check_resumed_identity(args: Any, preset: str, seed: int, aliases: dict[str, str] | None = None) -> None:
     """``--resume`` continues the stored run: a --preset or --seed given explicitly must agree with it."""
     explicit = getattr(args, "explicit", {})
@@ -116,16 +132,8 @@ def train_command(args) -> int:
         cfg = apply_overrides(preset_config(args.preset, shape), args.set or [])
         if args.iters:
             cfg = dataclasses.replace(cfg, iters=args.iters)
-        created = not out.exists()
-        claim_new_run_folder(out)
-        trainer = Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command, device)
-        if args.init_from is not None:
-            try:
-                trainer.init_from(args.init_from)
-            except UserError:
-                if created:  # leave no empty run folder behind a refused start
-                    shutil.rmtree(out, ignore_errors=True)
-                raise
+        trainer = start_run(out, lambda: Trainer(shape.task, shape.cell, args.preset, args.seed, out, cfg, command,
+                                                 device), args.init_from)
     if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on {shape.task} {shape.cell}: preset {trainer.preset}, {trainer.n_trials} trials "
@@ -168,16 +176,8 @@ def maze_train_command(args) -> int:
         if (out / CHECKPOINT).exists():
             raise UserError(f"{out} already holds a training run; pass --resume to continue it")
         cfg = apply_overrides(maze_preset_config(args.preset), args.set or [])
-        created = not out.exists()
-        claim_new_run_folder(out)
-        trainer = maze_trainer_class(cfg)(cell, args.preset, args.seed, out, cfg, command, device)
-        if args.init_from is not None:
-            try:
-                trainer.init_from(args.init_from)
-            except UserError:
-                if created:  # leave no empty run folder behind a refused start
-                    shutil.rmtree(out, ignore_errors=True)
-                raise
+        trainer = start_run(out, lambda: maze_trainer_class(cfg)(cell, args.preset, args.seed, out, cfg, command,
+                                                                 device), args.init_from)
     if apply_iters(trainer, args, out):
         return 0
     print(f"training rl2 on maze {trainer.cell.name}: preset {trainer.preset}, "
