@@ -328,8 +328,14 @@ def test_a_checkpoint_is_written_whole_before_an_interrupt(tmp_path):
             self.saved_iteration = self.iteration
 
     trainer = Trainer()
-    with pytest.raises(KeyboardInterrupt):
-        training_loop(trainer, 100, "test", lambda row: "", False, None)
+    # Ctrl-C as a terminal delivers it, however pytest was started (a job started in the background with `&`
+    # inherits SIGINT ignored, and an ignored Ctrl-C rightly stays ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            training_loop(trainer, 100, "test", lambda row: "", False, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert trainer.iteration == trainer.saved_iteration == 5
 
 
