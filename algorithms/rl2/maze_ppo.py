@@ -34,7 +34,6 @@ from rl2bench.errors import UserError
 
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
-from .gae import discounted_returns, gae
 from .maze_trainer import MazeBatch, MazeTrainer, collect_maze
 
 
@@ -203,49 +202,27 @@ class MazePPOTrainer(MazeTrainer):
         mask = batch.valid
         with torch.no_grad():
             values = self.net(batch.obs, *prev, encoded=encoded)[1] * mask
-        returns = discounted_returns(batch.rewards, cfg.gamma)
-        adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
-        n_valid = mask.sum()
-        mean = (adv * mask).sum() / n_valid
-        adv = (adv - mean) / ((((adv - mean) ** 2 * mask).sum() / n_valid).sqrt() + 1e-8) * mask
-        resid = (returns - values)[mask.bool()]
-        ev = 1.0 - float(resid.var() / returns[mask.bool()].var().clamp_min(1e-8))
+        returns, adv, ev = self.advantages(batch, values)
         entropy = float(((-(torch.softmax(batch.logits, -1) * torch.log_softmax(batch.logits, -1)).sum(-1))
-                         * mask).sum() / n_valid)
+                         * mask).sum() / mask.sum())
         step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded)
-        return self.record(batch, start, t_rollout, entropy, ev, step)
-
-    def record(self, batch: MazeBatch, start: float, t_rollout: float, entropy: float, ev: float,
-               step: dict[str, float]) -> dict[str, float]:
         t_total = time.perf_counter() - start
-        self.iteration += 1
-        self.wall_seconds += t_total
-        self.env_steps += batch.steps
-        m, mask = batch.metrics, batch.valid
-        row = {
-            "iteration": self.iteration, "env_steps": self.env_steps, "wall_seconds": round(self.wall_seconds, 3),
-            "trials": int(mask.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
-            **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
-            **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
-            "entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
-            "value_loss": step["value_loss"], "baseline_ev": ev, "seconds": t_total, "rollout_seconds": t_rollout,
-            "policy_seconds": t_total - t_rollout, "steps_per_second": batch.steps / t_rollout,
-            "all_in_steps_per_second": batch.steps / t_total,
-        }
-        self.curve.append(row)
-        return row
+        fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
+                  "value_loss": step["value_loss"], "baseline_ev": ev}
+        return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "optimizer": self.optimizer.state_dict(),
                 "update_gen": self.update_gen.get_state(), "encoder": self.encoder_record}
 
     @classmethod
-    def from_checkpoint(cls, out: Any, command: str = "", device: torch.device | str = "cpu") -> MazePPOTrainer:
+    def from_checkpoint(cls, out: Any, command: str = "", device: torch.device | str = "cpu",
+                        state: dict[str, Any] | None = None) -> MazePPOTrainer:
         from .runfolder import load_checkpoint
 
-        self = super().from_checkpoint(out, command, device)
+        state = load_checkpoint(out) if state is None else state
+        self = super().from_checkpoint(out, command, device, state)
         assert isinstance(self, MazePPOTrainer)
-        state = load_checkpoint(out)
         self.encoder_record = state.get("encoder")
         self.optimizer = self._optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
@@ -266,5 +243,5 @@ def load_maze_trainer(out: Any, command: str = "", device: torch.device | str = 
     from .maze_config import stored_config
     from .runfolder import load_checkpoint
 
-    cls = maze_trainer_class(stored_config(load_checkpoint(out)["config"]))
-    return cls.from_checkpoint(out, command, device)
+    state = load_checkpoint(out)
+    return maze_trainer_class(stored_config(state["config"])).from_checkpoint(out, command, device, state)

@@ -198,33 +198,42 @@ class MazeTrainer:
         mask = batch.valid
         with torch.no_grad():
             values = self.net(batch.obs, *prev)[1] * mask
+        returns, adv, ev = self.advantages(batch, values)
+        info, entropy = self._policy_step(batch, prev, adv)
+        t_policy = time.perf_counter() - start - t_rollout
+        self._fit_value_head(batch, prev, returns)
+        value_kl = self._train_shared(batch, prev, returns) if cfg.value_steps else 0.0
+        fields = {"entropy": entropy, "kl": info.kl, "kl_full_step": info.kl_full_step, "backtracks": info.backtracks,
+                  "accepted": int(info.accepted), "surrogate_gain": info.surrogate_after - info.surrogate_before,
+                  "baseline_ev": ev, "value_kl": value_kl}
+        return self.record(batch, fields, t_rollout, t_policy, time.perf_counter() - start)
+
+    def advantages(self, batch: MazeBatch, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Discounted returns, GAE normalised over the batch's live steps, and the value head's explained
+        variance: what every maze update (TRPO's, PPO's) starts from."""
+        cfg, mask = self.cfg, batch.valid
         returns = discounted_returns(batch.rewards, cfg.gamma)
         adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
         n_valid = mask.sum()
         mean = (adv * mask).sum() / n_valid
         std = (((adv - mean) ** 2 * mask).sum() / n_valid).sqrt()
-        adv = (adv - mean) / (std + 1e-8) * mask
-        ev = _explained_variance(returns, values, mask)
-        info, entropy = self._policy_step(batch, prev, adv)
-        t_policy = time.perf_counter() - start - t_rollout
-        self._fit_value_head(batch, prev, returns)
-        value_kl = self._train_shared(batch, prev, returns) if cfg.value_steps else 0.0
-        t_total = time.perf_counter() - start
+        return returns, (adv - mean) / (std + 1e-8) * mask, _explained_variance(returns, values, mask)
 
+    def record(self, batch: MazeBatch, fields: dict[str, float], t_rollout: float, t_policy: float,
+               t_total: float) -> dict[str, float]:
+        """Count one iteration and append its curve row: the run's counters, the trials' success and
+        lengths per episode, the update's own ``fields``, then the timings."""
         self.iteration += 1
         self.wall_seconds += t_total
         self.env_steps += batch.steps
-        m = batch.metrics
+        m, n_episodes = batch.metrics, self.spec.n_episodes
         row = {
             "iteration": self.iteration, "env_steps": self.env_steps, "wall_seconds": round(self.wall_seconds, 3),
-            "trials": int(mask.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
-            **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
-            **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(self.spec.n_episodes)},
-            "entropy": entropy, "kl": info.kl, "kl_full_step": info.kl_full_step, "backtracks": info.backtracks,
-            "accepted": int(info.accepted), "surrogate_gain": info.surrogate_after - info.surrogate_before,
-            "baseline_ev": ev, "value_kl": value_kl, "seconds": t_total, "rollout_seconds": t_rollout,
-            "policy_seconds": t_policy,
-            "steps_per_second": batch.steps / t_rollout,
+            "trials": int(batch.valid.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
+            **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(n_episodes)},
+            **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(n_episodes)},
+            **fields, "seconds": t_total, "rollout_seconds": t_rollout, "policy_seconds": t_policy,
+            "steps_per_second": batch.steps / t_rollout, "all_in_steps_per_second": batch.steps / t_total,
         }
         self.curve.append(row)
         return row
@@ -303,8 +312,10 @@ class MazeTrainer:
                 "config_changes": self.config_changes, "resumed": self.resumed}
 
     @classmethod
-    def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu") -> MazeTrainer:
-        state = load_checkpoint(out)
+    def from_checkpoint(cls, out: Path, command: str = "", device: torch.device | str = "cpu",
+                        state: dict[str, Any] | None = None) -> MazeTrainer:
+        """The run in ``out`` as its checkpoint left it (``state``: that checkpoint, when already read)."""
+        state = load_checkpoint(out) if state is None else state
         self = cls(state["cell"], state["preset"], state["seed"], out, stored_config(state["config"]),
                    command or state.get("command", ""), device)
         self.net.load_state_dict(state["net"])

@@ -21,7 +21,7 @@ from .belief import mdp_input_size, mdp_inputs
 from .config import TrainConfig
 from .devices import torch_generator
 from .policy import Baseline, Policy
-from .posterior_net import AnyBaseline, AnyPolicy, PosteriorBaseline, PosteriorPolicy
+from .posterior_net import AnyBaseline, AnyPolicy, PosteriorBaseline, PosteriorPolicy, time_fractions
 from .rollout import TaskShape
 
 TIME_FEATURES = 2
@@ -33,10 +33,8 @@ def critic_width(cfg: TrainConfig) -> int:
 
 def time_features(shape: TaskShape, steps: int, trials: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(steps, trials, 2): the step within the episode and the episode within the trial, each in [0, 1)."""
-    t = torch.arange(steps, device=device, dtype=torch.float32)
-    per_step = torch.stack([torch.remainder(t, shape.horizon) / shape.horizon,
-                            torch.div(t, shape.horizon, rounding_mode="floor") / shape.n_episodes], dim=-1)
-    return per_step.unsqueeze(1).expand(steps, trials, TIME_FEATURES)
+    t = torch.arange(steps, device=device, dtype=torch.float32).unsqueeze(-1)
+    return time_fractions(t, shape.horizon, shape.n_episodes).unsqueeze(1).expand(steps, trials, TIME_FEATURES)
 
 
 def critic_extra_inputs(shape: TaskShape, cfg: Any) -> int:

@@ -29,6 +29,13 @@ from torch import nn
 from .policy import Baseline, Policy
 
 
+def time_fractions(t: torch.Tensor, horizon: int, n_episodes: int) -> torch.Tensor:
+    """Step counters within a trial (..., 1) -> (..., 2): the step within the episode and the episode
+    within the trial, each a fraction in [0, 1). Shared by this net and the critic's time features."""
+    return torch.cat([torch.remainder(t, horizon) / horizon,
+                      torch.div(t, horizon, rounding_mode="floor") / n_episodes], dim=-1)
+
+
 class PosteriorNet(nn.Module):
     """Posterior statistics (a fixed recurrence) + MLP head, called as ``RecurrentNet`` is: ``step`` in
     rollouts, ``forward`` on whole trials after ``encode``."""
@@ -71,11 +78,10 @@ class PosteriorNet(nn.Module):
         sums = sums0 + (pair * reward).cumsum(0)
         moved = (pair.unsqueeze(-1) * state.unsqueeze(-2)).flatten(-2) * (1.0 - done)  # a transition, not a reset
         trans = trans0 + moved.cumsum(0)
-        step_in_episode = torch.remainder(t, self.horizon) / self.horizon
-        episode = torch.div(t, self.horizon, rounding_mode="floor") / self.n_episodes
         seen = trans.view(steps, trials, S, A, S)
         transitions = (1.0 + seen) / (S + seen.sum(-1, keepdim=True))
-        features = torch.cat([state, step_in_episode, episode, (1.0 + sums) / (1.0 + counts), 1.0 / (1.0 + counts),
+        features = torch.cat([state, time_fractions(t, self.horizon, self.n_episodes),
+                              (1.0 + sums) / (1.0 + counts), 1.0 / (1.0 + counts),
                               transitions.flatten(2)], dim=-1)
         last = torch.cat([state[-1], counts[-1], sums[-1], trans[-1], t[-1] + 1], dim=-1).unsqueeze(0)
         return features, last
