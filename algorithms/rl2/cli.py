@@ -25,7 +25,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="run folder (default: runs/rl2/<task>-<cell>-<preset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a preset field (repeatable); with --resume (bandits, MDPs), changes the recipe "
+                   help="override a preset field (repeatable); with --resume, changes the recipe "
                         "from the next iteration on (recorded in meta.json)")
     p.add_argument("--minutes", type=positive_float, default=None,
                    help="stop cleanly (checkpoint, policy, curve; status 'partial') after the first iteration "
