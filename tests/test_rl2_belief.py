@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from rl2bench.algorithms.rl2 import agent as rl2_agent
-from rl2bench.algorithms.rl2.belief import BeliefHead, mdp_inputs, mdp_rows
+from rl2bench.algorithms.rl2.belief import BeliefHead, mdp_inputs, mdp_rows, posterior_rows
 from rl2bench.algorithms.rl2.config import preset_config
-from rl2bench.algorithms.rl2.policy import input_size
-from rl2bench.algorithms.rl2.rollout import TaskShape, task_shape
+from rl2bench.algorithms.rl2.policy import embed, input_size
+from rl2bench.algorithms.rl2.rollout import TaskShape, collect, sample_instances, task_shape
 from rl2bench.algorithms.rl2.runfolder import POLICY
 from rl2bench.algorithms.rl2.trainer import Trainer
 from rl2bench.algorithms.rl2.zoo import promote
@@ -53,6 +53,41 @@ def test_the_auxiliary_loss_on_a_hand_made_batch():
     assert float(loss.detach()) == pytest.approx(squared + cross_entropy, rel=1e-6)
 
 
+def test_the_posterior_rows_of_a_hand_made_trial():
+    """One trial: state 0 --action 1, reward 2--> state 1 --action 0, reward -1--> state 0. Priors: reward
+    means N(1, 1) with unit noise, flat Dirichlet rows. The inputs at step t carry the previous action,
+    reward and done flag (placeholders at t = 0)."""
+    obs = torch.tensor([[0], [1], [0]])
+    prev_action = torch.tensor([[0], [1], [0]])
+    prev_reward = torch.tensor([[0.0], [2.0], [-1.0]])
+    x = embed(obs, prev_action, prev_reward, torch.zeros(3, 1), 2, 2)
+    rewards, transitions = posterior_rows(SHAPE, x, obs)
+    assert rewards[:, 0].tolist() == [[1.0, 1.0], [1.0, 1.0], [1.0, 1.5]]  # (1 + 2) / (1 + 1) for (0, 1) at t = 2
+    assert transitions[0, 0].tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    assert transitions[1, 0].tolist() == [[0.5, 0.5], [0.5, 0.5]]  # state 1: nothing taken there yet
+    assert transitions[2, 0].flatten().tolist() == pytest.approx([0.5, 0.5, 1 / 3, 2 / 3])  # (0, 1) went to 1 once
+
+
+def test_the_posterior_target_reaches_the_auxiliary_loss(tmp_path):
+    """With ``aux_target=posterior`` the head's loss is measured against the posterior rows of the batch's
+    own history, not the true MDP's."""
+    trainer = _trainer(tmp_path / "run", aux_coef=1.0, aux_target="posterior")
+    s = trainer.shape
+    instances = sample_instances(s, np.random.default_rng(0), 4)
+    batch = collect(trainer.policy, s, instances, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    memory = torch.randn(s.trial_len, 4, trainer.cfg.hidden, generator=torch.Generator().manual_seed(2))
+    record: list[float] = []
+    value = trainer.belief_loss(instances, batch, record)(memory, torch.arange(4)).detach()
+    assert trainer.belief is not None
+    with torch.no_grad():
+        posterior = trainer.belief.loss(memory, *posterior_rows(s, batch.inputs(s.n_states, s.n_actions), batch.obs))
+        truth = trainer.belief.loss(memory, *mdp_rows(s, instances, batch.obs))
+    assert float(value) == pytest.approx(float(posterior)) and float(value) != pytest.approx(float(truth))
+    assert record == [pytest.approx(float(posterior))]
+    with pytest.raises(UserError, match="aux_target is one of mdp, posterior"):
+        trainer.change_config(["aux_target=map"])
+
+
 TINY = dict(hidden=16, batch_steps=500, checkpoint_every=2, baseline_epochs=1, update="ppo")
 
 
@@ -62,12 +97,13 @@ def _trainer(path, **changes):
 
 
 @pytest.mark.heavy
-def test_a_belief_run_resumes_exactly_and_leaves_a_plain_policy(tmp_path, monkeypatch):
-    straight = _trainer(tmp_path / "a", aux_coef=0.5, critic_mdp=True)
+@pytest.mark.parametrize("target", ["mdp", "posterior"])
+def test_a_belief_run_resumes_exactly_and_leaves_a_plain_policy(tmp_path, monkeypatch, target):
+    straight = _trainer(tmp_path / "a", aux_coef=0.5, critic_mdp=True, aux_target=target)
     assert straight.baseline.gru.input_size == input_size(10, 5) + 5 * 11
     straight.run(iters=3, progress=False)
     assert all(row["aux_loss"] > 0 for row in straight.curve)
-    first = _trainer(tmp_path / "b", aux_coef=0.5, critic_mdp=True)
+    first = _trainer(tmp_path / "b", aux_coef=0.5, critic_mdp=True, aux_target=target)
     first.run(iters=2, progress=False)
     resumed = Trainer.from_checkpoint(tmp_path / "b")
     resumed.run(iters=3, progress=False)

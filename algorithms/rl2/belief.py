@@ -6,6 +6,9 @@ MDP from the policy's memory, and a critic that may see the true MDP (an asymmet
   true transition probabilities). Its loss, times ``aux_coef``, joins the PPO loss, so the memory is pushed
   to hold what the posterior holds. The head is not part of the policy: the policy file, and so the agent
   that plays it, are the plain GRU policy's.
+  With ``aux_target=posterior`` the head predicts instead the exact posterior mean of those rows given
+  the trial so far (``posterior_rows``): a target with no irreducible noise, where the true rows are
+  mostly noise that no 250-step history removes (``experiments/rl2_memory_probe.py``).
 * ``critic_mdp``: the critic's inputs at step t also carry the true MDP's rows for s_t (the reward means
   and the transition probabilities of every action). The critic only shapes advantages during training;
   the policy acts on its own history, at evaluation as in ``rl2``.
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .posterior_net import count_trial, posterior_means
 from .rollout import TaskShape
 
 
@@ -30,6 +34,17 @@ def mdp_rows(shape: TaskShape, instances: dict[str, np.ndarray], obs: torch.Tens
     reward_means = torch.as_tensor(instances["reward_means"], dtype=torch.float32, device=obs.device)
     transitions = torch.as_tensor(instances["transitions"], dtype=torch.float32, device=obs.device)
     return reward_means[rows, obs], transitions[rows, obs]
+
+
+def posterior_rows(shape: TaskShape, inputs: torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact posterior mean of the current state's rows given the trial so far, in ``mdp_rows``' shapes,
+    from the batch's embedded inputs (steps, trials, input) and states ``obs``: ``aux_target=posterior``."""
+    S, A = shape.n_states, shape.n_actions
+    start = torch.zeros(inputs.shape[1], S + 2 * S * A + S * A * S + 1, device=inputs.device)
+    reward_means, transitions = posterior_means(count_trial(inputs, S, A, start), S, A)
+    at = obs.unsqueeze(-1).unsqueeze(-1)  # (steps, trials, 1, 1)
+    return (reward_means.gather(2, at.expand(-1, -1, 1, A)).squeeze(2),
+            transitions.gather(2, at.unsqueeze(-1).expand(-1, -1, 1, A, S)).squeeze(2))
 
 
 def mdp_inputs(shape: TaskShape, instances: dict[str, np.ndarray], obs: torch.Tensor) -> torch.Tensor:

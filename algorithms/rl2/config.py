@@ -64,6 +64,10 @@ class TrainConfig:
     # auxiliary head on the policy's GRU predicts them with this weight in the PPO loss (0 = no head).
     critic_mdp: bool = False
     aux_coef: float = 0.0
+    # What the auxiliary head predicts: "mdp" = the true MDP's rows (hidden state; mostly noise no history
+    # can remove, experiments/rl2_memory_probe.py), "posterior" = the exact posterior mean of those rows
+    # given the trial so far (a function of the agent's own history under the task's prior; no noise).
+    aux_target: str = "mdp"
     batch_steps: int = 250_000  # environment steps per iteration (whole trials)
     gamma: float = 0.99
     lam: float = 0.3
@@ -149,7 +153,9 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 }
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")
-CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS}
+AUX_TARGETS = ("mdp", "posterior")
+CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS,
+                                       "aux_target": AUX_TARGETS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.

@@ -23,6 +23,8 @@ Bernoulli arms, but the MLP reads both numbers, so it loses nothing).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -34,6 +36,43 @@ def time_fractions(t: torch.Tensor, horizon: int, n_episodes: int) -> torch.Tens
     within the trial, each a fraction in [0, 1). Shared by this net and the critic's time features."""
     return torch.cat([torch.remainder(t, horizon) / horizon,
                       torch.div(t, horizon, rounding_mode="floor") / n_episodes], dim=-1)
+
+
+class TrialCounts(NamedTuple):
+    """Running counts of a trial at every step (steps, trials, ...), after that step's inputs."""
+
+    state: torch.Tensor  # the current state, one-hot (S)
+    t: torch.Tensor  # the step index within the trial (1)
+    counts: torch.Tensor  # visits N(s, a) (S * A)
+    sums: torch.Tensor  # reward sums (S * A)
+    trans: torch.Tensor  # transition counts N(s, a, s') (S * A * S)
+
+
+def count_trial(x: torch.Tensor, n_states: int, n_actions: int, start: torch.Tensor) -> TrialCounts:
+    """The fixed recurrence (module docstring) over embeddings x (steps, trials, input), from ``start`` (trials,
+    state size): the counts after every step. Vectorised over steps by cumulative sums."""
+    steps = x.shape[0]
+    S, A = n_states, n_actions
+    prev0, counts0, sums0, trans0, t0 = start.split([S, S * A, S * A, S * A * S, 1], dim=-1)
+    state = x[..., :S] if S > 1 else torch.ones_like(x[..., :1])  # a bandit's one state: always 1
+    action = x[..., S:S + A]
+    reward, done = x[..., S + A:S + A + 1], x[..., S + A + 1:S + A + 2]
+    prev = torch.cat([prev0.unsqueeze(0), state[:-1]], dim=0)  # where the previous action was taken
+    t = t0.unsqueeze(0) + torch.arange(steps, device=x.device, dtype=x.dtype).view(steps, 1, 1)
+    taken = (t > 0).to(x.dtype)  # at a trial's first step the inputs are placeholders: nothing was taken
+    pair = (prev.unsqueeze(-1) * action.unsqueeze(-2)).flatten(-2) * taken  # one-hot (s, a), (steps, trials, SA)
+    moved = (pair.unsqueeze(-1) * state.unsqueeze(-2)).flatten(-2) * (1.0 - done)  # a transition, not a reset
+    return TrialCounts(state, t, counts0 + pair.cumsum(0), sums0 + (pair * reward).cumsum(0),
+                       trans0 + moved.cumsum(0))
+
+
+def posterior_means(c: TrialCounts, n_states: int, n_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posterior mean of every reward (..., S, A) and transition row (..., S, A, S) under the task's prior
+    (N(1, 1) means with unit noise; flat Dirichlet rows)."""
+    S, A = n_states, n_actions
+    reward_means = ((1.0 + c.sums) / (1.0 + c.counts)).unflatten(-1, (S, A))
+    seen = c.trans.unflatten(-1, (S, A, S))
+    return reward_means, (1.0 + seen) / (S + seen.sum(-1, keepdim=True))
 
 
 class PosteriorNet(nn.Module):
@@ -63,27 +102,12 @@ class PosteriorNet(nn.Module):
 
     def statistics(self, x: torch.Tensor, h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (steps, trials, input) -> (MLP inputs (steps, trials, features), statistics after the last step)."""
-        steps, trials = x.shape[:2]
-        S, A = self.n_states, self.n_actions
-        h0 = self.initial_state(trials) if h0 is None else h0
-        prev0, counts0, sums0, trans0, t0 = h0[0].split([S, S * A, S * A, S * A * S, 1], dim=-1)
-        state = x[..., :S] if S > 1 else torch.ones_like(x[..., :1])  # a bandit's one state: always 1
-        action = x[..., S:S + A]
-        reward, done = x[..., S + A:S + A + 1], x[..., S + A + 1:S + A + 2]
-        prev = torch.cat([prev0.unsqueeze(0), state[:-1]], dim=0)  # where the previous action was taken
-        t = t0.unsqueeze(0) + torch.arange(steps, device=x.device, dtype=x.dtype).view(steps, 1, 1)
-        taken = (t > 0).to(x.dtype)  # at a trial's first step the inputs are placeholders: nothing was taken
-        pair = (prev.unsqueeze(-1) * action.unsqueeze(-2)).flatten(-2) * taken  # one-hot (s, a), (steps, trials, SA)
-        counts = counts0 + pair.cumsum(0)
-        sums = sums0 + (pair * reward).cumsum(0)
-        moved = (pair.unsqueeze(-1) * state.unsqueeze(-2)).flatten(-2) * (1.0 - done)  # a transition, not a reset
-        trans = trans0 + moved.cumsum(0)
-        seen = trans.view(steps, trials, S, A, S)
-        transitions = (1.0 + seen) / (S + seen.sum(-1, keepdim=True))
-        features = torch.cat([state, time_fractions(t, self.horizon, self.n_episodes),
-                              (1.0 + sums) / (1.0 + counts), 1.0 / (1.0 + counts),
-                              transitions.flatten(2)], dim=-1)
-        last = torch.cat([state[-1], counts[-1], sums[-1], trans[-1], t[-1] + 1], dim=-1).unsqueeze(0)
+        h0 = self.initial_state(x.shape[1]) if h0 is None else h0
+        c = count_trial(x, self.n_states, self.n_actions, h0[0])
+        reward_means, transitions = posterior_means(c, self.n_states, self.n_actions)
+        features = torch.cat([c.state, time_fractions(c.t, self.horizon, self.n_episodes), reward_means.flatten(2),
+                              1.0 / (1.0 + c.counts), transitions.flatten(2)], dim=-1)
+        last = torch.cat([c.state[-1], c.counts[-1], c.sums[-1], c.trans[-1], c.t[-1] + 1], dim=-1).unsqueeze(0)
         return features, last
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

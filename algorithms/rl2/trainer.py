@@ -21,7 +21,7 @@ import torch
 from rl2bench import seeding
 from rl2bench.errors import UserError
 
-from .belief import BeliefHead, mdp_rows
+from .belief import BeliefHead, mdp_rows, posterior_rows
 from .config import FIXED_ON_RESUME, TrainConfig, apply_overrides, preset_config, stored_config
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
@@ -29,7 +29,7 @@ from .loop import training_loop
 from .networks import build_networks, carry_over, critic_extra_inputs, critic_inputs
 from .policy import Baseline, Policy
 from .references import normalization_scores, normalized, reference_scores
-from .rollout import collect, sample_instances, task_shape
+from .rollout import Batch, collect, sample_instances, task_shape
 from .runfolder import (
     CHECKPOINT,
     PLOT,
@@ -113,7 +113,7 @@ class Trainer:
         if cfg.update == "ppo":
             info, entropy = ppo_update(self.policy, self.policy_optimizer, batch, x, adv, cfg,
                                        self.entropy_coefficient(), self.fvp_gen, self.device,
-                                       self.belief_loss(instances, batch.obs, aux_losses) if self.belief else None)
+                                       self.belief_loss(instances, batch, aux_losses) if self.belief else None)
         else:
             info, entropy = trpo_update(self.policy, batch, x, adv, cfg, self.entropy_coefficient(), self.fvp_gen,
                                         self.device)
@@ -169,10 +169,14 @@ class Trainer:
             "config_changes": self.config_changes, "resumed": self.resumed,
         }
 
-    def belief_loss(self, instances: dict[str, Any], obs: torch.Tensor, record: list[float]) -> Any:
+    def belief_loss(self, instances: dict[str, Any], batch: Batch, record: list[float]) -> Any:
         """The weighted auxiliary loss on the policy's memory for PPO's minibatches (``belief.py``); each
-        value is appended to ``record``."""
-        reward_means, transitions = mdp_rows(self.shape, instances, obs)
+        value is appended to ``record``. Its target: the true MDP's rows of each step's state, or their
+        posterior mean given the trial so far (``aux_target``)."""
+        s = self.shape
+        reward_means, transitions = (
+            posterior_rows(s, batch.inputs(s.n_states, s.n_actions), batch.obs) if self.cfg.aux_target == "posterior"
+            else mdp_rows(s, instances, batch.obs))
         head, weight = self.belief, self.cfg.aux_coef
         assert head is not None
 
