@@ -31,7 +31,8 @@ def network_label(cfg: Any) -> str:
     extras = [f"critic {cfg.critic_hidden}"] if getattr(cfg, "critic_hidden", 0) else []
     extras += ["critic sees time"] if getattr(cfg, "critic_time", False) else []
     extras += ["critic sees the MDP"] if getattr(cfg, "critic_mdp", False) else []
-    extras += [f"belief head x {cfg.aux_coef:g}"] if getattr(cfg, "aux_coef", 0.0) else []
+    if getattr(cfg, "aux_coef", 0.0):
+        extras.append(f"belief head x {cfg.aux_coef:g} on the {getattr(cfg, 'aux_target', 'mdp')}")
     return f"{cfg.gru_activation} GRU {cfg.hidden}" + (f" ({', '.join(extras)})" if extras else "")
 
 
