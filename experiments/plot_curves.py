@@ -32,7 +32,14 @@ def load(spec: str) -> tuple[str, pd.DataFrame, float]:
     meta = csv.parent / "meta.json"
     if meta.exists():
         offset = float(inherited(json.loads(meta.read_text()))[0])
-    return label or csv.parent.name, pd.read_csv(csv), offset
+    return label or (csv.stem if path.suffix == ".csv" else csv.parent.name), pd.read_csv(csv), offset
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def parse_line(text: str) -> tuple[float, str]:
@@ -44,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--column", action="append", required=True)
-    parser.add_argument("--smooth", type=int, default=10)
+    parser.add_argument("--smooth", type=positive_int, default=10)
     parser.add_argument("--line", action="append", default=[], type=parse_line)
     parser.add_argument("--title", default="")
     parser.add_argument("--out", type=Path, required=True)

@@ -34,6 +34,7 @@ result to experiments/results/rl2_memory_probe.jsonl.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -44,10 +45,9 @@ from torch import nn
 
 from rl2bench import seeding
 from rl2bench.algorithms.rl2.agent import load_policy
-from rl2bench.algorithms.rl2.belief import BeliefHead, mdp_rows
+from rl2bench.algorithms.rl2.belief import BeliefHead, mdp_rows, posterior_rows
 from rl2bench.algorithms.rl2.devices import torch_generator
 from rl2bench.algorithms.rl2.policy import Policy
-from rl2bench.algorithms.rl2.posterior_net import PosteriorNet
 from rl2bench.algorithms.rl2.rollout import Batch, TaskShape, collect, sample_instances, task_shape
 from rl2bench.algorithms.rl2.zoo import policy_path, policy_version
 from rl2bench.results import append_jsonl
@@ -73,26 +73,12 @@ def play(policy: Policy, shape: TaskShape, n: int, seed: int) -> tuple[dict[str,
     return instances, batch, memory
 
 
-def posterior_rows(shape: TaskShape, batch: Batch, chunk: int = 100) -> Rows:
-    """The exact posterior mean of the current state's rows at every step, from ``PosteriorNet.statistics``
-    (the same recurrence as the diagnostic network), gathered at s_t."""
-    S, A = shape.n_states, shape.n_actions
-    net = PosteriorNet(S, A, 1, 1, shape.horizon, shape.n_episodes)
-    x = batch.inputs(S, A)
-    rewards, log_probs = [], []
+def posterior_log_rows(shape: TaskShape, batch: Batch) -> Rows:
+    """The exact posterior mean of the current state's rows at every step (``belief.posterior_rows``, the
+    target of ``aux_target=posterior``), with the transitions as log-probabilities."""
     with torch.no_grad():
-        for start in range(0, x.shape[1], chunk):
-            feats = net.statistics(x[:, start:start + chunk], None)[0]
-            steps, trials = feats.shape[:2]
-            obs = batch.obs[:, start:start + chunk]
-            at = S + 2
-            means = feats[..., at:at + S * A].view(steps, trials, S, A)
-            at += 2 * S * A
-            trans = feats[..., at:].view(steps, trials, S, A, S)
-            idx = obs.view(steps, trials, 1, 1)
-            rewards.append(means.gather(2, idx.expand(-1, -1, 1, A)).squeeze(2))
-            log_probs.append(trans.gather(2, idx.unsqueeze(-1).expand(-1, -1, 1, A, S)).squeeze(2).log())
-    return torch.cat(rewards, 1), torch.cat(log_probs, 1)
+        rewards, rows = posterior_rows(shape, batch.inputs(shape.n_states, shape.n_actions), batch.obs)
+    return rewards, rows.log()
 
 
 def check_posterior(shape: TaskShape, batch: Batch, post: Rows, trials: int = 3) -> None:
@@ -210,6 +196,10 @@ def probe(shape: TaskShape, memory: torch.Tensor, obs: torch.Tensor, truth: tupl
     flat_s, total = obs[at_step, at_trial], 0.0
     for s in range(shape.n_states):
         where = flat_s == s
+        if not where.any():  # a state the fitting steps never saw: its steps keep the prior's prediction
+            at = obs == s
+            reward[at], log_prob[at] = 1.0, -math.log(shape.n_states)
+            continue
         with torch.enable_grad():
             head = fit_linear(flat_m[where], tuple(t[where] for t in flat_t), shape, seed)
         with torch.no_grad():
@@ -267,7 +257,7 @@ def main() -> None:
         raise SystemExit(f"{path} is not a GRU policy (network {meta.get('network')!r}): it has no memory to probe")
     instances, batch, memory = play(policy, shape, args.instances, args.seed)
     truth = mdp_rows(shape, instances, batch.obs)
-    post = posterior_rows(shape, batch)
+    post = posterior_log_rows(shape, batch)
     check_posterior(shape, batch, post)
     S, A = shape.n_states, shape.n_actions
     steps, n = batch.obs.shape

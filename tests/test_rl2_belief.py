@@ -75,17 +75,24 @@ def test_the_posterior_target_reaches_the_auxiliary_loss(tmp_path):
     s = trainer.shape
     instances = sample_instances(s, np.random.default_rng(0), 4)
     batch = collect(trainer.policy, s, instances, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
-    memory = torch.randn(s.trial_len, 4, trainer.cfg.hidden, generator=torch.Generator().manual_seed(2))
+    trials = torch.tensor([2, 0, 3])  # a PPO minibatch: its memory rows are these trials'
+    memory = torch.randn(s.trial_len, 3, trainer.cfg.hidden, generator=torch.Generator().manual_seed(2))
     record: list[float] = []
-    value = trainer.belief_loss(instances, batch, record)(memory, torch.arange(4)).detach()
+    value = trainer.belief_loss(instances, batch, record)(memory, trials).detach()
     assert trainer.belief is not None
+    rewards, rows = posterior_rows(s, batch.inputs(s.n_states, s.n_actions), batch.obs, chunk=3)
+    true_rewards, true_rows = mdp_rows(s, instances, batch.obs)
     with torch.no_grad():
-        posterior = trainer.belief.loss(memory, *posterior_rows(s, batch.inputs(s.n_states, s.n_actions), batch.obs))
-        truth = trainer.belief.loss(memory, *mdp_rows(s, instances, batch.obs))
+        posterior = trainer.belief.loss(memory, rewards[:, trials], rows[:, trials])
+        truth = trainer.belief.loss(memory, true_rewards[:, trials], true_rows[:, trials])
     assert float(value) == pytest.approx(float(posterior)) and float(value) != pytest.approx(float(truth))
     assert record == [pytest.approx(float(posterior))]
     with pytest.raises(UserError, match="aux_target is one of mdp, posterior"):
         trainer.change_config(["aux_target=map"])
+    with pytest.raises(UserError, match="cannot change on resume"):
+        trainer.change_config(["aux_target=mdp"])
+    with pytest.raises(UserError, match="set aux_coef > 0"):
+        _trainer(tmp_path / "no-head", aux_target="posterior")
 
 
 TINY = dict(hidden=16, batch_steps=500, checkpoint_every=2, baseline_epochs=1, update="ppo")

@@ -36,15 +36,20 @@ def mdp_rows(shape: TaskShape, instances: dict[str, np.ndarray], obs: torch.Tens
     return reward_means[rows, obs], transitions[rows, obs]
 
 
-def posterior_rows(shape: TaskShape, inputs: torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_rows(shape: TaskShape, inputs: torch.Tensor, obs: torch.Tensor, chunk: int = 128
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact posterior mean of the current state's rows given the trial so far, in ``mdp_rows``' shapes,
-    from the batch's embedded inputs (steps, trials, input) and states ``obs``: ``aux_target=posterior``."""
+    from the batch's embedded inputs (steps, trials, input) and states ``obs``: ``aux_target=posterior``.
+    Counted ``chunk`` trials at a time (the transition counts are steps x trials x S*A*S)."""
     S, A = shape.n_states, shape.n_actions
-    start = torch.zeros(inputs.shape[1], S + 2 * S * A + S * A * S + 1, device=inputs.device)
-    reward_means, transitions = posterior_means(count_trial(inputs, S, A, start), S, A)
-    at = obs.unsqueeze(-1).unsqueeze(-1)  # (steps, trials, 1, 1)
-    return (reward_means.gather(2, at.expand(-1, -1, 1, A)).squeeze(2),
-            transitions.gather(2, at.unsqueeze(-1).expand(-1, -1, 1, A, S)).squeeze(2))
+    rewards, transitions = [], []
+    for lo in range(0, inputs.shape[1], chunk):
+        x, at = inputs[:, lo:lo + chunk], obs[:, lo:lo + chunk].unsqueeze(-1).unsqueeze(-1)
+        start = torch.zeros(x.shape[1], S + 2 * S * A + S * A * S + 1, device=x.device)
+        reward_means, rows = posterior_means(count_trial(x, S, A, start), S, A)
+        rewards.append(reward_means.gather(2, at.expand(-1, -1, 1, A)).squeeze(2))
+        transitions.append(rows.gather(2, at.unsqueeze(-1).expand(-1, -1, 1, A, S)).squeeze(2))
+    return torch.cat(rewards, 1), torch.cat(transitions, 1)
 
 
 def mdp_inputs(shape: TaskShape, instances: dict[str, np.ndarray], obs: torch.Tensor) -> torch.Tensor:

@@ -72,6 +72,8 @@ def build_networks(shape: TaskShape, cfg: TrainConfig, init: np.random.Generator
         raise UserError("critic_mdp and aux_coef read the hidden MDP: mdp cells only")
     if cfg.aux_coef and cfg.update != "ppo":
         raise UserError("aux_coef adds a loss to PPO's: add --set update=ppo (or a PPO preset)")
+    if cfg.aux_target != "mdp" and not cfg.aux_coef:
+        raise UserError(f"aux_target={cfg.aux_target} chooses what the auxiliary head predicts: set aux_coef > 0 too")
     policy = Policy(s.n_states, s.n_actions, cfg.hidden, torch_generator(init), cfg.gru_activation)
     baseline = Baseline(s.n_states, s.n_actions, critic_width(cfg), scale, torch_generator(init), cfg.gru_activation,
                         critic_extra_inputs(s, cfg))

@@ -224,6 +224,9 @@ class Trainer:
                             "head; start a new run (--init-from this one) instead")
         if cfg.aux_coef and cfg.update != "ppo":
             raise UserError("aux_coef adds a loss to PPO's: this run keeps update=ppo")
+        if cfg.aux_target != self.cfg.aux_target:
+            raise UserError("--set aux_target cannot change on resume (the head has learned its target); start a "
+                            "new run (--init-from this one) instead")
         self.cfg = cfg
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.baseline_lr
