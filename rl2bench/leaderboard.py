@@ -131,9 +131,10 @@ def render_markdown(summary: pd.DataFrame, title: str = "", command: str = "") -
                    "bold.\n")
     headers, rows = _grid(summary, lambda r: f"**{r['mean']:.{d}f}**" if r["marked"] else f"{r['mean']:.{d}f}")
     out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))
-    if any(entry == "" for row in rows for entry in row):
-        out.append("\nEmpty: the algorithm did not run on that cell (rl2: no trained policy yet, see "
-                   "leaderboard/NOTES.md).")
+    missing = [name for j, name in enumerate(headers) if any(row[j] == "" for row in rows)]
+    if missing:
+        out.append(f"\nEmpty: the algorithm did not run on that cell ({', '.join(missing)}); leaderboard/NOTES.md "
+                   "says why (a trained algorithm without a policy for the cell yet, an exact one beyond its reach).")
     out.append("\n\nStandard errors of the means:\n")
     headers, rows = _grid(summary, lambda r: f"{r['se']:.{d + 1}f}")
     out.append(tabulate(rows, headers, tablefmt="pipe", stralign="right", disable_numparse=True))

@@ -64,6 +64,16 @@ def test_marked_cells_are_shown_as_marked_in_every_format():
     assert f"*{close}" in term and f"*{apart}" not in term and apart in term
 
 
+def test_the_page_names_the_algorithms_that_did_not_run_on_a_cell():
+    from rl2bench.leaderboard import render_markdown
+
+    one = _shifted_cell({"close": 0.1, "late": 0.2})
+    other = _shifted_cell({"close": 0.1}).assign(cell="d")  # "late" has no results on cell d
+    page = render_markdown(stats.summarize(pd.concat([one, other], ignore_index=True)))
+    assert "did not run on that cell (late)" in page
+    assert "did not run" not in render_markdown(stats.summarize(one))
+
+
 def test_normalized_scores():
     summary = pd.DataFrame({"cell": ["x"] * 3, "algorithm": ["random", "gittins", "ucb1"],
                             "mean": [5.0, 7.0, 6.5]})
