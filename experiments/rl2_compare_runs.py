@@ -28,6 +28,7 @@ iteration means are not independent; judge a difference against such an A/A pair
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import pandas as pd
 from scipy import stats
 from tabulate import tabulate
 
+from rl2bench.algorithms.rl2.config import stored_config
 from rl2bench.results import append_jsonl
 
 RESULTS = Path(__file__).parent / "results" / "rl2_compare_runs.jsonl"
@@ -46,8 +48,9 @@ def load(run: Path) -> tuple[dict, pd.DataFrame]:
 
 
 def differences(meta_a: dict, meta_b: dict) -> dict[str, tuple]:
-    """The config settings in which the two runs differ (besides the number of iterations)."""
-    a, b = meta_a.get("config", {}), meta_b.get("config", {})
+    """The config settings in which the two runs differ (besides the number of iterations). A setting a run's
+    meta.json predates is the default it ran with (``stored_config``), not a difference."""
+    a, b = (dataclasses.asdict(stored_config(m.get("config", {}))) for m in (meta_a, meta_b))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "iters"}
 
 
@@ -119,7 +122,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     for key, label in (("run_a", "A"), ("run_b", "B")):
         curve = pd.read_csv(Path(result[key]) / "curve.csv").iloc[result.get("shared_iterations", 0):]
         setting = ", ".join(f"{k}={v[0 if label == 'A' else 1]}" for k, v in result["differ"].items())
@@ -128,7 +131,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlabel("environment steps (M)")
     ax.set_ylabel("training-batch mean trial return")
     ax.set_title(f"{result['task']} {result['cell']}, seed {result['seed']} (25-iteration moving average)")
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
