@@ -45,8 +45,7 @@ def posterior_rows(shape: TaskShape, inputs: torch.Tensor, obs: torch.Tensor, ch
     rewards, transitions = [], []
     for lo in range(0, inputs.shape[1], chunk):
         x, at = inputs[:, lo:lo + chunk], obs[:, lo:lo + chunk].unsqueeze(-1).unsqueeze(-1)
-        start = torch.zeros(x.shape[1], S + 2 * S * A + S * A * S + 1, device=x.device)
-        reward_means, rows = posterior_means(count_trial(x, S, A, start), S, A)
+        reward_means, rows = posterior_means(count_trial(x, S, A), S, A)
         rewards.append(reward_means.gather(2, at.expand(-1, -1, 1, A)).squeeze(2))
         transitions.append(rows.gather(2, at.unsqueeze(-1).expand(-1, -1, 1, A, S)).squeeze(2))
     return torch.cat(rewards, 1), torch.cat(transitions, 1)

@@ -48,11 +48,19 @@ class TrialCounts(NamedTuple):
     trans: torch.Tensor  # transition counts N(s, a, s') (S * A * S)
 
 
-def count_trial(x: torch.Tensor, n_states: int, n_actions: int, start: torch.Tensor) -> TrialCounts:
+def counts_size(n_states: int, n_actions: int) -> int:
+    """Numbers carried between steps: previous state, N(s, a), reward sums, N(s, a, s'), step index."""
+    return n_states + 2 * n_states * n_actions + n_states * n_actions * n_states + 1
+
+
+def count_trial(x: torch.Tensor, n_states: int, n_actions: int, start: torch.Tensor | None = None) -> TrialCounts:
     """The fixed recurrence (module docstring) over embeddings x (steps, trials, input), from ``start`` (trials,
-    state size): the counts after every step. Vectorised over steps by cumulative sums."""
+    ``counts_size``; None: a trial's beginning): the counts after every step. Vectorised over steps by
+    cumulative sums."""
     steps = x.shape[0]
     S, A = n_states, n_actions
+    if start is None:
+        start = torch.zeros(x.shape[1], counts_size(S, A), device=x.device, dtype=x.dtype)
     prev0, counts0, sums0, trans0, t0 = start.split([S, S * A, S * A, S * A * S, 1], dim=-1)
     state = x[..., :S] if S > 1 else torch.ones_like(x[..., :1])  # a bandit's one state: always 1
     action = x[..., S:S + A]
@@ -87,7 +95,7 @@ class PosteriorNet(nn.Module):
         self.n_states, self.n_actions, self.hidden = n_states, n_actions, hidden
         self.horizon, self.n_episodes = horizon, n_episodes
         s, a = n_states, n_actions
-        self.state_size = s + s * a + s * a + s * a * s + 1  # prev state, N, reward sums, transitions, step
+        self.state_size = counts_size(s, a)
         self.feature_size = s + 2 + 2 * s * a + s * a * s
         self.first = nn.Linear(self.feature_size, hidden)
         self.second = nn.Linear(hidden, hidden)
