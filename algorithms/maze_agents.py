@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rl2bench.registry import register_algorithm
-from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT, turns_per_quarter
 from rl2bench.tasks.maze.layout import STEPS, bfs
 
 from .base import Agent
@@ -63,16 +63,21 @@ class GridWalker(Agent):
         """Called once with the first privileged view (the layouts of this agent's batch)."""
 
     def pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(row, col) of the nearest cell centre, whether we stand on it, and the heading in 16ths."""
+        """(row, col) of the nearest cell centre, whether we stand on it, and the heading in turns (16ths
+        of a circle at 22.5 degrees per turn, quarters at 90)."""
         geo = self.info["geometry"]
         offset = geo.wall + geo.cell / 2
         fx = (self.info["x"] - offset) / geo.pitch
         fy = (self.info["y"] - offset) / geo.pitch
         col, row = np.rint(fx).astype(np.int64), np.rint(fy).astype(np.int64)
         at_centre = np.maximum(np.abs(fx - col), np.abs(fy - row)) * geo.pitch < CENTRE_TOLERANCE
-        sixteenths = np.rint(self.info["angle"] / self.info["turn_degrees"]).astype(np.int64) % 16
+        turns = np.rint(self.info["angle"] / self.info["turn_degrees"]).astype(np.int64) % (4 * self.per_quarter)
         size = self.info["open_dirs"].shape[1]
-        return np.clip(row, 0, size - 1), np.clip(col, 0, size - 1), at_centre, sixteenths
+        return np.clip(row, 0, size - 1), np.clip(col, 0, size - 1), at_centre, turns
+
+    @property
+    def per_quarter(self) -> int:
+        return turns_per_quarter(self.info["turn_degrees"])
 
     def descend(self, dist: np.ndarray, dirs: np.ndarray, row: np.ndarray, col: np.ndarray,
                 heading: np.ndarray) -> np.ndarray:
@@ -93,11 +98,12 @@ class GridWalker(Agent):
         raise NotImplementedError
 
     def act(self, obs):
-        row, col, at_centre, sixteenths = self.pose()
-        quarter = sixteenths // 4
+        row, col, at_centre, turns = self.pose()
+        per_quarter = self.per_quarter
+        quarter = turns // per_quarter
         want = self.want(row, col, at_centre, quarter)
-        diff = (np.where(want >= 0, want, quarter) * 4 - sixteenths) % 16
-        turn = np.where(diff <= 8, LEFT, RIGHT)  # counter-clockwise (left) raises the angle
+        diff = (np.where(want >= 0, want, quarter) * per_quarter - turns) % (4 * per_quarter)
+        turn = np.where(diff <= 2 * per_quarter, LEFT, RIGHT)  # counter-clockwise (left) raises the angle
         return np.where(at_centre & (diff != 0), turn, FORWARD)
 
 

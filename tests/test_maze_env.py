@@ -151,13 +151,15 @@ def test_horizon_ends_episodes_and_restarts_at_start():
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("cell", ["small-e2", "large-e1"])
+@pytest.mark.parametrize("cell", ["small-e2", "large-e1", "small-e2-turn90", "small-e1-turn45"])
 def test_oracle_walks_the_shortest_path(cell):
+    """Exact lengths under every turn action: a coarser turn really turns a whole 45 or 90 degrees in one
+    action (a shortfall would leave the walker off its heading and cost extra actions or wall hits)."""
     c = FAMILY.parse_cell(cell)
     n = 12 if c.size == 5 else 4
     out = play_trials(FAMILY, c, MazeOracle, {}, n, 3, "eval")
     lay = FAMILY.sample_instances(c, 3, "eval", n)
-    expected = [shortest_actions(len(p), L.quarter_turns(int(lay["heading"][i]), p))
+    expected = [shortest_actions(len(p), L.quarter_turns(int(lay["heading"][i]), p), c.turn)
                 for i, p in enumerate(L.shortest_path(lay, i) for i in range(n))]
     for e in range(1, c.episodes + 1):
         assert out.metrics[f"success_ep{e}"].all()
@@ -166,8 +168,9 @@ def test_oracle_walks_the_shortest_path(cell):
 
 
 @pytest.mark.heavy
-def test_memory_explores_then_repeats_the_shortest_path():
-    c = FAMILY.parse_cell("small-e2")
+@pytest.mark.parametrize("cell", ["small-e2", "small-e2-turn90"])
+def test_memory_explores_then_repeats_the_shortest_path(cell):
+    c = FAMILY.parse_cell(cell)
     memory = play_trials(FAMILY, c, MazeMemory, {}, 12, 3, "eval")
     oracle = play_trials(FAMILY, c, MazeOracle, {}, 12, 3, "eval")
     found = memory.metrics["success_ep1"] == 1  # exploration can outlast a 250-step episode

@@ -92,7 +92,10 @@ def test_cells_parse_and_name():
     assert fam.parse_cell("small-e2").name == "small-e2"
     assert fam.parse_cell("g7-e3-t300").name == "g7-e3-t300"
     assert fam.parse_cell("g5").name == "small"
-    for bad in ("huge", "small-x2", "g1", "small-e2-e3", "small-e0"):
+    coarse = fam.parse_cell("small-e2-turn90")
+    assert (coarse.turn, coarse.name) == (90.0, "small-e2-turn90") and fam.parse_cell("small-turn22.5").name == "small"
+    assert fam.parse_cell("large-turn45").turn == 45.0 and fam.parse_cell("large").turn == 22.5
+    for bad in ("huge", "small-x2", "g1", "small-e2-e3", "small-e0", "small-turn30", "small-turn90-turn45"):
         with pytest.raises(UserError):
             fam.parse_cell(bad)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,22 @@ def test_rollout_masks_match_the_episode_lengths(tmp_path):
 
 
 @pytest.mark.heavy
+def test_a_coarse_turn_cell_trains_with_its_own_turn(tmp_path):
+    """The trainer's engines turn as its cell says: after a rollout of 90-degree turns every heading is a
+    multiple of 90 degrees (at 22.5 degrees per turn most would not be)."""
+    trainer = MazeTrainer(CELL + "-turn90", "maze-fast", 0, tmp_path, _config())
+    try:
+        env = trainer.open_env()
+        collect_maze(trainer.net, env, [0], trainer.act_gen, trainer.trial_len)
+        angles = env.privileged_info()["angle"]
+    finally:
+        trainer.close()
+    assert env.turn_degrees == 90.0 and trainer.cell.name == "g3-e2-t12-turn90"
+    quarters = angles / 90
+    assert np.allclose(quarters, np.rint(quarters), atol=1e-6) and len(set(np.rint(quarters).tolist())) > 1
+
+
+@pytest.mark.heavy
 def test_resume_continues_exactly(tmp_path):
     """(A ReLU GRU, the preset's; a run written before the setting existed resumes as the tanh one it was.)"""
     full = MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config())
@@ -110,6 +127,11 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     shutil.copytree(tmp_path / "maze" / CELL, tmp_path / "maze" / "small-e2")
     assert agent_cls.unavailable(large, family.spec(large)) is None
     assert agent_cls.grid(large, family.spec(large))[0]["policy"] == "maze/small-e2"
+    # ...but never across action schemes: a 90-degree cell needs a 90-degree policy.
+    coarse = family.parse_cell("large-turn90")
+    assert "small-e2-turn90" in agent_cls.unavailable(coarse, family.spec(coarse))
+    shutil.copytree(tmp_path / "maze" / CELL, tmp_path / "maze" / "small-e2-turn90")
+    assert agent_cls.grid(coarse, family.spec(coarse))[0]["policy"] == "maze/small-e2-turn90"
 
 
 @pytest.mark.heavy

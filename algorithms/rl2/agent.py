@@ -20,6 +20,7 @@ import numpy as np
 from rl2bench.agent import Agent
 from rl2bench.errors import UserError
 from rl2bench.registry import register_algorithm
+from rl2bench.tasks.maze.env import MazeCell
 
 from .zoo import POLICY_FILE, policy_path, policy_provenance, policy_version, train_hint, zoo_dir
 
@@ -202,7 +203,7 @@ def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]
                                                        activation=data.get("activation", UNRECORDED_ACTIVATION)))
 
 
-PAPER_MAZE_TRAINING_CELL = "small-e2"  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps
+PAPER_MAZE_TRAINING_CELL = MazeCell(size=5, episodes=2)  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps
 
 
 @register_algorithm
@@ -210,9 +211,11 @@ class RL2Maze(_RecurrentPolicyAgent):
     """RL^2 on the mazes: the conv + GRU policy of leaderboard/zoo/maze/<cell>/policy.pt, played from pixels.
 
     The policy is looked up under the evaluated cell's name, then under the 2-episode cell of the same
-    maze size, then under ``small-e2``: the paper trains one policy on small mazes with 2 episodes and
-    evaluates it on up to 5 episodes of small and of large mazes (Section 3.3, extrapolation), so the
-    large columns use the small-maze policy unless a large-maze one is in the zoo."""
+    maze size, then under ``small-e2`` (with the cell's turn action: ``small-e2-turn90`` for a
+    ``-turn90`` cell): the paper trains one policy on small mazes with 2 episodes and evaluates it on up
+    to 5 episodes of small and of large mazes (Section 3.3, extrapolation), so the large columns use the
+    small-maze policy unless a large-maze one is in the zoo. A policy never plays another action scheme
+    than the one it was trained with."""
 
     name = "rl2"
     families = ("maze",)
@@ -220,10 +223,16 @@ class RL2Maze(_RecurrentPolicyAgent):
 
     @classmethod
     def _policy_name(cls, cell) -> str | None:
-        for name in (cell.name, dataclasses.replace(cell, episodes=2).name, PAPER_MAZE_TRAINING_CELL):
+        for name in cls._candidates(cell):
             if policy_path("maze", name).exists():
                 return f"maze/{name}"
         return None
+
+    @staticmethod
+    def _candidates(cell) -> tuple[str, str, str]:
+        paper_cell = PAPER_MAZE_TRAINING_CELL
+        paper = dataclasses.replace(cell, size=paper_cell.size, episodes=paper_cell.episodes, horizon=0)
+        return cell.name, dataclasses.replace(cell, episodes=2).name, paper.name
 
     @classmethod
     def grid(cls, cell, spec):
@@ -235,8 +244,8 @@ class RL2Maze(_RecurrentPolicyAgent):
     @classmethod
     def unavailable(cls, cell, spec) -> str | None:
         if cls._policy_name(cell) is None:
-            two = dataclasses.replace(cell, episodes=2).name
-            return (f"rl2 has no trained maze policy for {cell.name} (nor {two}, nor {PAPER_MAZE_TRAINING_CELL}) "
+            _, two, paper = cls._candidates(cell)
+            return (f"rl2 has no trained maze policy for {cell.name} (nor {two}, nor {paper}) "
                     f"in {zoo_dir()}; "
                     f"train one with: {train_hint('maze', two, 'maze-fast')}")
         return None

@@ -177,7 +177,8 @@ class MazeTrainer:
         if self.env is None:
             from rl2bench.tasks.maze.env import MazeVecEnv
 
-            self.env = MazeVecEnv(self.spec, self.training_pool(), self.cfg.workers, self.cfg.games_per_worker)
+            self.env = MazeVecEnv(self.spec, self.training_pool(), self.cfg.workers, self.cfg.games_per_worker,
+                                  turn_degrees=self.cell.turn)
         return self.env
 
     def close(self) -> None:

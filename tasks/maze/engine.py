@@ -4,9 +4,10 @@ Action scheme (the "low-level actions" every agent uses, pixels or not):
   0 forward: a 15-tic stride (7 tics forward, 4 braking backward, 4 still) that ends at rest, exactly
     ``STRIDE`` map units further in free space (Doom's momentum makes plain forward tics drift; a
     stride that ends at rest is deterministic and translation invariant in the engine's fixed point);
-  1 turn left, 2 turn right: exactly ``TURN_DEGREES`` in one tic (16 headings).
-The cell pitch is 4 strides and a quarter turn 4 turns: a "high-level" move is about 4-5 low-level
-actions, as in the paper's Section 3.3.
+  1 turn left, 2 turn right: exactly ``TURN_DEGREES`` in one tic (16 headings), or a coarser turn of a
+    cell's choosing (``TURN_CHOICES``: 45 or 90 degrees, still one tic).
+The cell pitch is 4 strides and a quarter turn 4 turns (2 at 45, 1 at 90 degrees): a "high-level" move
+(turn, then cross a cell) is 5-8 low-level actions; the paper's Section 3.3 says "around 5".
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ SCREEN_H, SCREEN_W, DOWNSCALE = 120, 160, 4
 OBS_SHAPE = (3, SCREEN_H // DOWNSCALE, SCREEN_W // DOWNSCALE)  # (3, 30, 40): the paper's 40 x 30 RGB
 HIT_FRACTION = 0.5  # a forward stride that advances less than this along the heading hit a wall
 TURNS_PER_QUARTER = round(90 / TURN_DEGREES)
+TURN_CHOICES = (22.5, 45.0, 90.0)  # degrees per turn action: a whole number of turns per quarter turn
 # Strides from a neighbour's centre until the player's centre is inside the target cell's open square.
 ENTER_STRIDES = math.floor((WALL + GEOMETRY.cell / 2) / STRIDE) + 1
 
 
-def shortest_actions(moves: int, quarter_turns: int) -> int:
+def turns_per_quarter(turn_degrees: float) -> int:
+    return round(90 / turn_degrees)
+
+
+def shortest_actions(moves: int, quarter_turns: int, turn_degrees: float = TURN_DEGREES) -> int:
     """Low-level actions of the shortest cell-centre walk of ``moves`` cell-to-cell moves (the BFS path
-    length): each quarter turn is TURNS_PER_QUARTER turns (at a centre), each move but the last
+    length): each quarter turn is ``turns_per_quarter`` turns (at a centre), each move but the last
     STRIDES_PER_CELL strides, the last ENTER_STRIDES (the episode ends as the player enters the target)."""
-    return TURNS_PER_QUARTER * quarter_turns + STRIDES_PER_CELL * (moves - 1) + ENTER_STRIDES
+    return turns_per_quarter(turn_degrees) * quarter_turns + STRIDES_PER_CELL * (moves - 1) + ENTER_STRIDES
 
 
 def import_vizdoom():
@@ -139,9 +145,10 @@ class StepOut:
 
 class Engines:
     """``n_games`` DoomGames on the maps of one WAD; instance ``k * n_games + g`` of this worker's share
-    is map ``k * n_games + g`` (played by game g in group k)."""
+    is map ``k * n_games + g`` (played by game g in group k). A turn action turns ``turn_degrees``."""
 
-    def __init__(self, layouts: dict[str, np.ndarray], n_games: int, workdir: str, janitor: Janitor | None = None):
+    def __init__(self, layouts: dict[str, np.ndarray], n_games: int, workdir: str, janitor: Janitor | None = None,
+                 turn_degrees: float = TURN_DEGREES):
         vzd = import_vizdoom()
         self.vzd = vzd
         self.workdir = workdir
@@ -156,8 +163,8 @@ class Engines:
         # action -> [(buttons, tics), ...]: the button values of each segment and how long it is held
         self._patterns: dict[int, list[tuple[list[float], int]]] = {
             FORWARD: [(forward, STRIDE_TICS[0]), ([0, 1, 0], STRIDE_TICS[1]), ([0, 0, 0], STRIDE_TICS[2])],
-            LEFT: [([0, 0, -TURN_DEGREES], 1)],
-            RIGHT: [([0, 0, TURN_DEGREES], 1)],
+            LEFT: [([0, 0, -turn_degrees], 1)],
+            RIGHT: [([0, 0, turn_degrees], 1)],
         }
         os.chdir(workdir)  # the engine writes ./_vizdoom/ here, never in the user's folder
         for g in range(min(n_games, len(self.names))):
@@ -314,8 +321,8 @@ def serve(fd: int, parent: int | None = None) -> None:
     janitor = Janitor(workdir)
     engines = None
     try:
-        layouts, n_games = conn.recv()
-        engines = Engines(layouts, n_games, workdir, janitor)
+        layouts, n_games, turn_degrees = conn.recv()
+        engines = Engines(layouts, n_games, workdir, janitor, turn_degrees)
         conn.send(("ready", engines.engine_pids, engines.shm, workdir))
         while True:
             try:

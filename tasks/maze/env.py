@@ -31,7 +31,7 @@ from rl2bench.registry import register_family
 
 from ..base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
 from . import layout
-from .engine import GEOMETRY, N_ACTIONS, OBS_SHAPE, STRIDE, TURN_DEGREES, import_vizdoom, kill_engines
+from .engine import GEOMETRY, N_ACTIONS, OBS_SHAPE, STRIDE, TURN_CHOICES, TURN_DEGREES, import_vizdoom, kill_engines
 
 NAMED_SIZES = {"small": 5, "large": 9}
 DEFAULT_EPISODES = 5  # evaluation: Table 3 reports episodes 1..5; RL^2 trains on small-e2
@@ -46,11 +46,13 @@ def default_horizon(size: int) -> int:
 
 @dataclass(frozen=True)
 class MazeCell(Cell):
-    """``small`` (5x5), ``large`` (9x9) or ``g<size>``; ``-e<episodes>`` (default 5), ``-t<horizon>``."""
+    """``small`` (5x5), ``large`` (9x9) or ``g<size>``; ``-e<episodes>`` (default 5), ``-t<horizon>``,
+    ``-turn<degrees>`` (a coarser turn action, 45 or 90; default 22.5, the engine's 16 headings)."""
 
     size: int
     episodes: int = DEFAULT_EPISODES
     horizon: int = 0  # 0: default_horizon(size)
+    turn: float = TURN_DEGREES
 
     @property
     def geometry(self) -> str:
@@ -69,6 +71,8 @@ class MazeCell(Cell):
             parts.append(f"e{self.episodes}")
         if self.horizon and self.horizon != default_horizon(self.size):
             parts.append(f"t{self.horizon}")
+        if self.turn != TURN_DEGREES:
+            parts.append(f"turn{self.turn:g}")
         return "-".join(parts)
 
     @classmethod
@@ -80,21 +84,21 @@ class MazeCell(Cell):
             size = int(m.group(1))
         else:
             raise ValueError(head)
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for part in rest:
-            m = re.fullmatch(r"([et])(\d+)", part)
+            m = re.fullmatch(r"(e|t|turn)(\d+(?:\.\d+)?)", part)
             if m is None:
                 raise ValueError(part)
-            key = {"e": "episodes", "t": "horizon"}[m.group(1)]
+            key = {"e": "episodes", "t": "horizon", "turn": "turn"}[m.group(1)]
             if key in values:
                 raise ValueError(part)
-            values[key] = int(m.group(2))
+            values[key] = float(m.group(2)) if key == "turn" else int(m.group(2))
         cell = cls(size=size, **values)
         cell.validate()
         return cell
 
     def validate(self) -> None:
-        if not 2 <= self.size <= 30 or self.episodes < 1 or self.horizon < 0:
+        if not 2 <= self.size <= 30 or self.episodes < 1 or self.horizon < 0 or self.turn not in TURN_CHOICES:
             raise ValueError(self.name)
 
 
@@ -118,9 +122,10 @@ class MazeVecEnv(VecEnv):
     """
 
     def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
-                 games_per_worker: int = GAMES_PER_WORKER):
+                 games_per_worker: int = GAMES_PER_WORKER, turn_degrees: float = TURN_DEGREES):
         import_vizdoom()  # fail early, in the parent, with the install hint
         self.spec = spec
+        self.turn_degrees = turn_degrees
         self.layouts = layouts
         self.n_total = len(layouts["target"])
         workers = workers or max(1, min(os.cpu_count() or 1, 2))
@@ -161,7 +166,7 @@ class MazeVecEnv(VecEnv):
         conn = Connection(ours.detach())
         self._procs.append(proc)
         self._conns.append(conn)
-        conn.send((self._share(w), self.games))
+        conn.send((self._share(w), self.games, self.turn_degrees))
 
     def _share(self, w: int) -> dict[str, np.ndarray]:
         """Worker w plays positions [w*G, (w+1)*G) of every group: instance k*group_size + w*G + g is
@@ -289,7 +294,7 @@ class MazeVecEnv(VecEnv):
         return {"open_dirs": layout.open_dirs(group), "start": group["start"], "heading": group["heading"],
                 "target": group["target"], "x": self._pose["x"].copy(), "y": self._pose["y"].copy(),
                 "angle": self._pose["angle"].copy(), "geometry": GEOMETRY, "stride": STRIDE,
-                "turn_degrees": TURN_DEGREES, "episode": self._episode.copy(), "t": self._t.copy()}
+                "turn_degrees": self.turn_degrees, "episode": self._episode.copy(), "t": self._t.copy()}
 
     def close(self) -> None:
         if self._closed:
@@ -346,7 +351,7 @@ class MazeFamily(TaskFamily[MazeCell]):
         return layout.held_out_set(root_seed, phase, cell.geometry, cell.size, count)
 
     def make_env(self, cell: MazeCell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> MazeVecEnv:
-        return MazeVecEnv(self.spec(cell), instances)
+        return MazeVecEnv(self.spec(cell), instances, turn_degrees=cell.turn)
 
     def render_markdown(self, results, title: str = "", command: str = "") -> str | None:
         from .metrics import render_markdown
