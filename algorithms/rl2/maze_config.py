@@ -63,6 +63,9 @@ class MazeTrainConfig:
     encoder_frames: int = 0
     encoder_epochs: int = 3
     encoder_lr: float = 1e-3
+    # A training-only bonus for each action whose next view is new to the trial (novelty.py; 0: off). Kept
+    # below the step cost (0.04) so that wandering never pays once the target is known.
+    novelty_coef: float = 0.0
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

@@ -41,6 +41,7 @@ from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
 from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
+from .novelty import novelty_bonus
 from .rollout import sample_actions
 from .runfolder import CHECKPOINT, ancestor_record, checkpoint_env_steps, load_checkpoint, write_meta, write_run_files
 from .trpo import fisher_subsample, trpo_step
@@ -151,6 +152,7 @@ class MazeTrainer:
         self.ancestry: list[dict[str, Any]] = []  # every run up the --init-from chain, oldest first
         self.config_changes: list[dict[str, Any]] = []  # --resume --set: what changed at which iteration
         self.resumed: list[dict[str, Any]] = []  # each --resume invocation: its iteration and command line
+        self.novelty_return = 0.0  # the last batch's mean novelty bonus per trial (novelty_coef > 0)
 
     @property
     def trial_len(self) -> int:
@@ -213,8 +215,13 @@ class MazeTrainer:
         """Discounted returns, GAE normalised over the batch's live steps, and the value head's explained
         variance: what every maze update (TRPO's, PPO's) starts from."""
         cfg, mask = self.cfg, batch.valid
-        returns = discounted_returns(batch.rewards, cfg.gamma)
-        adv = gae(batch.rewards, values, cfg.gamma, cfg.lam)
+        rewards = batch.rewards
+        if cfg.novelty_coef:  # learnt from, never seen by the network (novelty.py)
+            bonus = novelty_bonus(batch.obs, mask, cfg.novelty_coef)
+            self.novelty_return = float(bonus.sum(0).mean())
+            rewards = rewards + bonus
+        returns = discounted_returns(rewards, cfg.gamma)
+        adv = gae(rewards, values, cfg.gamma, cfg.lam)
         n_valid = mask.sum()
         mean = (adv * mask).sum() / n_valid
         std = (((adv - mean) ** 2 * mask).sum() / n_valid).sqrt()
@@ -233,7 +240,8 @@ class MazeTrainer:
             "trials": int(batch.valid.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
             **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(n_episodes)},
             **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(n_episodes)},
-            **fields, "seconds": t_total, "rollout_seconds": t_rollout, "policy_seconds": t_policy,
+            **fields, **({"novelty_return": self.novelty_return} if self.cfg.novelty_coef else {}),
+            "seconds": t_total, "rollout_seconds": t_rollout, "policy_seconds": t_policy,
             "steps_per_second": batch.steps / t_rollout, "all_in_steps_per_second": batch.steps / t_total,
         }
         self.curve.append(row)

@@ -1,0 +1,73 @@
+"""The maze trainer's novelty bonus (algorithms/rl2/novelty.py): counted by hand on made-up views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+from rl2bench.algorithms.rl2.maze_trainer import MazeBatch, MazeTrainer
+from rl2bench.algorithms.rl2.novelty import first_views, novelty_bonus
+from rl2bench.errors import UserError
+
+
+def views(*trials: str, width: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(steps, trials, width) observations spelled as letters (one view per letter), and the valid mask;
+    shorter trials are padded with zeros, as a batch is."""
+    steps = max(len(t) for t in trials)
+    obs, valid = torch.zeros(steps, len(trials), width), torch.zeros(steps, len(trials))
+    for b, trial in enumerate(trials):
+        for t, letter in enumerate(trial):
+            obs[t, b] = torch.linspace(-1, 1, width) * (ord(letter) - ord("A") + 1) / 7
+            valid[t, b] = 1.0
+    return obs, valid
+
+
+def test_first_views_and_the_bonus_by_hand():
+    obs, valid = views("ABACB", "AAB")
+    assert first_views(obs, valid).T.tolist() == [[True, True, False, True, False], [True, False, True, False, False]]
+    # the bonus goes to the action before a new view; the last action of a trial has no next view
+    bonus = novelty_bonus(obs, valid, 0.02)
+    torch.testing.assert_close(bonus.T, torch.tensor([[0.02, 0, 0.02, 0, 0], [0, 0.02, 0, 0, 0]]))
+
+
+def test_float_noise_does_not_split_a_view():
+    obs, valid = views("ABA")
+    obs[2] += 1e-6  # the encoder's rounding, not a new place
+    assert first_views(obs, valid)[:, 0].tolist() == [True, True, False]
+    obs[2] += 0.01  # a different view
+    assert first_views(obs, valid)[:, 0].tolist() == [True, True, True]
+
+
+def _batch(obs: torch.Tensor, valid: torch.Tensor, rewards: torch.Tensor) -> MazeBatch:
+    steps, trials = valid.shape
+    return MazeBatch(obs=obs, actions=torch.zeros(steps, trials, dtype=torch.long), rewards=rewards,
+                     dones=torch.zeros(steps, trials), valid=valid, logits=torch.zeros(steps, trials, 3), metrics={})
+
+
+def test_the_update_learns_the_bonus_but_the_network_never_sees_it(tmp_path):
+    obs, valid = views("ABACB", "AAB")
+    rewards = -0.04 * valid
+    batch = _batch(obs, valid, rewards)
+    values = torch.zeros_like(valid)
+    plain = MazeTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "a", MazeTrainConfig(gamma=1.0, lam=1.0))
+    curious = MazeTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "b",
+                          MazeTrainConfig(gamma=1.0, lam=1.0, novelty_coef=0.02))
+    returns, _, _ = plain.advantages(batch, values)
+    returns_b, _, _ = curious.advantages(batch, values)
+    # undiscounted: each step's return gains the bonuses from it to the end of its trial
+    gained = torch.tensor([[0.04, 0.02, 0.02, 0, 0], [0.02, 0.02, 0, 0, 0]]).T
+    torch.testing.assert_close(returns_b - returns, gained)
+    assert curious.novelty_return == pytest.approx((0.04 + 0.02) / 2)
+    # the previous reward the network is fed is the task's alone
+    torch.testing.assert_close(batch.prev_inputs(3)[1][1:], rewards[:-1])
+
+
+def test_the_bonus_must_stay_below_a_step_cost():
+    from rl2bench.algorithms.rl2.config import apply_overrides
+
+    assert apply_overrides(MazeTrainConfig(), ["novelty_coef=0.02"]).novelty_coef == 0.02
+    with pytest.raises(UserError, match="novelty_coef must be"):
+        apply_overrides(MazeTrainConfig(), ["novelty_coef=0.1"])
+    assert np.isclose(apply_overrides(MazeTrainConfig(), ["novelty_coef=0"]).novelty_coef, 0.0)
