@@ -22,7 +22,7 @@ from rl2bench.algorithms.rl2.maze_ppo import (
     pretrain_encoder,
     random_walk_frames,
 )
-from rl2bench.algorithms.rl2.maze_trainer import MazeBatch
+from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
 from rl2bench.errors import UserError
 
 

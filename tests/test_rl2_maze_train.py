@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig, preset_config
-from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer, collect_maze
+from rl2bench.algorithms.rl2.maze_rollout import collect_maze
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer
 
 pytestmark = pytest.mark.maze
 try:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
-from rl2bench.algorithms.rl2.maze_trainer import MazeBatch, MazeTrainer
+from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
+from rl2bench.algorithms.rl2.maze_trainer import MazeTrainer
 from rl2bench.algorithms.rl2.novelty import first_views, novelty_bonus
 from rl2bench.errors import UserError
 

@@ -34,7 +34,8 @@ from rl2bench.errors import UserError
 
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
-from .maze_trainer import MazeBatch, MazeTrainer, collect_maze
+from .maze_rollout import MazeBatch, collect_maze
+from .maze_trainer import MazeTrainer
 
 
 class FrameDecoder(nn.Module):

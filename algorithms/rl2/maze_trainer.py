@@ -1,12 +1,12 @@
 """RL^2 on the ViZDoom mazes (paper Appendix A.3): the maze network (``conv_policy``), trials played by
 ``MazeVecEnv``'s engine workers, GAE (gamma 0.99, lambda 0.99), one TRPO step per iteration.
 
-How a batch is made: the 1000 training configurations of the cell (``MazeFamily.sample_instances(cell,
-seed, "train", 1000)``) are shuffled once by the seed's training instance stream and handed to ONE
-``MazeVecEnv`` for the whole run (engines start once, ~4 s); iteration i plays the next
-``groups_per_iter`` groups of that pool (a group = one game per engine slot, 16 with 2 workers x 8), so
-the run sweeps the pool in epochs. Every trial advances one step at a time through the network; trials
-that end early (both episodes solved) are padded and masked out of every mean.
+How a batch is made (``maze_rollout``): the 1000 training configurations of the cell
+(``MazeFamily.sample_instances(cell, seed, "train", 1000)``) are shuffled once by the seed's training
+instance stream and handed to ONE ``MazeVecEnv`` for the whole run (engines start once, ~4 s);
+iteration i plays the next ``groups_per_iter`` groups of that pool (a group = one game per engine slot,
+16 with 2 workers x 8), so the run sweeps the pool in epochs. Every trial advances one step at a time
+through the network; trials that end early (both episodes solved) are padded and masked out of every mean.
 
 Policy and baseline share the network (paper). Choice made here: the TRPO step moves every parameter
 except the value head under the KL limit on the policy; the value head (a linear map of the GRU output)
@@ -22,10 +22,9 @@ The recipe and its presets are in ``maze_config``; the ``train`` command that st
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,84 +40,13 @@ from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
 from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
+from .maze_rollout import MazeBatch, collect_maze
 from .novelty import novelty_bonus
-from .rollout import sample_actions
 from .runfolder import CHECKPOINT, ancestor_record, checkpoint_env_steps, load_checkpoint, write_meta, write_run_files
 from .trpo import fisher_subsample, trpo_step
 
 if TYPE_CHECKING:
     from rl2bench.tasks.maze.env import MazeVecEnv
-
-
-@dataclass
-class MazeBatch:
-    """Time-major (steps, trials) arrays; ``valid`` marks steps played before the trial ended."""
-
-    obs: torch.Tensor  # (steps, trials, 3, 30, 40)
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    dones: torch.Tensor  # this step ended an episode
-    valid: torch.Tensor  # float mask
-    logits: torch.Tensor  # behaviour policy's
-    metrics: dict[str, np.ndarray]  # env.trial_metrics() of every trial
-
-    def prev_inputs(self, no_action: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Previous action, reward, done flag for every step (placeholders at t = 0)."""
-        def shifted(x: torch.Tensor, fill: float) -> torch.Tensor:
-            return torch.cat([torch.full_like(x[:1], fill), x[:-1]], dim=0)
-
-        return shifted(self.actions, no_action), shifted(self.rewards, 0.0), shifted(self.dones, 0.0)
-
-    @property
-    def steps(self) -> int:
-        return int(self.valid.sum())
-
-    def to(self, device: torch.device) -> MazeBatch:
-        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "metrics"}
-        return MazeBatch(**moved, metrics=self.metrics)
-
-
-@torch.no_grad()
-def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int,
-                 encoded: bool = False) -> MazeBatch:
-    """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
-    runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
-    from ``act_gen``, so the random stream is the same on every device. ``encoded``: store the frozen
-    encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame."""
-    device = next(net.parameters()).device
-    parts: list[dict[str, torch.Tensor]] = []
-    metrics: list[dict[str, np.ndarray]] = []
-    for k in groups:
-        n = env.select_group(k)
-        obs = torch.as_tensor(env.reset())
-        width = (net.encode(obs[:1].to(device)).shape[1:] if encoded else obs.shape[1:])
-        store = {"obs": torch.zeros(max_len, n, *width), "actions": torch.zeros(max_len, n, dtype=torch.long),
-                 "rewards": torch.zeros(max_len, n), "dones": torch.zeros(max_len, n),
-                 "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions)}
-        a_prev = torch.full((n,), net.no_action, dtype=torch.long)
-        r_prev, d_prev = torch.zeros(n), torch.zeros(n)
-        active = torch.ones(n)
-        h = net.initial_state(n)
-        for t in range(max_len):
-            x = net.encode(obs.to(device)) if encoded else obs.to(device)
-            logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
-            logits = logits.cpu()
-            a = sample_actions(logits, act_gen)
-            res = env.step(a.numpy())
-            r = torch.as_tensor(res.reward, dtype=torch.float32)
-            d = torch.as_tensor(res.episode_done, dtype=torch.float32)
-            store["obs"][t], store["actions"][t], store["logits"][t] = x.cpu() if encoded else obs, a, logits
-            store["rewards"][t], store["dones"][t], store["valid"][t] = r * active, d * active, active
-            if res.trial_done.all():
-                break
-            active = torch.as_tensor(~res.trial_done, dtype=torch.float32)
-            obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
-        parts.append(store)
-        metrics.append(env.trial_metrics())
-    length = max(int(p["valid"].sum(1).nonzero().max()) + 1 for p in parts)
-    cat = {name: torch.cat([p[name][:length] for p in parts], dim=1) for name in parts[0]}
-    merged = {name: np.concatenate([m[name] for m in metrics]) for name in metrics[0]}
-    return MazeBatch(**cat, metrics=merged)
 
 
 class MazeTrainer:
