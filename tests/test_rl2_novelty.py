@@ -72,3 +72,44 @@ def test_the_bonus_must_stay_below_a_step_cost():
     with pytest.raises(UserError, match="novelty_coef must be"):
         apply_overrides(MazeTrainConfig(), ["novelty_coef=0.1"])
     assert np.isclose(apply_overrides(MazeTrainConfig(), ["novelty_coef=0"]).novelty_coef, 0.0)
+
+
+def col(x: torch.Tensor) -> torch.Tensor:
+    """One trial as a (steps, 1) batch."""
+    return x[:, None]
+
+
+def test_odometry_reaches_new_points_by_hand():
+    from rl2bench.algorithms.rl2.novelty import odometry_bonus, odometry_points
+
+    F, L, R = 0, 1, 2
+    # 90-degree turns from the start (0, 0) facing +x: two strides, left, one, left, one, a stride into a
+    # wall (0.001 more), left, one stride back onto (1, 0); then episode 2 restarts at the start.
+    actions = torch.tensor([F, F, L, F, L, F, F, L, F, F, R, F])
+    rewards = torch.full((12,), -0.04)
+    rewards[6] = -0.041
+    dones = torch.zeros(12)
+    dones[8] = 1.0
+    valid = torch.ones(12, 1)
+    points = odometry_points(col(actions), col(rewards), col(dones), valid, 90.0)[:, 0]
+    assert points.tolist() == [[1, 0], [2, 0], [2, 0], [2, 1], [2, 1], [1, 1], [1, 1], [1, 1], [1, 0],
+                               [1, 0], [1, 0], [1, -1]]
+    bonus = odometry_bonus(col(actions), col(rewards), col(dones), valid, 90.0, 0.02)[:, 0]
+    assert (bonus / 0.02).round().tolist() == [1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+    # at 22.5 degrees two left turns face 45 degrees: a stride lands on (0.71, 0.71) -> point (1, 1)
+    diag = odometry_points(col(torch.tensor([L, L, F])), col(torch.full((3,), -0.04)), col(torch.zeros(3)),
+                           torch.ones(3, 1), 22.5)[:, 0]
+    assert diag.tolist() == [[0, 0], [0, 0], [1, 1]]
+
+
+def test_the_trainer_uses_the_odometry_kind(tmp_path):
+    from rl2bench.algorithms.rl2.config import apply_overrides
+
+    cfg = apply_overrides(MazeTrainConfig(gamma=1.0, lam=1.0), ["novelty_coef=0.02", "novelty_kind=odometry"])
+    trainer = MazeTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path, cfg)
+    obs, valid = views("AAA")  # the same view three times: "view" would pay nothing after the first
+    batch = _batch(obs, valid, -0.04 * valid)  # three strides forward: three new points
+    returns, _, _ = trainer.advantages(batch, torch.zeros_like(valid))
+    torch.testing.assert_close(returns[:, 0], torch.tensor([-0.12 + 0.06, -0.08 + 0.04, -0.04 + 0.02]))
+    with pytest.raises(UserError, match="novelty_kind is one of"):
+        apply_overrides(MazeTrainConfig(), ["novelty_kind=pixels"])

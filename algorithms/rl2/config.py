@@ -155,8 +155,9 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")
 AUX_TARGETS = ("mdp", "posterior")
+NOVELTY_KINDS = ("view", "odometry")  # maze novelty.py
 CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS,
-                                       "aux_target": AUX_TARGETS}
+                                       "aux_target": AUX_TARGETS, "novelty_kind": NOVELTY_KINDS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.

@@ -66,6 +66,7 @@ class MazeTrainConfig:
     # A training-only bonus for each action whose next view is new to the trial (novelty.py; 0: off). Kept
     # below the step cost (0.04) so that wandering never pays once the target is known.
     novelty_coef: float = 0.0
+    novelty_kind: str = "view"  # "view": a new encoded frame; "odometry": a new point of its own dead reckoning
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

@@ -1,4 +1,4 @@
-"""A novelty bonus for the maze trainer: reward for seeing a view not seen before in the trial.
+"""A novelty bonus for the maze trainer: reward for reaching what is new to the trial, a view or a place.
 
 Why: a maze policy that dithers (turning back and forth, re-entering the same corridor) covers a few cells
 in 250 steps, and the sparse target reward says little about how to cover more. Counting the agent's own
@@ -6,6 +6,17 @@ views gives a dense signal for coverage (count-based exploration, as in Bellemar
 al. 2017's hashed counts), from nothing but its own observations, so a policy trained with it is still
 ``rl2``'s. Strides end at rest and turns are exact, so a pose gives the same frame every time and an exact
 match of views is a fair count.
+
+Two kinds (``novelty_kind``):
+
+* ``view``: the next observation (the stored encoded frame) is new to the trial. Measured on 16 held-out
+  small mazes it does not follow coverage: random actions see 217 distinct views in 251 steps while
+  ``memory``, which covers 3.6x as many cells, sees 122, because every turn at a new position is a new view.
+* ``odometry``: the agent's own dead reckoning reaches a point new to the trial. From its own actions (a
+  turn turns one ``turn_degrees``, a forward action moves one stride along its heading) and its own
+  rewards (a stride that hit a wall costs 0.001 more and moves nothing), counted in the frame of the
+  start pose, which every episode restarts from, on a grid of one stride. Turning in place or walking back
+  along a corridor reaches no new point; covering the maze does.
 
 The bonus is for training only: it is added to the rewards the update learns from, never to the network's
 inputs (the previous reward it sees stays the task's), and evaluation counts the task's rewards alone.
@@ -28,7 +39,7 @@ def view_keys(obs: torch.Tensor) -> np.ndarray:
     weights = torch.as_tensor(np.random.default_rng(0).integers(1, 2**62, size=flat.shape[-1]), dtype=torch.int64)
     keys = [(torch.round(chunk / QUANTUM).to(torch.int64) * weights).sum(-1)  # int64 wraps: a hash
             for chunk in flat.split(32)]  # 32 steps at a time: raw frames would take GBs at once
-    return torch.cat(keys).numpy()
+    return torch.cat(keys).cpu().numpy()
 
 
 def first_views(obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -45,7 +56,47 @@ def novelty_bonus(obs: torch.Tensor, valid: torch.Tensor, coef: float) -> torch.
     """(steps, trials): ``coef`` for each action whose next observation is a view new to the trial. The
     trial's last action has no stored next observation and earns nothing; the first frame of a later
     episode (the start, seen before) earns nothing either."""
-    new = first_views(obs, valid).to(valid.dtype) * valid
+    new = first_views(obs, valid).to(valid.device, valid.dtype) * valid
     bonus = torch.zeros_like(valid)
     bonus[:-1] = coef * new[1:]
     return bonus
+
+
+def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                    turn_degrees: float) -> np.ndarray:
+    """(steps, trials, 2) int: the point (in strides, start pose's frame) each action leaves the agent at,
+    by dead reckoning from its actions and rewards (module docstring); an episode's end puts it back at
+    the start."""
+    from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+    from rl2bench.tasks.maze.env import REWARD_STEP, REWARD_TARGET, REWARD_WALL
+
+    a, r = actions.numpy(), rewards.numpy()
+    steps, trials = a.shape
+    heading, x, y = np.zeros(trials), np.zeros(trials), np.zeros(trials)
+    points = np.zeros((steps, trials, 2), dtype=np.int64)
+    hit_cost = REWARD_STEP + REWARD_WALL
+    hit = np.isclose(r, hit_cost, rtol=0, atol=1e-5) | np.isclose(r, hit_cost + REWARD_TARGET, rtol=0, atol=1e-5)
+    step_rad = np.deg2rad(turn_degrees)
+    for t in range(steps):
+        heading += (a[t] == LEFT).astype(float) - (a[t] == RIGHT)
+        moves = (a[t] == FORWARD) & ~hit[t]
+        x += moves * np.cos(heading * step_rad)
+        y += moves * np.sin(heading * step_rad)
+        points[t, :, 0], points[t, :, 1] = np.rint(x), np.rint(y)
+        restart = dones[t].numpy() > 0
+        heading[restart], x[restart], y[restart] = 0.0, 0.0, 0.0
+    return points * valid.numpy()[..., None].astype(np.int64)
+
+
+def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                   turn_degrees: float, coef: float) -> torch.Tensor:
+    """(steps, trials): ``coef`` for each action that leaves the agent at a point its dead reckoning has
+    not reached before in the trial (the start point counts as reached)."""
+    points = odometry_points(actions, rewards, dones, valid, turn_degrees)
+    lengths = valid.sum(0).long().tolist()
+    new = np.zeros(valid.shape, dtype=bool)
+    for b, length in enumerate(lengths):
+        keys = np.concatenate([[0], points[:length, b, 0] * 100_003 + points[:length, b, 1]])  # the start first
+        _, index = np.unique(keys, return_index=True)
+        new[index[index > 0] - 1, b] = True
+    return coef * torch.as_tensor(new, dtype=valid.dtype) * valid
