@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -81,7 +83,10 @@ def main() -> None:
         fig.suptitle(args.title, fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    # The caption a leaderboard page shows under a run folder's picture (rl2bench.leaderboard.figure_caption).
+    command = "python experiments/plot_curves.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    caption = f"{args.title or 'Training curves'}. Drawn by: `{command}`"
+    fig.savefig(args.out, dpi=110, metadata={"Description": caption})
     print(f"written {args.out}")
 
 
