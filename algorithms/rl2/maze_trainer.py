@@ -41,7 +41,7 @@ from .gae import discounted_returns, gae
 from .loop import training_loop
 from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
 from .maze_rollout import MazeBatch, collect_maze
-from .novelty import novelty_bonus, odometry_bonus
+from .novelty import training_bonus
 from .runfolder import CHECKPOINT, ancestor_record, checkpoint_env_steps, load_checkpoint, write_meta, write_run_files
 from .trpo import fisher_subsample, trpo_step
 
@@ -145,9 +145,7 @@ class MazeTrainer:
         cfg, mask = self.cfg, batch.valid
         rewards = batch.rewards
         if cfg.novelty_coef:  # learnt from, never seen by the network (novelty.py)
-            bonus = (odometry_bonus(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(), mask.cpu(),
-                                    self.cell.turn, cfg.novelty_coef).to(mask.device)
-                     if cfg.novelty_kind == "odometry" else novelty_bonus(batch.obs, mask, cfg.novelty_coef))
+            bonus = training_bonus(batch, cfg.novelty_kind, cfg.novelty_coef, self.cell.turn)
             self.novelty_return = float(bonus.sum(0).mean())
             rewards = rewards + bonus
         returns = discounted_returns(rewards, cfg.gamma)

@@ -1,15 +1,15 @@
 """A novelty bonus for the maze trainer: reward for reaching what is new to the trial, a view or a place.
 
 Why: a maze policy that dithers (turning back and forth, re-entering the same corridor) covers a few cells
-in 250 steps, and the sparse target reward says little about how to cover more. Counting the agent's own
-views gives a dense signal for coverage (count-based exploration, as in Bellemare et al. 2016 and Tang et
-al. 2017's hashed counts), from nothing but its own observations, so a policy trained with it is still
-``rl2``'s. Strides end at rest and turns are exact, so a pose gives the same frame every time and an exact
-match of views is a fair count.
+in 250 steps, and the sparse target reward says little about how to cover more. Counting what the agent
+has reached in the trial gives a dense signal for coverage (count-based exploration, as in Bellemare et
+al. 2016 and Tang et al. 2017's hashed counts), from nothing but its own experience, so a policy trained
+with it is still ``rl2``'s.
 
 Two kinds (``novelty_kind``):
 
-* ``view``: the next observation (the stored encoded frame) is new to the trial. Measured on 16 held-out
+* ``view``: the next observation (the stored encoded frame) is new to the trial (strides end at rest and
+  turns are exact, so a pose gives the same frame every time). Measured on 16 held-out
   small mazes it does not follow coverage: random actions see 217 distinct views in 251 steps while
   ``memory``, which covers 3.6x as many cells, sees 122, because every turn at a new position is a new view.
 * ``odometry``: the agent's own dead reckoning reaches a point new to the trial. From its own actions (a
@@ -26,8 +26,13 @@ still costs more than a new view earns.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+
+from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+from rl2bench.tasks.maze.env import REWARD_STEP, REWARD_TARGET, REWARD_WALL
 
 QUANTUM = 1e-3  # views are compared after rounding to this, so float noise in the encoder cannot split one
 
@@ -42,14 +47,18 @@ def view_keys(obs: torch.Tensor) -> np.ndarray:
     return torch.cat(keys).cpu().numpy()
 
 
-def first_views(obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(steps, trials) bool: the observation at step t is the first of its kind in its trial."""
-    keys, lengths = view_keys(obs), valid.sum(0).long().tolist()
+def first_occurrences(keys: np.ndarray, valid: torch.Tensor) -> np.ndarray:
+    """(steps, trials) bool: the key at step t is the first of its kind among its trial's valid steps."""
     first = np.zeros(keys.shape, dtype=bool)
-    for b, length in enumerate(lengths):
+    for b, length in enumerate(valid.sum(0).long().tolist()):
         _, index = np.unique(keys[:length, b], return_index=True)
         first[index, b] = True
-    return torch.as_tensor(first)
+    return first
+
+
+def first_views(obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(steps, trials) bool: the observation at step t is the first of its kind in its trial."""
+    return torch.as_tensor(first_occurrences(view_keys(obs), valid))
 
 
 def novelty_bonus(obs: torch.Tensor, valid: torch.Tensor, coef: float) -> torch.Tensor:
@@ -67,9 +76,6 @@ def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.T
     """(steps, trials, 2) int: the point (in strides, start pose's frame) each action leaves the agent at,
     by dead reckoning from its actions and rewards (module docstring); an episode's end puts it back at
     the start."""
-    from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
-    from rl2bench.tasks.maze.env import REWARD_STEP, REWARD_TARGET, REWARD_WALL
-
     a, r = actions.numpy(), rewards.numpy()
     steps, trials = a.shape
     heading, x, y = np.zeros(trials), np.zeros(trials), np.zeros(trials)
@@ -93,10 +99,16 @@ def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     """(steps, trials): ``coef`` for each action that leaves the agent at a point its dead reckoning has
     not reached before in the trial (the start point counts as reached)."""
     points = odometry_points(actions, rewards, dones, valid, turn_degrees)
-    lengths = valid.sum(0).long().tolist()
-    new = np.zeros(valid.shape, dtype=bool)
-    for b, length in enumerate(lengths):
-        keys = np.concatenate([[0], points[:length, b, 0] * 100_003 + points[:length, b, 1]])  # the start first
-        _, index = np.unique(keys, return_index=True)
-        new[index[index > 0] - 1, b] = True
+    keys = points[..., 0] * 100_003 + points[..., 1]
+    start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)  # the start point, reached before the first action
+    with_start = torch.cat([torch.ones(1, valid.shape[1], dtype=valid.dtype), valid])
+    new = first_occurrences(np.concatenate([start, keys]), with_start)[1:]
     return coef * torch.as_tensor(new, dtype=valid.dtype) * valid
+
+
+def training_bonus(batch: Any, kind: str, coef: float, turn_degrees: float) -> torch.Tensor:
+    """The bonus of ``kind`` ("view" or "odometry") for a maze batch, on the batch's device."""
+    if kind == "odometry":
+        return odometry_bonus(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(), batch.valid.cpu(),
+                              turn_degrees, coef).to(batch.valid.device)
+    return novelty_bonus(batch.obs, batch.valid, coef)
