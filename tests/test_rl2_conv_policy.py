@@ -93,3 +93,30 @@ def test_relu_gru_is_another_function_of_the_same_weights():
     with torch.no_grad():
         h_tanh, h_relu = tanh(obs, a, r, d)[2], relu(obs, a, r, d)[2]
     assert not torch.allclose(h_tanh, h_relu) and float(h_relu.min()) >= 0.0
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_a_widened_network_computes_the_narrow_ones_function_and_its_new_units_learn(activation):
+    narrow = _net(hidden=8, activation=activation)
+    with torch.no_grad():  # a trained narrow network has nonzero biases and head weights everywhere
+        for p in narrow.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    wide = ConvPolicy(A, hidden=24, action_embed=8, fc=16, generator=torch.Generator().manual_seed(5),
+                      activation=activation)
+    inputs = _inputs()
+    before = wide(*inputs)[0].clone()
+    wide.widen_from(narrow)
+    logits, values, h = wide(*inputs)
+    n_logits, n_values, n_h = narrow(*inputs)
+    assert not torch.allclose(before, n_logits)  # the copy, not the fresh network, gives the match below
+    torch.testing.assert_close(logits, n_logits)
+    torch.testing.assert_close(values, n_values)
+    torch.testing.assert_close(h[..., :8], n_h)
+    assert h[..., 8:].abs().sum() > 0  # the new units run from the start
+    (logits.sum() + values.sum()).backward()
+    assert wide.pi.weight.grad[:, 8:].abs().sum() > 0  # ... and the heads can learn to read them
+    with pytest.raises(ValueError, match="cannot widen"):
+        narrow.widen_from(wide)
+    other = "tanh" if activation == "relu" else "relu"
+    with pytest.raises(ValueError, match="cannot widen"):
+        ConvPolicy(A, hidden=24, action_embed=8, fc=16, activation=other).widen_from(narrow)

@@ -185,8 +185,15 @@ def test_resume_set_and_init_from_are_recorded_and_exact(tmp_path):
     assert child.initialized_from is not None and child.initialized_from["iteration"] == 2
     assert child.ancestry[-1]["run"] == str(first) and child.ancestry[-1]["env_steps"] > 0
     wide = MazeTrainer(CELL, "maze-fast", 1, tmp_path / "wide", _config(hidden=32))
+    wide.init_from(first)  # a wider GRU grows from the narrower one and plays exactly as it did
+    assert wide.initialized_from is not None and wide.initialized_from["widened_from"] == 16
+    batch = collect_maze(parent.net, parent.open_env(), [0], torch.Generator().manual_seed(3), parent.trial_len)
+    prev = batch.prev_inputs(parent.net.no_action)
+    torch.testing.assert_close(wide.net(batch.obs, *prev)[0], parent.net(batch.obs, *prev)[0])
+    parent.close()
+    narrow = MazeTrainer(CELL, "maze-fast", 1, tmp_path / "narrow", _config(hidden=8))
     with pytest.raises(Exception, match="hidden=16"):
-        wide.init_from(first)
+        narrow.init_from(first)
     assert main([*base, "--iters", "1", "--out", str(tmp_path / "cli-child"), "--init-from", str(first), *tiny]) == 0
     child_meta = json.loads((tmp_path / "cli-child" / "meta.json").read_text())
     assert child_meta["initialized_from"]["run"] == str(first)

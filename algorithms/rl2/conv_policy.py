@@ -63,6 +63,33 @@ class ConvPolicy(nn.Module):
             gru.bias_hh_l0.zero_()
             self.pi.weight.mul_(0.01)  # near-uniform initial policy
 
+    @torch.no_grad()
+    def widen_from(self, narrow: ConvPolicy) -> None:
+        """Take a trained network with a narrower GRU into this one (a net2net-style growth step): the
+        convolutions, action embedding and input layer are copied, the old units keep their weights, and the
+        new units keep this network's fresh initialisation but nothing old reads them yet (their columns in
+        the old units' recurrent rows and in both heads start at 0). The outputs are exactly the narrow
+        network's until training moves those zeros; the new units read the old ones from the start."""
+        old, new = narrow.hidden, self.hidden
+        if (old > new or narrow.n_actions != self.n_actions or narrow.obs_shape != self.obs_shape
+                or narrow.activation != self.activation):
+            raise ValueError(f"cannot widen a {narrow.activation} GRU {old} for {narrow.n_actions} actions into a "
+                             f"{self.activation} GRU {new} for {self.n_actions} actions")
+        for part in ("conv", "action_embed", "fc"):
+            getattr(self, part).load_state_dict(getattr(narrow, part).state_dict())
+        g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
+        for gate in range(3):  # rows: reset, update, new-gate blocks of each width
+            rows, narrow_rows = slice(gate * new, gate * new + old), slice(gate * old, (gate + 1) * old)
+            g.weight_ih_l0[rows] = ng.weight_ih_l0[narrow_rows]
+            g.weight_hh_l0[rows, :old] = ng.weight_hh_l0[narrow_rows]
+            g.weight_hh_l0[rows, old:] = 0.0
+            g.bias_ih_l0[rows] = ng.bias_ih_l0[narrow_rows]
+            g.bias_hh_l0[rows] = ng.bias_hh_l0[narrow_rows]
+        for head, narrow_head in ((self.pi, narrow.pi), (self.v, narrow.v)):
+            head.weight[:, :old] = narrow_head.weight
+            head.weight[:, old:] = 0.0
+            head.bias.copy_(narrow_head.bias)
+
     @property
     def no_action(self) -> int:
         """The previous-action index used at a trial's first step."""

@@ -276,23 +276,32 @@ class MazeTrainer:
 
     def init_from(self, run_dir: Path) -> None:
         """Start from another maze run's network (a curriculum: ``g3`` mazes, then small; or another
-        recipe's policy). Same network shape; optimiser state, seeds and the pool stay this run's own."""
+        recipe's policy). Same network, or a wider GRU grown from it; optimiser state, seeds and the pool stay
+        this run's own."""
         if not (Path(run_dir) / CHECKPOINT).exists():
             raise UserError(f"--init-from: no {CHECKPOINT} in {run_dir}")
         state = load_checkpoint(run_dir)
         if state["task"] != "maze":
             raise UserError(f"--init-from: {run_dir} is a {state['task']} run, not a maze run")
         source = stored_config(state["config"])
-        if (source.hidden, source.gru_activation) != (self.cfg.hidden, self.cfg.gru_activation):
+        if source.gru_activation != self.cfg.gru_activation or source.hidden > self.cfg.hidden:
             raise UserError(f"--init-from: {run_dir} trained a {source.gru_activation} GRU {source.hidden}, this "
                             f"run a {self.cfg.gru_activation} GRU {self.cfg.hidden}; add --set hidden="
-                            f"{source.hidden} --set gru_activation={source.gru_activation} to start from it")
+                            f"{source.hidden} --set gru_activation={source.gru_activation} (or a larger hidden, "
+                            "which grows the GRU) to start from it")
         try:
-            self.net.load_state_dict(state["net"])
-        except RuntimeError:
+            if source.hidden == self.cfg.hidden:
+                self.net.load_state_dict(state["net"])
+            else:  # a wider GRU grown from the narrower one, same function at first (ConvPolicy.widen_from)
+                narrow = ConvPolicy(self.spec.n_actions, source.hidden, self.spec.obs_shape,
+                                    activation=source.gru_activation).to(self.device)
+                narrow.load_state_dict(state["net"])
+                self.net.widen_from(narrow)
+        except (RuntimeError, ValueError):
             raise UserError(f"--init-from: the network in {run_dir} does not fit maze {self.cell.name}") from None
         self.initialized_from = {"run": str(run_dir), "task": "maze", "cell": state["cell"],
-                                 "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state)}
+                                 "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state),
+                                 **({"widened_from": source.hidden} if source.hidden != self.cfg.hidden else {})}
         self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
