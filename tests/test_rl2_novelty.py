@@ -113,3 +113,26 @@ def test_the_trainer_uses_the_odometry_kind(tmp_path):
     torch.testing.assert_close(returns[:, 0], torch.tensor([-0.12 + 0.06, -0.08 + 0.04, -0.04 + 0.02]))
     with pytest.raises(UserError, match="novelty_kind is one of"):
         apply_overrides(MazeTrainConfig(), ["novelty_kind=pixels"])
+
+
+def test_the_bonus_can_be_kept_to_the_first_episodes():
+    from rl2bench.algorithms.rl2.config import apply_overrides
+    from rl2bench.algorithms.rl2.novelty import in_first_episodes, training_bonus
+
+    F = 0
+    # three episodes of 2, 3 and 2 strides forward at 90 degrees; the third ends the trial, padding follows
+    dones = torch.tensor([0, 1, 0, 0, 1, 0, 1, 0.0])
+    valid = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0.0])
+    assert in_first_episodes(col(dones), 1)[:, 0].tolist() == [True, True] + [False] * 6
+    assert in_first_episodes(col(dones), 2)[:, 0].tolist() == [True] * 5 + [False] * 3
+    assert in_first_episodes(col(dones), 0).all()
+    batch = MazeBatch(obs=torch.zeros(8, 1, 4), actions=col(torch.full((8,), F)), rewards=col(-0.04 * valid),
+                      dones=col(dones), valid=col(valid), logits=torch.zeros(8, 1, 3), metrics={})
+    # new points: (1,0) and (2,0) in episode 1, (3,0) in episode 2 only; episode 3 retraces (1,0), (2,0)
+    every = training_bonus(batch, "odometry", 0.02, 90.0)[:, 0] / 0.02
+    assert every.round().tolist() == [1, 1, 0, 0, 1, 0, 0, 0]
+    first = training_bonus(batch, "odometry", 0.02, 90.0, episodes=1)[:, 0] / 0.02
+    assert first.round().tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert apply_overrides(MazeTrainConfig(), ["novelty_episodes=1"]).novelty_episodes == 1
+    with pytest.raises(UserError):
+        apply_overrides(MazeTrainConfig(), ["novelty_episodes=-1"])

@@ -145,7 +145,7 @@ class MazeTrainer:
         cfg, mask = self.cfg, batch.valid
         rewards = batch.rewards
         if cfg.novelty_coef:  # learnt from, never seen by the network (novelty.py)
-            bonus = training_bonus(batch, cfg.novelty_kind, cfg.novelty_coef, self.cell.turn)
+            bonus = training_bonus(batch, cfg.novelty_kind, cfg.novelty_coef, self.cell.turn, cfg.novelty_episodes)
             self.novelty_return = float(bonus.sum(0).mean())
             rewards = rewards + bonus
         returns = discounted_returns(rewards, cfg.gamma)

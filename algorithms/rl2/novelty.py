@@ -21,7 +21,8 @@ Two kinds (``novelty_kind``):
 The bonus is for training only: it is added to the rewards the update learns from, never to the network's
 inputs (the previous reward it sees stays the task's), and evaluation counts the task's rewards alone.
 Kept below the step cost (0.04), it never pays to wander once the target is known: every further step
-still costs more than a new view earns.
+still costs more than a new view earns. ``novelty_episodes`` keeps it to the trial's first episodes: in a
+later one it would halve the cost of leaving the route already found, a pull against remembering it.
 """
 
 from __future__ import annotations
@@ -106,9 +107,19 @@ def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     return coef * torch.as_tensor(new, dtype=valid.dtype) * valid
 
 
-def training_bonus(batch: Any, kind: str, coef: float, turn_degrees: float) -> torch.Tensor:
-    """The bonus of ``kind`` ("view" or "odometry") for a maze batch, on the batch's device."""
+def in_first_episodes(dones: torch.Tensor, episodes: int) -> torch.Tensor:
+    """(steps, trials) bool: the step belongs to one of its trial's first ``episodes`` episodes (0: all)."""
+    if episodes <= 0:
+        return torch.ones_like(dones, dtype=torch.bool)
+    return (torch.cumsum(dones, 0) - dones) < episodes  # episodes ended before this step
+
+
+def training_bonus(batch: Any, kind: str, coef: float, turn_degrees: float, episodes: int = 0) -> torch.Tensor:
+    """The bonus of ``kind`` ("view" or "odometry") for a maze batch, on the batch's device, paid in the
+    trial's first ``episodes`` episodes only (0: in all)."""
     if kind == "odometry":
-        return odometry_bonus(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(), batch.valid.cpu(),
-                              turn_degrees, coef).to(batch.valid.device)
-    return novelty_bonus(batch.obs, batch.valid, coef)
+        bonus = odometry_bonus(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(), batch.valid.cpu(),
+                               turn_degrees, coef).to(batch.valid.device)
+    else:
+        bonus = novelty_bonus(batch.obs, batch.valid, coef)
+    return bonus * in_first_episodes(batch.dones.to(bonus.device), episodes)
