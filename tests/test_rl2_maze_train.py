@@ -103,6 +103,20 @@ def test_resume_continues_exactly(tmp_path):
     assert MazeTrainer.from_checkpoint(tmp_path / "b").net.activation == "tanh"
 
 
+def test_training_flushes_subnormal_floats_and_restores_the_default(tmp_path, monkeypatch):
+    import rl2bench.algorithms.rl2.maze_trainer as maze_trainer
+
+    def subnormal_survives() -> bool:
+        return bool((torch.tensor([1e-39]) * 1.0).item() != 0.0)
+
+    seen = []
+    monkeypatch.setattr(maze_trainer, "training_loop", lambda *args: seen.append(subnormal_survives()))
+    assert subnormal_survives()
+    MazeTrainer(CELL, "maze-fast", 0, tmp_path / "a", _config()).run(progress=False)
+    assert seen == [False]  # flushed while it trained: the slow path never runs
+    assert subnormal_survives()  # and torch's default is back for whatever runs next
+
+
 @pytest.mark.heavy
 def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     from rl2bench.protocol import play_trials
