@@ -63,10 +63,10 @@ def rl2_maze() -> str:
     records = read_json("rl2_maze.json")
     records = {records["preset"]: records} if "preset" in records else records
     parts = []
-    for r in records.values():
+    for key, r in records.items():
         all_in = r.get("all_in_steps_per_second") or r["env_steps"] / r["iterations"] / r["seconds_per_iteration"]
         engines = r.get("engine_only_steps_per_second")
-        parts.append(f"{r['preset']} on {r['cell']}: {all_in:,.0f} env steps/s all in, rollout alone "
+        parts.append(f"{key} on {r['cell']}: {all_in:,.0f} env steps/s all in, rollout alone "
                      f"{r['rollout_steps_per_second']:,.0f}" + (f", engines alone {engines:,.0f}" if engines else "")
                      + f" ({r['time'][:10]}, load {r['load_average']:.1f})")
     return "; ".join(parts)

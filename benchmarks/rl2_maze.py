@@ -6,7 +6,8 @@ the projected wall time of the paper's budget (Appendix A.3: up to 5000 iteratio
 
 Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up and a recipe's
 one-off encoder pretraining excluded from the timings), prints a table beside the engines' own rate
-(``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset). The update's cost
+(``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset, and per GRU width
+given by ``--set hidden=H``). The update's cost
 grows with the steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
 both per environment step. Timings depend on the machine's load: note what else ran when you record them.
 """
@@ -55,6 +56,7 @@ def main() -> None:
         if isinstance(trainer, MazePPOTrainer):
             trainer.prepare_encoder()  # once per run, before the first iteration
         steps_before = trainer.env_steps
+        torch.set_flush_denormal(True)  # as the trainer's run() does (maze_trainer.py)
         try:
             rows = [trainer.iterate() for _ in range(args.iters)]
         finally:
@@ -83,7 +85,8 @@ def main() -> None:
     records = json.loads(out.read_text()) if out.exists() else {}
     if "preset" in records:  # the single record written before one was kept per preset
         records = {records["preset"]: records}
-    records[args.preset] = result
+    network = [o for o in args.set if o.startswith("hidden=")]  # another network is another record
+    records[" ".join([args.preset, *network])] = result
     out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {out}")
 
