@@ -200,7 +200,8 @@ def load_maze_policy(path: str, version: str = "") -> tuple[Any, dict[str, Any]]
     from .fused_gru import UNRECORDED_ACTIVATION
 
     return _load_network(path, lambda data: ConvPolicy(data["n_actions"], data["hidden"], tuple(data["obs_shape"]),
-                                                       activation=data.get("activation", UNRECORDED_ACTIVATION)))
+                                                       activation=data.get("activation", UNRECORDED_ACTIVATION),
+                                                       aux_outputs=data.get("aux_outputs", 0)))
 
 
 PAPER_MAZE_TRAINING_CELL = MazeCell(size=5, episodes=2)  # Section 3.3: 5x5 mazes, 2 episodes of up to 250 steps

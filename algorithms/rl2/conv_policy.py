@@ -32,7 +32,7 @@ class ConvPolicy(nn.Module):
 
     def __init__(self, n_actions: int, hidden: int = 256, obs_shape: tuple[int, ...] = (3, 30, 40),
                  action_embed: int = 256, fc: int = 256, generator: torch.Generator | None = None,
-                 activation: str = UNRECORDED_ACTIVATION):
+                 activation: str = UNRECORDED_ACTIVATION, aux_outputs: int = 0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown GRU activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -48,6 +48,9 @@ class ConvPolicy(nn.Module):
         self.gru = nn.GRU(fc, hidden)
         self.pi = nn.Linear(hidden, n_actions)
         self.v = nn.Linear(hidden, 1)
+        # an auxiliary head for training only (maze_aux.py): what the GRU is asked to carry; never acts
+        self.aux_outputs = aux_outputs
+        self.aux = nn.Linear(hidden, aux_outputs) if aux_outputs else None
         gru = gru_tensors(self.gru)
         with torch.no_grad():
             for layer in (conv1, conv2, self.fc, self.pi, self.v):
@@ -62,6 +65,10 @@ class ConvPolicy(nn.Module):
             gru.bias_ih_l0.zero_()
             gru.bias_hh_l0.zero_()
             self.pi.weight.mul_(0.01)  # near-uniform initial policy
+            if self.aux is not None:  # drawn last: the other weights are the same with or without it
+                nn.init.xavier_uniform_(self.aux.weight, generator=generator)
+                assert self.aux.bias is not None
+                self.aux.bias.zero_()
 
     @torch.no_grad()
     def widen_from(self, narrow: ConvPolicy) -> None:
@@ -69,7 +76,8 @@ class ConvPolicy(nn.Module):
         convolutions, action embedding and input layer are copied, the old units keep their weights, and the
         new units keep this network's fresh initialisation but nothing old reads them yet (their columns in
         the old units' recurrent rows and in both heads start at 0). The outputs are exactly the narrow
-        network's until training moves those zeros; the new units read the old ones from the start."""
+        network's until training moves those zeros; the new units read the old ones from the start. With
+        equal widths it is a copy; an auxiliary head is copied when both have it, else this one's is kept."""
         old, new = narrow.hidden, self.hidden
         if (old > new or narrow.n_actions != self.n_actions or narrow.obs_shape != self.obs_shape
                 or narrow.activation != self.activation):
@@ -85,7 +93,10 @@ class ConvPolicy(nn.Module):
             g.weight_hh_l0[rows, old:] = 0.0
             g.bias_ih_l0[rows] = ng.bias_ih_l0[narrow_rows]
             g.bias_hh_l0[rows] = ng.bias_hh_l0[narrow_rows]
-        for head, narrow_head in ((self.pi, narrow.pi), (self.v, narrow.v)):
+        heads = [(self.pi, narrow.pi), (self.v, narrow.v)]
+        if self.aux is not None and narrow.aux is not None and self.aux_outputs == narrow.aux_outputs:
+            heads.append((self.aux, narrow.aux))
+        for head, narrow_head in heads:
             head.weight[:, :old] = narrow_head.weight
             head.weight[:, old:] = 0.0
             head.bias.copy_(narrow_head.bias)

@@ -70,12 +70,15 @@ class MazeTrainConfig:
     # Paid in the trial's first N episodes only (0: in all). In a later episode a bonus for places the
     # trial has not reached pays the agent for leaving the route it found, against remembering it.
     novelty_episodes: int = 0
+    # PPO only: weight of an auxiliary loss that asks the GRU for the agent's own dead-reckoned position and
+    # whether it has been there before in the trial (maze_aux.py; 0: off, and the network has no such head).
+    aux_coef: float = 0.0
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots
 # (iteration i plays groups fixed by them), the update's kind and the encoder's pretraining.
 FIXED_ON_RESUME = ("hidden", "gru_activation", "pool", "workers", "games_per_worker", "update", "freeze_encoder",
-                   "encoder_frames", "encoder_epochs", "encoder_lr")
+                   "encoder_frames", "encoder_epochs", "encoder_lr", "aux_coef")
 
 
 def preset_config(preset: str) -> MazeTrainConfig:

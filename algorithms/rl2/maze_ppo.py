@@ -34,6 +34,7 @@ from rl2bench.errors import UserError
 
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
+from .maze_aux import aux_loss, position_targets
 from .maze_rollout import MazeBatch, collect_maze
 from .maze_trainer import MazeTrainer
 
@@ -97,16 +98,22 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
-               scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
+               aux_targets: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """On the given trials, means over their valid steps: the clipped surrogate, the value head's squared
-    error on ``returns / scale``, the policy's entropy, and its KL from the behaviour policy (the batch's
-    logits)."""
+    error on ``returns / scale``, the policy's entropy, its KL from the behaviour policy (the batch's
+    logits) and, given ``aux_targets``, the auxiliary head's loss (``maze_aux.aux_loss``; else 0)."""
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
     old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
     actions = batch.actions[:, trials].unsqueeze(-1)
-    logits, values, _ = net(batch.obs[:, trials], *(p[:, trials] for p in prev), encoded=encoded)
+    prev_action, prev_reward, prev_done = (p[:, trials] for p in prev)
+    out, _ = net.trunk(batch.obs[:, trials], prev_action, prev_reward, prev_done, encoded=encoded)
+    logits, values = net.pi(out), net.v(out).squeeze(-1)
+    aux = torch.zeros(())
+    if aux_targets is not None and net.aux is not None:
+        aux = aux_loss(net.aux(out), aux_targets[:, trials], m)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
@@ -114,13 +121,15 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     value_loss = ((((values - returns[:, trials]) / scale) ** 2) * m).sum() / n
     entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
-    return surr, value_loss, entropy, kl
+    return surr, value_loss, entropy, kl, aux
 
 
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
-             returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool) -> dict[str, float]:
-    """One PPO update of the shared network on a batch (module docstring); what it did, measured on the
-    whole batch after the epochs: mean KL from the behaviour policy, surrogate gain, value loss."""
+             returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool,
+             aux_targets: torch.Tensor | None = None) -> dict[str, float]:
+    """One PPO update of the shared network on a batch (module docstring), with ``cfg.aux_coef`` x the
+    auxiliary loss when ``aux_targets`` are given; what it did, measured on the whole batch after the
+    epochs: mean KL from the behaviour policy, surrogate gain, value loss (and the auxiliary loss)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -128,19 +137,19 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
-            surr, value_loss, entropy, _ = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx,
-                                                      encoded)
-            loss = -surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy
+            surr, value_loss, entropy, _, aux = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
+                                                           idx, encoded, aux_targets)
+            loss = -surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
             optimizer.zero_grad()
             loss.backward()
             if math.isfinite(cfg.max_grad_norm):
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
     with torch.no_grad():
-        surr, value_loss, _, kl = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None),
-                                             encoded)
+        surr, value_loss, _, kl, aux = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
+                                                  slice(None), encoded, aux_targets)
     return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * mask).sum() / mask.sum()),
-            "value_loss": float(value_loss)}
+            "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {})}
 
 
 class MazePPOTrainer(MazeTrainer):
@@ -206,10 +215,15 @@ class MazePPOTrainer(MazeTrainer):
         returns, adv, ev = self.advantages(batch, values)
         entropy = float(((-(torch.softmax(batch.logits, -1) * torch.log_softmax(batch.logits, -1)).sum(-1))
                          * mask).sum() / mask.sum())
-        step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded)
+        targets = None
+        if cfg.aux_coef:  # the agent's own dead reckoning (maze_aux.py)
+            targets = position_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
+                                       batch.valid.cpu(), self.cell.turn).to(self.device)
+        step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets)
         t_total = time.perf_counter() - start
         fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
-                  "value_loss": step["value_loss"], "baseline_ev": ev}
+                  "value_loss": step["value_loss"], "baseline_ev": ev,
+                  **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {})}
         return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
 
     def state(self) -> dict[str, Any]:
@@ -236,6 +250,8 @@ def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
         raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
                         "(or --preset maze-ppo)")
+    if cfg.update != "ppo" and cfg.aux_coef:
+        raise UserError("aux_coef belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer
 
 

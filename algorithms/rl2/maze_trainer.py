@@ -39,6 +39,7 @@ from .conv_policy import ConvPolicy
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
+from .maze_aux import AUX_OUTPUTS
 from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
 from .maze_rollout import MazeBatch, collect_maze
 from .novelty import training_bonus
@@ -66,7 +67,8 @@ class MazeTrainer:
         name = self.cell.name
         init = seeding.generator(seed, "init", "maze", name, "rl2")
         self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape,
-                              generator=torch_generator(init), activation=self.cfg.gru_activation)
+                              generator=torch_generator(init), activation=self.cfg.gru_activation,
+                              aux_outputs=AUX_OUTPUTS if self.cfg.aux_coef else 0)
         self.net.to(self.device)
         self.act_gen = torch_generator(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
         self.fvp_gen = torch_generator(seeding.generator(seed, "fvp", "maze", name, "rl2"))
@@ -289,12 +291,14 @@ class MazeTrainer:
                             f"run a {self.cfg.gru_activation} GRU {self.cfg.hidden}; add --set hidden="
                             f"{source.hidden} --set gru_activation={source.gru_activation} (or a larger hidden, "
                             "which grows the GRU) to start from it")
+        source_aux = AUX_OUTPUTS if source.aux_coef else 0
         try:
-            if source.hidden == self.cfg.hidden:
+            if source.hidden == self.cfg.hidden and source_aux == self.net.aux_outputs:
                 self.net.load_state_dict(state["net"])
-            else:  # a wider GRU grown from the narrower one, same function at first (ConvPolicy.widen_from)
+            else:  # a wider GRU grown from the narrower one, same function at first (ConvPolicy.widen_from);
+                # an auxiliary head the source lacks keeps its fresh weights, one this run lacks is dropped
                 narrow = ConvPolicy(self.spec.n_actions, source.hidden, self.spec.obs_shape,
-                                    activation=source.gru_activation).to(self.device)
+                                    activation=source.gru_activation, aux_outputs=source_aux).to(self.device)
                 narrow.load_state_dict(state["net"])
                 self.net.widen_from(narrow)
         except (RuntimeError, ValueError):
@@ -307,7 +311,8 @@ class MazeTrainer:
     def policy_file(self) -> dict[str, Any]:
         return {"format": POLICY_FORMAT, "task": "maze", "cell": self.cell.name, "n_actions": self.spec.n_actions,
                 "n_states": self.spec.n_states, "obs_shape": tuple(self.spec.obs_shape), "hidden": self.cfg.hidden,
-                "activation": self.cfg.gru_activation, "state_dict": on_cpu(self.net.state_dict()),
+                "activation": self.cfg.gru_activation, "aux_outputs": self.net.aux_outputs,
+                "state_dict": on_cpu(self.net.state_dict()),
                 "iteration": self.iteration, "preset": self.preset, "seed": self.seed}
 
     def save(self, finished: bool) -> None:

@@ -1,0 +1,51 @@
+"""An auxiliary task for the maze trainer: the GRU is asked to say where the agent is and whether it has
+been there before in the trial.
+
+Why: the maze policies' failures are loops, a walk to a corridor's end and back, again and again, past the
+openings that lead on (experiments/results/2026-12-06-maze-ppo/). Avoiding a loop needs a memory of
+where the agent has been, and neither a wider GRU nor the novelty bonus taught one. Predicting one's own
+position and "been here" from the GRU's state asks for exactly that memory, and the gradient reaches the
+recurrent weights directly instead of through rare returns (auxiliary tasks as in Jaderberg et al. 2017,
+Mirowski et al. 2017).
+
+The targets come from the agent's own dead reckoning (``novelty.odometry_points``: its actions and its
+rewards, nothing of the map), so a policy trained with them is still ``rl2``'s. The head
+(``ConvPolicy.aux``) is trained only; it never chooses an action and no evaluation reads it.
+
+Per step t, before the action: the position (x, y, in strides, in the start pose's frame; 0 at each
+episode's start) and 1 if that point was already reached earlier in the trial, else 0. The loss is the
+squared error of the position divided by ``POSITION_SCALE`` plus the binary cross-entropy of "been here",
+both averaged over valid steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from .novelty import first_occurrences, odometry_points
+
+AUX_OUTPUTS = 3  # x, y, logit of "been here"
+POSITION_SCALE = 10.0  # strides; small mazes span about +-12 of them from the start
+
+
+def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                     turn_degrees: float) -> torch.Tensor:
+    """(steps, trials, 3) float: the position before each action and whether it was reached before."""
+    after = odometry_points(actions, rewards, dones, valid, turn_degrees)  # where each action left it
+    before = np.zeros_like(after)
+    restart = dones.numpy()[:-1, :, None] > 0
+    before[1:] = np.where(restart, 0, after[:-1])  # an episode's end puts it back at the start
+    keys = before[..., 0] * 100_003 + before[..., 1]
+    been_here = ~first_occurrences(keys, valid)
+    out = np.concatenate([before.astype(np.float32), been_here[..., None].astype(np.float32)], -1)
+    return torch.as_tensor(out) * valid[..., None]
+
+
+def aux_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over valid steps of the position's scaled squared error plus the cross-entropy of "been here"."""
+    n = mask.sum().clamp_min(1.0)
+    position = ((predicted[..., :2] - targets[..., :2] / POSITION_SCALE) ** 2).sum(-1)
+    been_here = functional.binary_cross_entropy_with_logits(predicted[..., 2], targets[..., 2], reduction="none")
+    return ((position + been_here) * mask).sum() / n
