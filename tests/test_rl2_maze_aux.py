@@ -3,8 +3,6 @@ reaches the GRU, and, through the real engine, a run that starts from a policy w
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -71,13 +69,8 @@ def test_only_the_ppo_recipe_takes_it():
         maze_trainer_class(MazeTrainConfig(aux_coef=0.1))
 
 
-def test_a_run_with_the_head_starts_from_one_without_it(tmp_path):
-    try:
-        import vizdoom  # noqa: F401
-    except ImportError:
-        if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
-            raise
-        pytest.skip("vizdoom not installed")
+@pytest.mark.maze
+def test_a_run_with_the_head_starts_from_one_without_it(tmp_path, vizdoom_required):
     from rl2bench.algorithms.rl2.agent import load_maze_policy
     from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer
 

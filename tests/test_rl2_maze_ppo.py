@@ -4,7 +4,6 @@ encoder's pretraining, and, through the real engine, a run that stores features 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 
 import numpy as np
@@ -89,13 +88,7 @@ def _config(**kw) -> MazeTrainConfig:
 
 @pytest.mark.heavy
 @pytest.mark.maze
-def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_path):
-    try:
-        import vizdoom  # noqa: F401
-    except ImportError:
-        if os.environ.get("RL2BENCH_REQUIRE_MAZE") == "1":
-            raise
-        pytest.skip("vizdoom not installed")
+def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_path, vizdoom_required):
     full = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "a", _config())
     full.prepare_encoder()
     assert full.encoder_record is not None and full.env_steps == 200  # the walk counts toward the budget
