@@ -27,6 +27,7 @@ import torch
 from rl2bench.algorithms.rl2.config import apply_overrides
 from rl2bench.algorithms.rl2.maze_config import preset_config
 from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, maze_trainer_class
+from rl2bench.algorithms.rl2.maze_trainer import subnormals_flushed
 
 PAPER_ITERS, PAPER_STEPS = 5000, 50_000
 
@@ -56,9 +57,9 @@ def main() -> None:
         if isinstance(trainer, MazePPOTrainer):
             trainer.prepare_encoder()  # once per run, before the first iteration
         steps_before = trainer.env_steps
-        torch.set_flush_denormal(True)  # as the trainer's run() does (maze_trainer.py)
         try:
-            rows = [trainer.iterate() for _ in range(args.iters)]
+            with subnormals_flushed():  # as the trainer's run() trains
+                rows = [trainer.iterate() for _ in range(args.iters)]
         finally:
             trainer.close()
     steps = rows[-1]["env_steps"] - steps_before

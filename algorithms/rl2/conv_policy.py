@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, gru_sequence
-from .tensors import gru_tensors
+from .tensors import grown_gru_tensors, gru_tensors
 
 CONV_FILTERS = 16
 CONV_KERNEL = 5
@@ -85,14 +85,10 @@ class ConvPolicy(nn.Module):
                              f"{self.activation} GRU {new} for {self.n_actions} actions")
         for part in ("conv", "action_embed", "fc"):
             getattr(self, part).load_state_dict(getattr(narrow, part).state_dict())
-        g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
-        for gate in range(3):  # rows: reset, update, new-gate blocks of each width
-            rows, narrow_rows = slice(gate * new, gate * new + old), slice(gate * old, (gate + 1) * old)
-            g.weight_ih_l0[rows] = ng.weight_ih_l0[narrow_rows]
-            g.weight_hh_l0[rows, :old] = ng.weight_hh_l0[narrow_rows]
-            g.weight_hh_l0[rows, old:] = 0.0
-            g.bias_ih_l0[rows] = ng.bias_ih_l0[narrow_rows]
-            g.bias_hh_l0[rows] = ng.bias_hh_l0[narrow_rows]
+        g = gru_tensors(self.gru)
+        grown = grown_gru_tensors(g, gru_tensors(narrow.gru), old, new)
+        for tensor, value in zip((g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0), grown, strict=True):
+            tensor.copy_(value)
         heads = [(self.pi, narrow.pi), (self.v, narrow.v)]
         if self.aux is not None and narrow.aux is not None and self.aux_outputs == narrow.aux_outputs:
             heads.append((self.aux, narrow.aux))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from .novelty import first_occurrences, odometry_points
+from .novelty import first_occurrences, odometry_points, point_keys
 
 AUX_OUTPUTS = 3  # x, y, logit of "been here"
 POSITION_SCALE = 10.0  # strides; small mazes span about +-12 of them from the start
@@ -37,8 +37,7 @@ def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.
     before = np.zeros_like(after)
     restart = dones.numpy()[:-1, :, None] > 0
     before[1:] = np.where(restart, 0, after[:-1])  # an episode's end puts it back at the start
-    keys = before[..., 0] * 100_003 + before[..., 1]
-    been_here = ~first_occurrences(keys, valid)
+    been_here = ~first_occurrences(point_keys(before), valid)
     out = np.concatenate([before.astype(np.float32), been_here[..., None].astype(np.float32)], -1)
     return torch.as_tensor(out) * valid[..., None]
 

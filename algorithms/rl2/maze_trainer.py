@@ -22,8 +22,10 @@ The recipe and its presets are in ``maze_config``; the ``train`` command that st
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,12 +350,24 @@ class MazeTrainer:
             return (f"ret {row['mean_return']:.2f} succ1 {row['success_ep1']:.2f} kl {row['kl']:.4f} "
                     f"ent {row['entropy']:.3f} ev {row['baseline_ev']:.2f} {row['seconds']:.1f}s/it")
 
-        torch.set_flush_denormal(True)
         try:
-            training_loop(self, iters or self.cfg.iters, f"rl2 maze {self.cell.name}", postfix, progress, seconds)
+            with subnormals_flushed():
+                training_loop(self, iters or self.cfg.iters, f"rl2 maze {self.cell.name}", postfix, progress,
+                              seconds)
         finally:
-            torch.set_flush_denormal(False)  # torch's default, for whatever runs next in this process
             self.close()
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """Flush subnormal floats to zero inside the block (see ``MazeTrainer.run``), then put back what was
+    set before: torch has no getter, so the state is read from whether a subnormal survives arithmetic."""
+    before = (torch.tensor([1e-39]) * 1.0).item() == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def _explained_variance(returns: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> float:

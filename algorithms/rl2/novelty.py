@@ -95,12 +95,16 @@ def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.T
     return points * valid.numpy()[..., None].astype(np.int64)
 
 
+def point_keys(points: np.ndarray) -> np.ndarray:
+    """One integer per point (..., 2) of ``odometry_points``: equal points, equal keys."""
+    return points[..., 0] * 100_003 + points[..., 1]
+
+
 def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
                    turn_degrees: float, coef: float) -> torch.Tensor:
     """(steps, trials): ``coef`` for each action that leaves the agent at a point its dead reckoning has
     not reached before in the trial (the start point counts as reached)."""
-    points = odometry_points(actions, rewards, dones, valid, turn_degrees)
-    keys = points[..., 0] * 100_003 + points[..., 1]
+    keys = point_keys(odometry_points(actions, rewards, dones, valid, turn_degrees))
     start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)  # the start point, reached before the first action
     with_start = torch.cat([torch.ones(1, valid.shape[1], dtype=valid.dtype), valid])
     new = first_occurrences(np.concatenate([start, keys]), with_start)[1:]

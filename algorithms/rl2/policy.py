@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, fused_gru, gru_cell, gru_sequence
-from .tensors import gru_tensors
+from .tensors import grown_gru_tensors, gru_tensors
 
 
 def input_size(n_states: int, n_actions: int) -> int:
@@ -89,15 +89,8 @@ class RecurrentNet(nn.Module):
                 or narrow.activation != self.activation or narrow.extra_inputs != self.extra_inputs):
             raise ValueError(f"cannot widen a {narrow.activation} GRU {old} for {narrow.n_states}x{narrow.n_actions} "
                              f"into a {self.activation} GRU {new} for {self.n_states}x{self.n_actions}")
-        g, ng = gru_tensors(self.gru), gru_tensors(narrow.gru)
-        w_ih, w_hh = g.weight_ih_l0.clone(), g.weight_hh_l0.clone()
-        b_ih, b_hh = g.bias_ih_l0.clone(), g.bias_hh_l0.clone()
-        for gate in range(3):  # rows: reset, update, new gate blocks of each width
-            rows, narrow_rows = slice(gate * new, gate * new + old), slice(gate * old, (gate + 1) * old)
-            w_ih[rows] = ng.weight_ih_l0[narrow_rows]
-            w_hh[rows, :old] = ng.weight_hh_l0[narrow_rows]
-            w_hh[rows, old:] = 0.0
-            b_ih[rows], b_hh[rows] = ng.bias_ih_l0[narrow_rows], ng.bias_hh_l0[narrow_rows]
+        g = gru_tensors(self.gru)
+        w_ih, w_hh, b_ih, b_hh = grown_gru_tensors(g, gru_tensors(narrow.gru), old, new)
         head = self.head.weight.clone()
         head[:, :old], head[:, old:] = narrow.head.weight, 0.0
         g.weight_ih_l0, g.weight_hh_l0 = w_ih, w_hh  # through weight_norm's right_inverse: gain = row norm
