@@ -43,3 +43,20 @@ def test_markdown_layout():
     assert "35.0 ± 5.0" in text and "66.7%" in text
     assert "small 33.3%, large 33.3%" in text
     assert "paper: RL^2" in text and "52.4 ± 1.3" in text
+    assert "documented change" not in text
+
+
+def test_paper_rows_stand_beside_coarser_turn_cells():
+    f = pd.concat([frame().assign(cell="small-turn90"), frame().assign(cell="large-turn90")], ignore_index=True)
+    text = render_markdown(f)
+    assert "documented change of the action scheme" in text and "turn 90 degrees" in text
+    paper = text[text.index("## paper: RL^2"):]
+    header = next(line for line in paper.splitlines() if "episode" in line and "|" in line)
+    assert "small-turn90: length" in header and "large-turn90: % success" in header
+    assert "52.4 ± 1.3" in paper and "97.1%" in paper  # small's episode 1 and large's, by maze size
+
+
+def test_no_paper_rows_for_other_episode_counts_or_sizes():
+    f = pd.concat([frame().assign(cell="small-e2"), frame().assign(cell="g3")], ignore_index=True)
+    text = render_markdown(f)
+    assert "paper: RL^2" not in text and "documented change" not in text
