@@ -49,7 +49,8 @@ def test_markdown_layout():
 def test_paper_rows_stand_beside_coarser_turn_cells():
     f = pd.concat([frame().assign(cell="small-turn90"), frame().assign(cell="large-turn90")], ignore_index=True)
     text = render_markdown(f)
-    assert "documented change of the action scheme" in text and "turn 90 degrees" in text
+    assert "documented change of the action scheme" in text
+    assert "`small-turn90` 90" in text and "`large-turn90` 90" in text
     paper = text[text.index("## paper: RL^2"):]
     header = next(line for line in paper.splitlines() if "episode" in line and "|" in line)
     assert "small-turn90: length" in header and "large-turn90: % success" in header
@@ -60,3 +61,13 @@ def test_no_paper_rows_for_other_episode_counts_or_sizes():
     f = pd.concat([frame().assign(cell="small-e2"), frame().assign(cell="g3")], ignore_index=True)
     text = render_markdown(f)
     assert "paper: RL^2" not in text and "documented change" not in text
+
+
+def test_paper_rows_once_per_maze_size_on_a_mixed_page():
+    f = pd.concat([frame().assign(cell=c) for c in ("small-turn90", "small", "large-turn90")], ignore_index=True)
+    paper = render_markdown(f)
+    paper = paper[paper.index("## paper: RL^2"):paper.index("## Mean")]
+    header = next(line for line in paper.splitlines() if "episode" in line and "|" in line)
+    # small under the paper's own cell, large (absent at 22.5 degrees) under large-turn90
+    assert [h.strip() for h in header.strip("|").split("|")] == [
+        "episode", "small: length", "large-turn90: length", "small: % success", "large-turn90: % success"]

@@ -57,17 +57,20 @@ def _parsed(name: str) -> MazeCell | None:
 
 
 def paper_rows(cells: list[str]) -> pd.DataFrame:
-    """The paper's Table 3 rows for each of ``cells`` that has the paper's maze size, episodes and horizon
-    (any turn action), relabelled with our cell's name so that the block lines up with ours."""
+    """The paper's Table 3 rows for each maze size among ``cells`` with the paper's episodes and horizon,
+    once per size: under the paper's own cell (``small``, ``large``) when it is there, else relabelled with
+    the first of ``cells`` of that size (a coarser turn, say) so that the block lines up with ours."""
     paper = paper_table3()
-    parts = []
-    for name in cells:
+    parts, sizes = [], set()
+    for name in sorted(cells, key=lambda c: c not in set(paper["cell"])):
         cell = _parsed(name)
-        if cell is None or cell.episodes != DEFAULT_EPISODES or cell.horizon not in (0, default_horizon(cell.size)):
+        if (cell is None or cell.geometry in sizes or cell.episodes != DEFAULT_EPISODES
+                or cell.horizon not in (0, default_horizon(cell.size))):
             continue
         rows = paper[paper["cell"] == cell.geometry]
         if len(rows):
             parts.append(rows.assign(cell=name))
+            sizes.add(cell.geometry)
     return pd.concat(parts, ignore_index=True) if parts else paper.iloc[:0]
 
 
@@ -125,15 +128,14 @@ def render_markdown(results: pd.DataFrame, title: str = "", command: str = "") -
         out.append("## paper: RL^2 (Table 3)\n")
         out.append("Reference only: the paper's low-level action scheme is not published, so its step counts "
                    "are not on the same scale as ours.\n")
-        coarser = sorted({cell.turn for c in cells if (cell := _parsed(c)) and cell.turn != TURN_DEGREES})
+        coarser = {c: cell.turn for c in cells if (cell := _parsed(c)) and cell.turn != TURN_DEGREES}
         if coarser:
-            turns = " and ".join(f"{t:g}" for t in coarser)
-            out.append(f"**A documented change of the action scheme:** these cells turn {turns} degrees per "
-                       f"turn action, not the {TURN_DEGREES:g} of `small` and `large`; the paper's rows stand "
-                       "beside our cells of the same maze size. Its agent walked the small mazes in 39.1 steps "
-                       "in episode 2, below our shortest walk at the finer turn (48.1): its actions were "
-                       "coarser than our 22.5 degrees as well (Section 3.3: a high-level move takes \"around "
-                       "5\" low-level actions).\n")
+            named = ", ".join(f"`{c}` {t:g}" for c, t in coarser.items())
+            out.append(f"**A documented change of the action scheme.** Degrees per turn action: {named}, where "
+                       f"the paper's cells `small` and `large` turn {TURN_DEGREES:g}. Compare them with the "
+                       "paper's rows of the same maze size. Its agent walked the small mazes in 39.1 steps in "
+                       "episode 2, below our shortest walk at 22.5 degrees (48.1): its actions were coarser "
+                       "than ours too (Section 3.3: a high-level move takes \"around 5\" low-level actions).\n")
         out.append(_block(paper, [c for c in cells if c in set(paper["cell"])],
                           "% improved (paper: episode 2 length does not exceed episode 1's)"))
     out.append("## Mean total reward per trial\n")
