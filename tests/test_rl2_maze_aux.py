@@ -3,12 +3,14 @@ reaches the GRU, and, through the real engine, a run that starts from a policy w
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
 from rl2bench.algorithms.rl2.maze_aux import AUX_OUTPUTS, POSITION_SCALE, aux_loss, position_targets
 from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+from rl2bench.algorithms.rl2.novelty import first_occurrences
 from rl2bench.errors import UserError
 
 F, L, R = 0, 1, 2
@@ -28,6 +30,24 @@ def test_positions_and_been_here_by_hand():
     t = position_targets(col(actions), col(rewards), col(dones), col(valid), 90.0)[:, 0]
     assert t[:, :2].tolist() == [[0, 0], [1, 0], [2, 0], [2, 0], [2, 0], [0, 0], [1, 0], [0, 0]]
     assert t[:, 2].tolist() == [0, 0, 0, 1, 1, 1, 1, 0]
+
+
+def test_the_point_where_an_episode_ended_counts_as_reached():
+    # Episode 1 (F F) ends at (2, 0), a point it reached only by its last action; episode 2 walks back
+    # onto it (F F F from the start): been there, as the odometry bonus also counts it.
+    actions = torch.tensor([F, F, F, F, F])
+    rewards = torch.full((5,), -0.04)
+    dones = torch.tensor([0, 1, 0, 0, 0.0])
+    valid = torch.ones(5)
+    t = position_targets(col(actions), col(rewards), col(dones), col(valid), 90.0)[:, 0]
+    assert t[:, :2].tolist() == [[0, 0], [1, 0], [0, 0], [1, 0], [2, 0]]
+    assert t[:, 2].tolist() == [0, 0, 1, 1, 1]
+
+
+def test_first_occurrences_takes_any_mask():
+    keys = np.array([[5], [7], [5], [7], [9]])
+    mask = np.array([[0], [1], [1], [1], [1]])
+    assert first_occurrences(keys, mask)[:, 0].tolist() == [False, True, True, False, True]
 
 
 def test_the_loss_is_zero_for_a_perfect_guess_and_reaches_the_gru():

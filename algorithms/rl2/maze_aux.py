@@ -13,9 +13,10 @@ rewards, nothing of the map), so a policy trained with them is still ``rl2``'s. 
 (``ConvPolicy.aux``) is trained only; it never chooses an action and no evaluation reads it.
 
 Per step t, before the action: the position (x, y, in strides, in the start pose's frame; 0 at each
-episode's start) and 1 if that point was already reached earlier in the trial, else 0. The loss is the
-squared error of the position divided by ``POSITION_SCALE`` plus the binary cross-entropy of "been here",
-both averaged over valid steps.
+episode's start) and 1 if that point was already reached earlier in the trial (the point where an
+earlier episode ended included), else 0; a turn leaves the point as it was, so the step after a turn is
+always "been here". The loss is the squared error of the position, both sides divided by
+``POSITION_SCALE``, plus the binary cross-entropy of "been here", both averaged over valid steps.
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.
     """(steps, trials, 3) float: the position before each action and whether it was reached before."""
     after = odometry_points(actions, rewards, dones, valid, turn_degrees)  # where each action left it
     before = np.zeros_like(after)
-    restart = dones.numpy()[:-1, :, None] > 0
-    before[1:] = np.where(restart, 0, after[:-1])  # an episode's end puts it back at the start
-    been_here = ~first_occurrences(point_keys(before), valid)
+    ended = dones.numpy()[:-1] > 0
+    before[1:] = np.where(ended[..., None], 0, after[:-1])  # an episode's end puts it back at the start
+    # Every point reached, in order: where the previous episode ended (its last point is never a
+    # "before"), then the point before step t. Been here = that point is not new in this sequence.
+    keys, reached = point_keys(before), valid.numpy() > 0
+    ends = np.zeros_like(keys)
+    ends[1:] = point_keys(after[:-1])
+    ended_valid = np.zeros_like(reached)
+    ended_valid[1:] = ended & reached[:-1]
+    sequence = np.stack([ends, keys], 1).reshape(2 * keys.shape[0], -1)
+    counted = np.stack([ended_valid, reached], 1).reshape(sequence.shape)
+    been_here = ~first_occurrences(sequence, counted)[1::2]
     out = np.concatenate([before.astype(np.float32), been_here[..., None].astype(np.float32)], -1)
     return torch.as_tensor(out) * valid[..., None]
 

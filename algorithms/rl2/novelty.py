@@ -42,18 +42,22 @@ def view_keys(obs: torch.Tensor) -> np.ndarray:
     """A 64-bit hash per (step, trial) of the stored observation (an encoded frame or the frame itself):
     equal views give equal keys; a collision of two different views is ~1 in 2^64."""
     flat = obs.reshape(*obs.shape[:2], -1)
-    weights = torch.as_tensor(np.random.default_rng(0).integers(1, 2**62, size=flat.shape[-1]), dtype=torch.int64)
+    weights = torch.as_tensor(np.random.default_rng(0).integers(1, 2**62, size=flat.shape[-1]), dtype=torch.int64,
+                              device=flat.device)
     keys = [(torch.round(chunk / QUANTUM).to(torch.int64) * weights).sum(-1)  # int64 wraps: a hash
             for chunk in flat.split(32)]  # 32 steps at a time: raw frames would take GBs at once
     return torch.cat(keys).cpu().numpy()
 
 
-def first_occurrences(keys: np.ndarray, valid: torch.Tensor) -> np.ndarray:
-    """(steps, trials) bool: the key at step t is the first of its kind among its trial's valid steps."""
+def first_occurrences(keys: np.ndarray, valid: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(steps, trials) bool: the key at step t is the first of its kind among its trial's valid steps
+    (``valid`` may be any pattern, not only a prefix; invalid steps are never first)."""
+    mask = (valid.detach().cpu().numpy() if isinstance(valid, torch.Tensor) else np.asarray(valid)) > 0
     first = np.zeros(keys.shape, dtype=bool)
-    for b, length in enumerate(valid.sum(0).long().tolist()):
-        _, index = np.unique(keys[:length, b], return_index=True)
-        first[index, b] = True
+    for b in range(keys.shape[1]):
+        steps = np.flatnonzero(mask[:, b])
+        _, index = np.unique(keys[steps, b], return_index=True)
+        first[steps[index], b] = True
     return first
 
 
