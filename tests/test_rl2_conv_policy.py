@@ -120,3 +120,19 @@ def test_a_widened_network_computes_the_narrow_ones_function_and_its_new_units_l
     other = "tanh" if activation == "relu" else "relu"
     with pytest.raises(ValueError, match="cannot widen"):
         ConvPolicy(A, hidden=24, action_embed=8, fc=16, activation=other).widen_from(narrow)
+
+
+@pytest.mark.parametrize("flushing_before", [False, True])
+def test_subnormals_flushed_puts_back_what_was_set(flushing_before):
+    from rl2bench.algorithms.rl2.maze_trainer import subnormals_flushed
+
+    def survives() -> bool:
+        return bool((torch.tensor([1e-39]) * 1.0).item() != 0.0)
+
+    torch.set_flush_denormal(flushing_before)
+    try:
+        with subnormals_flushed():
+            assert not survives()
+        assert survives() is not flushing_before
+    finally:
+        torch.set_flush_denormal(False)

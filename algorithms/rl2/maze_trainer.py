@@ -361,7 +361,9 @@ class MazeTrainer:
 @contextlib.contextmanager
 def subnormals_flushed() -> Iterator[None]:
     """Flush subnormal floats to zero inside the block (see ``MazeTrainer.run``), then put back what was
-    set before: torch has no getter, so the state is read from whether a subnormal survives arithmetic."""
+    set before: torch has no getter, so the state is read from whether a subnormal survives arithmetic.
+    The flag is per thread (the CPU's own): it covers the one torch thread a training run uses; intra-op
+    worker threads started earlier keep theirs."""
     before = (torch.tensor([1e-39]) * 1.0).item() == 0.0
     torch.set_flush_denormal(True)
     try:
