@@ -71,3 +71,9 @@ def test_paper_rows_once_per_maze_size_on_a_mixed_page():
     # small under the paper's own cell, large (absent at 22.5 degrees) under large-turn90
     assert [h.strip() for h in header.strip("|").split("|")] == [
         "episode", "small: length", "large-turn90: length", "small: % success", "large-turn90: % success"]
+
+
+def test_the_change_of_action_scheme_names_only_cells_of_the_papers_sizes():
+    f = pd.concat([frame().assign(cell=c) for c in ("small", "small-turn90", "g3-turn90")], ignore_index=True)
+    text = render_markdown(f)
+    assert "`small-turn90` 90" in text and "g3-turn90` 90" not in text
