@@ -102,7 +102,15 @@ def test_a_run_with_the_head_starts_from_one_without_it(tmp_path, vizdoom_requir
     child.init_from(tmp_path / "parent")
     for key, value in parent.net.state_dict().items():  # the policy as it was, plus a fresh head
         assert torch.equal(value, child.net.state_dict()[key]), key
+    assert child.initialized_from["aux_outputs_from"] == 0
     child.run(progress=False)
     assert child.curve[-1]["aux_loss"] > 0
     net, meta = load_maze_policy(str(tmp_path / "child" / "policy.pt"))
     assert meta["aux_outputs"] == AUX_OUTPUTS and net.aux is not None
+
+    # and back: a run without the head starts from the one with it, the head dropped, the rest kept
+    plain = MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "plain", MazeTrainConfig(**base))
+    plain.init_from(tmp_path / "child")
+    assert plain.net.aux is None and plain.initialized_from["aux_outputs_from"] == AUX_OUTPUTS
+    for key, value in plain.net.state_dict().items():
+        assert torch.equal(value, child.net.state_dict()[key]), key

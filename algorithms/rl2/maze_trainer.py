@@ -293,7 +293,8 @@ class MazeTrainer:
                             f"run a {self.cfg.gru_activation} GRU {self.cfg.hidden}; add --set hidden="
                             f"{source.hidden} --set gru_activation={source.gru_activation} (or a larger hidden, "
                             "which grows the GRU) to start from it")
-        source_aux = AUX_OUTPUTS if source.aux_coef else 0
+        aux_weight = state["net"].get("aux.weight")  # the head as stored, whatever AUX_OUTPUTS is now
+        source_aux = 0 if aux_weight is None else int(aux_weight.shape[0])
         try:
             if source.hidden == self.cfg.hidden and source_aux == self.net.aux_outputs:
                 self.net.load_state_dict(state["net"])
@@ -307,7 +308,8 @@ class MazeTrainer:
             raise UserError(f"--init-from: the network in {run_dir} does not fit maze {self.cell.name}") from None
         self.initialized_from = {"run": str(run_dir), "task": "maze", "cell": state["cell"],
                                  "iteration": state["iteration"], "env_steps": checkpoint_env_steps(state),
-                                 **({"widened_from": source.hidden} if source.hidden != self.cfg.hidden else {})}
+                                 **({"widened_from": source.hidden} if source.hidden != self.cfg.hidden else {}),
+                                 **({"aux_outputs_from": source_aux} if source_aux != self.net.aux_outputs else {})}
         self.ancestry = [*state.get("ancestry", []), ancestor_record(run_dir, state)]
 
     def policy_file(self) -> dict[str, Any]:
