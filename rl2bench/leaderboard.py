@@ -83,7 +83,7 @@ def _order(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     family = get_family(task)
     cells = list(dict.fromkeys(summary["cell"]))
     default = [c for c in family.default_cells if c in cells]
-    cells = default + sorted(set(cells) - set(default), key=lambda c: (len(c), c))
+    cells = default + sorted(set(cells) - set(default), key=family.cell_order)
     from rl2bench.registry import algorithms
 
     preferred = [a for a in family.column_order if a in algorithms(task)] + list(algorithms(task))

@@ -164,6 +164,11 @@ class TaskFamily(ABC, Generic[CellT]):
                 f"(paper cells: {', '.join(self.default_cells)})"
             ) from None
 
+    def cell_order(self, name: str) -> tuple:
+        """Sort key of a cell outside ``default_cells`` on the leaderboards (those come first, as listed):
+        shorter names first by default; a family overrides it to group its variants."""
+        return (len(name), name)
+
     @abstractmethod
     def spec(self, cell: CellT) -> EnvSpec: ...
 

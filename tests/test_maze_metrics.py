@@ -77,3 +77,11 @@ def test_the_change_of_action_scheme_names_only_cells_of_the_papers_sizes():
     f = pd.concat([frame().assign(cell=c) for c in ("small", "small-turn90", "g3-turn90")], ignore_index=True)
     text = render_markdown(f)
     assert "`small-turn90` 90" in text and "g3-turn90` 90" not in text
+
+
+def test_one_action_schemes_cells_stand_together_small_first():
+    f = pd.concat([frame().assign(cell=c) for c in ("large-turn90", "small-turn90", "large", "small")],
+                  ignore_index=True)
+    header = next(line for line in render_markdown(f).splitlines() if "episode" in line and "|" in line)
+    cells = [h.strip().split(":")[0] for h in header.strip("|").split("|")[1:5]]
+    assert cells == ["small", "large", "small-turn90", "large-turn90"]

@@ -330,13 +330,19 @@ class MazeFamily(TaskFamily[MazeCell]):
     name = "maze"
     cell_type = MazeCell
     default_cells = ("small", "large")
-    cell_help = "small (5x5), large (9x9) or g<size>, optionally -e<episodes> (default 5) -t<horizon>"
+    cell_help = ("small (5x5), large (9x9) or g<size>, optionally -e<episodes> (default 5) -t<horizon> "
+                 "-turn45|-turn90")
     # The reference agents have no grid, so no tuning runs; a future RL^2 grid tunes on 100 mazes.
     tune_instances = 100
     # Normalized scores (the site's aggregate table and performance profile): the trial return between a
     # random walk (0) and the shortest path that knows the map (1). Not in the paper, whose Table 3 reports
     # lengths and success rates, as this family's own page still does.
     normalize_by = ("random", "oracle")
+
+    def cell_order(self, name: str) -> tuple:
+        """One action scheme's cells together, each in the paper's order (small before large)."""
+        cell = MazeCell.parse(name)
+        return (cell.turn, cell.episodes, cell.horizon, cell.size, name)
 
     def spec(self, cell: MazeCell) -> EnvSpec:
         return EnvSpec(family=self.name, n_states=cell.size * cell.size, n_actions=N_ACTIONS, horizon=cell.steps,
