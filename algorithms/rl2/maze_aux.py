@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from .novelty import first_occurrences, odometry_points, point_keys
+from .novelty import before_actions, first_occurrences, odometry_points, point_keys
 
 AUX_OUTPUTS = 3  # x, y, logit of "been here"
 POSITION_SCALE = 10.0  # strides; small mazes span about +-12 of them from the start
@@ -35,9 +35,8 @@ def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.
                      turn_degrees: float) -> torch.Tensor:
     """(steps, trials, 3) float: the position before each action and whether it was reached before."""
     after = odometry_points(actions, rewards, dones, valid, turn_degrees)  # where each action left it
-    before = np.zeros_like(after)
+    before = before_actions(after, dones)  # an episode's end puts it back at the start
     ended = dones.numpy()[:-1] > 0
-    before[1:] = np.where(ended[..., None], 0, after[:-1])  # an episode's end puts it back at the start
     # Every point reached, in order: where the previous episode ended (its last point is never a
     # "before"), then the point before step t. Been here = that point is not new in this sequence.
     keys, reached = point_keys(before), valid.numpy() > 0

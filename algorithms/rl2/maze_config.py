@@ -73,6 +73,9 @@ class MazeTrainConfig:
     # PPO only: weight of an auxiliary loss that asks the GRU for the agent's own dead-reckoned position and
     # whether it has been there before in the trial (maze_aux.py; 0: off, and the network has no such head).
     aux_coef: float = 0.0
+    # PPO on -turn90 cells only: weight of route recall (maze_route.py), a self-imitation loss asking each
+    # episode after a success to walk that success's loop-free route, from the agent's own dead reckoning.
+    route_coef: float = 0.0
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

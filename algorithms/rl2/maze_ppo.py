@@ -36,6 +36,7 @@ from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
 from .maze_aux import aux_loss, position_targets
 from .maze_rollout import MazeBatch, collect_maze
+from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_loss, route_targets
 from .maze_trainer import MazeTrainer
 
 
@@ -99,11 +100,12 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               aux_targets: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, ...]:
     """On the given trials, means over their valid steps: the clipped surrogate, the value head's squared
     error on ``returns / scale``, the policy's entropy, its KL from the behaviour policy (the batch's
-    logits) and, given ``aux_targets``, the auxiliary head's loss (``maze_aux.aux_loss``; else 0)."""
+    logits), given ``aux_targets`` the auxiliary head's loss (``maze_aux.aux_loss``; else 0) and, given
+    ``routes``, the route-recall loss (``maze_route.route_loss``; else 0)."""
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
     old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
@@ -114,6 +116,9 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     aux = torch.zeros(())
     if aux_targets is not None and net.aux is not None:
         aux = aux_loss(net.aux(out), aux_targets[:, trials], m)
+    route = torch.zeros(())
+    if routes is not None:
+        route = route_loss(logits, routes[:, trials], m)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
@@ -121,15 +126,16 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     value_loss = ((((values - returns[:, trials]) / scale) ** 2) * m).sum() / n
     entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
-    return surr, value_loss, entropy, kl, aux
+    return surr, value_loss, entropy, kl, aux, route
 
 
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
              returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool,
-             aux_targets: torch.Tensor | None = None) -> dict[str, float]:
+             aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None) -> dict[str, float]:
     """One PPO update of the shared network on a batch (module docstring), with ``cfg.aux_coef`` x the
-    auxiliary loss when ``aux_targets`` are given; what it did, measured on the whole batch after the
-    epochs: mean KL from the behaviour policy, surrogate gain, value loss (and the auxiliary loss)."""
+    auxiliary loss when ``aux_targets`` are given and ``cfg.route_coef`` x the route-recall loss when
+    ``routes`` are; what it did, measured on the whole batch after the epochs: mean KL from the behaviour
+    policy, surrogate gain, value loss (and the auxiliary and route losses)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -137,19 +143,21 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
-            surr, value_loss, entropy, _, aux = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
-                                                           idx, encoded, aux_targets)
-            loss = -surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
+            surr, value_loss, entropy, _, aux, route = ppo_losses(net, batch, prev, adv, returns, scale,
+                                                                  cfg.ppo_clip, idx, encoded, aux_targets, routes)
+            loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
+                    + cfg.route_coef * route)
             optimizer.zero_grad()
             loss.backward()
             if math.isfinite(cfg.max_grad_norm):
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
     with torch.no_grad():
-        surr, value_loss, _, kl, aux = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
-                                                  slice(None), encoded, aux_targets)
+        surr, value_loss, _, kl, aux, route = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
+                                                         slice(None), encoded, aux_targets, routes)
     return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * mask).sum() / mask.sum()),
-            "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {})}
+            "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
+            **({"route_loss": float(route)} if routes is not None else {})}
 
 
 class MazePPOTrainer(MazeTrainer):
@@ -159,6 +167,7 @@ class MazePPOTrainer(MazeTrainer):
         super().__init__(*args, **kwargs)
         if self.cfg.ppo_minibatch_trials < 1:
             raise UserError("ppo_minibatch_trials must be >= 1 for mazes (trials per PPO minibatch)")
+        self.check_route()
         name = self.cell.name
         self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
         self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
@@ -168,8 +177,14 @@ class MazePPOTrainer(MazeTrainer):
         self.net.conv.requires_grad_(not self.cfg.freeze_encoder)
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
 
+    def check_route(self) -> None:
+        if self.cfg.route_coef and self.cell.turn != ROUTE_TURN_DEGREES:
+            raise UserError(f"route_coef needs a 90-degree cell (-turn90), not {self.cell.name}: its routes "
+                            "are read from dead reckoning on four headings")
+
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)
+        self.check_route()
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.policy_lr
 
@@ -219,11 +234,19 @@ class MazePPOTrainer(MazeTrainer):
         if cfg.aux_coef:  # the agent's own dead reckoning (maze_aux.py)
             targets = position_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
                                        batch.valid.cpu(), self.cell.turn).to(self.device)
-        step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets)
+        routes, route_fields = None, {}
+        if cfg.route_coef:  # the routes its own successes took (maze_route.py)
+            routes = route_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
+                                   batch.valid.cpu(), self.cell.turn).to(self.device)
+            share, agreed = route_agreement(batch.actions, routes, mask)
+            route_fields = {"route_share": share, "route_agreed": agreed}
+        step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets,
+                        routes)
         t_total = time.perf_counter() - start
         fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
                   "value_loss": step["value_loss"], "baseline_ev": ev,
-                  **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {})}
+                  **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {}),
+                  **({"route_loss": step["route_loss"]} if "route_loss" in step else {}), **route_fields}
         return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
 
     def state(self) -> dict[str, Any]:
@@ -250,8 +273,9 @@ def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
         raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
                         "(or --preset maze-ppo)")
-    if cfg.update != "ppo" and cfg.aux_coef:
-        raise UserError("aux_coef belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
+    for name in ("aux_coef", "route_coef"):
+        if cfg.update != "ppo" and getattr(cfg, name):
+            raise UserError(f"{name} belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT, STRIDES_PER_CELL
 from rl2bench.tasks.maze.env import REWARD_STEP, REWARD_TARGET, REWARD_WALL
 
 QUANTUM = 1e-3  # views are compared after rounding to this, so float noise in the encoder cannot split one
@@ -76,27 +76,65 @@ def novelty_bonus(obs: torch.Tensor, valid: torch.Tensor, coef: float) -> torch.
     return bonus
 
 
-def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                    turn_degrees: float) -> np.ndarray:
-    """(steps, trials, 2) int: the point (in strides, start pose's frame) each action leaves the agent at,
-    by dead reckoning from its actions and rewards (module docstring); an episode's end puts it back at
-    the start."""
+def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                   turn_degrees: float, snap_on_hit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The pose each action leaves the agent in, by dead reckoning from its actions and rewards (module
+    docstring): (steps, trials, 2) int points (in strides, start pose's frame) and (steps, trials) int
+    headings (in turns counted anticlockwise from the start's); an episode's end puts it back at the start.
+
+    ``snap_on_hit`` (quarter-turn headings only): a stride into a wall also corrects the coordinate along
+    the heading. From a cell's centre (the start is one) a stride reaches the point one stride short of
+    the cell's edge, and the next one hits the wall there; so a hit puts the agent at the nearest point
+    ``STRIDES_PER_CELL * k + 1`` (facing +) or ``- 1`` (facing -) along that axis. Without it, the engine's
+    braking pushes the player back after a blocked stride by up to ~0.6 stride, the next stride from there
+    can count as a move, and the estimate drifts by a stride per such pair."""
     a, r = actions.numpy(), rewards.numpy()
     steps, trials = a.shape
-    heading, x, y = np.zeros(trials), np.zeros(trials), np.zeros(trials)
+    heading, x, y = np.zeros(trials, dtype=np.int64), np.zeros(trials), np.zeros(trials)
     points = np.zeros((steps, trials, 2), dtype=np.int64)
+    headings = np.zeros((steps, trials), dtype=np.int64)
     hit_cost = REWARD_STEP + REWARD_WALL
     hit = np.isclose(r, hit_cost, rtol=0, atol=1e-5) | np.isclose(r, hit_cost + REWARD_TARGET, rtol=0, atol=1e-5)
     step_rad = np.deg2rad(turn_degrees)
     for t in range(steps):
-        heading += (a[t] == LEFT).astype(float) - (a[t] == RIGHT)
+        heading += (a[t] == LEFT).astype(np.int64) - (a[t] == RIGHT)
         moves = (a[t] == FORWARD) & ~hit[t]
         x += moves * np.cos(heading * step_rad)
         y += moves * np.sin(heading * step_rad)
-        points[t, :, 0], points[t, :, 1] = np.rint(x), np.rint(y)
+        if snap_on_hit:
+            snap_to_wall(x, y, heading * turn_degrees, (a[t] == FORWARD) & hit[t])
+        points[t, :, 0], points[t, :, 1], headings[t] = np.rint(x), np.rint(y), heading
         restart = dones[t].numpy() > 0
-        heading[restart], x[restart], y[restart] = 0.0, 0.0, 0.0
-    return points * valid.numpy()[..., None].astype(np.int64)
+        heading[restart], x[restart], y[restart] = 0, 0.0, 0.0
+    live = valid.numpy() > 0
+    return points * live[..., None], headings * live
+
+
+def snap_to_wall(x: np.ndarray, y: np.ndarray, degrees: np.ndarray, hit: np.ndarray) -> None:
+    """In place, for the trials that hit a wall facing along an axis: the coordinate along the heading
+    moves to the nearest point one stride short of a cell's edge (``odometry_poses``)."""
+    quarter = np.rint(degrees / 90.0)
+    aligned = hit & np.isclose(degrees, quarter * 90.0)
+    side = quarter.astype(np.int64) % 4  # 0: +x, 1: +y, 2: -x, 3: -y
+    for coord, plus, minus in ((x, 0, 2), (y, 1, 3)):
+        for facing, sign in ((plus, 1), (minus, -1)):
+            rows = aligned & (side == facing)
+            coord[rows] = STRIDES_PER_CELL * np.rint((coord[rows] - sign) / STRIDES_PER_CELL) + sign
+
+
+def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                    turn_degrees: float) -> np.ndarray:
+    """(steps, trials, 2) int: the point each action leaves the agent at (``odometry_poses``)."""
+    return odometry_poses(actions, rewards, dones, valid, turn_degrees)[0]
+
+
+def before_actions(after: np.ndarray, dones: torch.Tensor) -> np.ndarray:
+    """Poses after each action (``odometry_poses``) -> the pose before it: the previous action's, or the
+    start's (zero) at the trial's first step and after an episode's end."""
+    before = np.zeros_like(after)
+    ended = dones.numpy()[:-1] > 0
+    before[1:] = np.where(ended.reshape(ended.shape + (1,) * (after.ndim - 2)), 0, after[:-1])
+    return before
 
 
 def point_keys(points: np.ndarray) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""Route recall (maze_route.py): loop erasure, the route targets of a hand-walked trial, the loss."""
+
+import math
+
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.maze_route import loop_erased, route_agreement, route_loss, route_targets
+
+F, L, R = 0, 1, 2
+STEP, HIT, GOAL = -0.04, -0.041, 0.96
+
+
+def test_loop_erasure_drops_what_follows_a_return():
+    walk = [(0, 0), (1, 0), (2, 0), (2, 0), (1, 0), (1, 1), (2, 1), (1, 1), (1, 2)]
+    assert loop_erased(walk) == [(0, 0), (1, 0), (1, 1), (1, 2)]
+    assert loop_erased([(0, 0), (1, 0), (0, 0)]) == [(0, 0)]
+
+
+def trial(actions: list[int], rewards: list[float], ends: list[int]) -> tuple[torch.Tensor, ...]:
+    """One trial as (steps, 1) tensors: actions, rewards, episode ends (step indices), valid."""
+    dones = torch.zeros(len(actions))
+    dones[ends] = 1.0
+    return (torch.tensor(actions)[:, None], torch.tensor(rewards)[:, None], dones[:, None],
+            torch.ones(len(actions), 1))
+
+
+def test_a_later_episode_is_pointed_along_the_loop_free_route_of_cells():
+    # Cells are 4 strides; the start (0,0) is the centre of cell (0,0), facing +x. Episode 1: 4 strides to
+    # (4,0), the centre of cell (1,0); right (facing -y), 5 strides to (4,-5) in cell (1,-1), a stride into
+    # its far wall; left twice (facing +y), 5 strides back to (4,0), 3 more onto the target in cell (1,1).
+    # Its route of cells without the loop: (0,0) -> (1,0) -> (1,1).
+    ep1 = ([F] * 4 + [R] + [F] * 5 + [F, L, L] + [F] * 5 + [F] * 3, [STEP] * 10 + [HIT] + [STEP] * 9 + [GOAL])
+    # Episode 2, from the start facing +x: L (facing +y), R, 4 strides to (4,0), R L L (facing +y), 3 strides.
+    ep2 = ([L, R, F, F, F, F, R, L, L, F, F, F], [STEP] * 11 + [GOAL])
+    # Episode 3: a stride, then a stride the route asks for that hits a wall: no targets after it.
+    ep3 = ([F, F, L], [STEP, HIT, STEP])
+    actions, rewards, dones, valid = trial(ep1[0] + ep2[0] + ep3[0], ep1[1] + ep2[1] + ep3[1], [20, 32, 35])
+    targets = route_targets(actions, rewards, dones, valid)[:, 0]
+    assert targets[:21].sum() == 0  # no success before episode 1 ended: no route yet
+    expected = [
+        [1, 0, 0],  # (0,0) facing +x, the next cell ahead: forward
+        [0, 0, 1],  # (0,0) facing +y: turn right, towards it
+        [1, 0, 0],  # (0,0) facing +x
+        [1, 0, 0],  # (1,0), still in cell (0,0)
+        [1, 0, 0],  # (2,0): cell (1,0), whose next cell (1,1) lies +y, but 2 strides short of the centre line
+        [1, 0, 0],  # (3,0): 1 short
+        [0, 1, 0],  # (4,0) on the centre line facing +x: left, towards (1,1)
+        [0, 1, 1],  # (4,0) facing -y: (1,1) behind, either turn
+        [0, 1, 0],  # (4,0) facing +x: left
+        [1, 0, 0],  # (4,0) facing +y: forward
+        [1, 0, 0],  # (4,1), still in cell (1,0)
+        [0, 0, 0],  # (4,2): in the target's cell, the route's end
+    ]
+    assert targets[21:33].tolist() == expected
+    assert targets[33:36].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
+
+
+def test_the_shortest_success_is_the_route_kept():
+    # Episode 1 reaches the target cell (1,0) the long way round, by (0,1) and (1,1); episode 2 straight
+    # ahead in 3 strides; episode 3 is pointed along episode 2's route; a failed episode never replaces it.
+    long_way = ([L] + [F] * 4 + [R] + [F] * 4 + [R] + [F] * 3, [STEP] * 13 + [GOAL])
+    short = ([F] * 3, [STEP, STEP, GOAL])
+    failed = ([L, F], [STEP, STEP])
+    actions, rewards, dones, valid = trial(long_way[0] + short[0] + failed[0] + [L, F],
+                                           long_way[1] + short[1] + failed[1] + [STEP, STEP], [13, 16, 18, 20])
+    targets = route_targets(actions, rewards, dones, valid)[:, 0]
+    assert targets[14].tolist() == [0, 1, 0]  # episode 2 at the start: the long route turns left first
+    assert targets[17].tolist() == [1, 0, 0]  # episode 3: the short route's, forward
+    assert targets[19].tolist() == [1, 0, 0]  # episode 4: still the short route (episode 3 failed)
+
+
+def test_route_targets_need_quarter_turns():
+    actions, rewards, dones, valid = trial([F], [GOAL], [0])
+    with pytest.raises(ValueError, match="90-degree"):
+        route_targets(actions, rewards, dones, valid, 22.5)
+
+
+def test_route_loss_by_hand():
+    logits = torch.zeros(3, 1, 3)
+    targets = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 0]])[:, None]
+    mask = torch.ones(3, 1)
+    # uniform policy: -log(1/3) on the single-action step, -log(2/3) on the either-turn step; none off route
+    want = (math.log(3) + math.log(1.5)) / 2
+    assert float(route_loss(logits, targets, mask)) == pytest.approx(want)
+    logits[0, 0, 0] = 2.0  # forward more likely where forward is the target
+    p = math.exp(2) / (math.exp(2) + 2)
+    assert float(route_loss(logits, targets, mask)) == pytest.approx((-math.log(p) + math.log(1.5)) / 2)
+    assert float(route_loss(logits, targets, torch.tensor([[0.0], [1.0], [1.0]]))) == pytest.approx(math.log(1.5))
+    logits.requires_grad_(True)
+    route_loss(logits, targets, mask).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad[2].abs().sum() == 0
+    share, agreed = route_agreement(torch.tensor([[0], [0], [2]]), targets, mask)
+    assert share == pytest.approx(2 / 3) and agreed == pytest.approx(0.5)
+
+
+def test_the_trainer_refuses_route_recall_where_it_cannot_read_routes(tmp_path):
+    from rl2bench.algorithms.rl2.config import apply_overrides
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+    from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, maze_trainer_class
+    from rl2bench.errors import UserError
+
+    cfg = apply_overrides(MazeTrainConfig(), ["route_coef=0.5"])
+    with pytest.raises(UserError, match="PPO maze recipe"):
+        maze_trainer_class(cfg)
+    ppo = apply_overrides(MazeTrainConfig(update="ppo"), ["route_coef=0.5"])
+    with pytest.raises(UserError, match="90-degree"):
+        MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "a", ppo)
+    with pytest.raises(UserError):
+        apply_overrides(MazeTrainConfig(update="ppo"), ["route_coef=-1"])
+    trainer = MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path / "b", ppo)
+    assert trainer.cfg.route_coef == 0.5
+
+
+def test_a_stride_into_a_wall_corrects_the_estimate_along_the_heading():
+    from rl2bench.algorithms.rl2.novelty import odometry_poses
+
+    # From a cell's centre a stride reaches the point one short of the edge and the next one hits. Here a
+    # stride that should have hit counted as a move (the engine's braking had pushed the player back), so
+    # the estimate says 2; the hit after it puts it back at 1. Then the same facing -x: -2 -> -1.
+    actions = [F, F, F, L, L, F, F, F, F]
+    rewards = [STEP, STEP, HIT, STEP, STEP, STEP, STEP, STEP, HIT]
+    a, r, d, v = trial(actions, rewards, [8])
+    plain = odometry_poses(a, r, d, v, 90.0)[0][:, 0, 0].tolist()
+    snapped = odometry_poses(a, r, d, v, 90.0, snap_on_hit=True)[0][:, 0, 0].tolist()
+    assert plain == [1, 2, 2, 2, 2, 1, 0, -1, -1]
+    assert snapped == [1, 2, 1, 1, 1, 0, -1, -2, -1]
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+def test_a_run_with_route_recall_records_its_loss_and_resumes_exactly(tmp_path, vizdoom_required):
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+    from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, load_maze_trainer
+
+    cfg = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=2, checkpoint_every=1,
+               update="ppo", freeze_encoder=True, encoder_frames=200, encoder_epochs=1, ppo_minibatch_trials=2,
+               route_coef=0.5)
+    full = MazePPOTrainer("g2-e3-t24-turn90", "maze-ppo", 0, tmp_path / "a", MazeTrainConfig(**cfg))
+    full.run(progress=False)
+    row = full.curve[-1]
+    assert math.isfinite(row["route_loss"]) and 0 <= row["route_share"] <= 1 and 0 <= row["route_agreed"] <= 1
+    assert any(r["route_share"] > 0 for r in full.curve)  # 2x2 mazes: some episode 1 succeeds in 24 steps
+    half = MazePPOTrainer("g2-e3-t24-turn90", "maze-ppo", 0, tmp_path / "b", MazeTrainConfig(**cfg))
+    half.run(iters=1, progress=False)
+    resumed = load_maze_trainer(tmp_path / "b")
+    resumed.run(progress=False)
+    assert [r["route_loss"] for r in resumed.curve] == [r["route_loss"] for r in full.curve]
