@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from rl2bench.algorithms.rl2.maze_route import loop_erased, route_agreement, route_loss, route_targets
+from rl2bench.algorithms.rl2.maze_route import cell_of, loop_erased, route_agreement, route_loss, route_targets
 
 F, L, R = 0, 1, 2
 STEP, HIT, GOAL = -0.04, -0.041, 0.96
@@ -50,7 +51,7 @@ def test_a_later_episode_is_pointed_along_the_loop_free_route_of_cells():
         [0, 1, 0],  # (4,0) facing +x: left
         [1, 0, 0],  # (4,0) facing +y: forward
         [1, 0, 0],  # (4,1), still in cell (1,0)
-        [0, 0, 0],  # (4,2): in the target's cell, the route's end
+        [1, 0, 0],  # (4,2): on the target cell's edge line, in its doorway: forward into it
     ]
     assert targets[21:33].tolist() == expected
     assert targets[33:36].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
@@ -146,3 +147,28 @@ def test_a_run_with_route_recall_records_its_loss_and_resumes_exactly(tmp_path, 
     resumed = load_maze_trainer(tmp_path / "b")
     resumed.run(progress=False)
     assert [r["route_loss"] for r in resumed.curve] == [r["route_loss"] for r in full.curve]
+
+
+def test_cells_of_points_on_both_sides_of_the_start():
+    # a cell is 4 strides around its centre; an edge line (+-2) belongs to the cell on its + side
+    assert cell_of(np.array([-6, -5, -3, -2, -1, 0, 1, 2, 5, 6])).tolist() == [-1, -1, -1, 0, 0, 0, 0, 1, 1, 2]
+
+
+def test_a_hit_halfway_between_two_wall_points_snaps_back():
+    from rl2bench.algorithms.rl2.novelty import snap_to_wall
+
+    # facing +x the wall points are 4k+1; 3 and 7 lie halfway: the drift overshot, so back to 1 and 5;
+    # facing -x they are 4k-1: -3 and -7 go back to -1 and -5
+    x = np.array([3.0, 7.0, -3.0, -7.0, 2.0])
+    y = np.zeros(5)
+    snap_to_wall(x, y, np.array([0.0, 0.0, 180.0, 180.0, 0.0]), np.array([True, True, True, True, False]))
+    assert x.tolist() == [1.0, 5.0, -1.0, -5.0, 2.0] and y.tolist() == [0.0] * 5
+
+
+def test_facing_the_way_out_from_a_side_doorway_walks_back_first():
+    from rl2bench.algorithms.rl2.maze_route import route_step
+
+    # in cell (0,0) on its -y edge line, facing +x towards cell (1,0): a stride would meet the doorway's
+    # corner, so first back onto the centre line (+y: a left turn)
+    assert route_step((0, -2), 0, (0, 0), (1, 0)) == (L,)
+    assert route_step((0, -1), 0, (0, 0), (1, 0)) == (F,)  # 1 stride off: the opening still passes

@@ -20,7 +20,9 @@ back, and a player off a corridor's centre line slides along a corner, each by u
 is 4 strides and an opening lets a player through up to 1 stride off its centre line, so the targets are:
 facing the next cell of the route, forward; otherwise turn towards it where the estimate is on the
 cell's centre line across that direction, else first walk back onto that line. A target contradicted by
-the walls (a forward it asked for hit one) ends the targets for the rest of that episode.
+the walls (a forward it asked for hit one) ends the targets for the rest of that episode. In the goal
+cell there is nothing more to ask, except on its edge line on the - side (which ``cell_of`` counts in
+the goal while the player stands in the doorway): the stride in.
 
 Only on 90-degree cells (``-turn90``): four headings, one turn per quarter. The route kept is the shortest
 (in cells) of the trial's successful episodes so far.
@@ -36,7 +38,7 @@ import torch
 from rl2bench.tasks.maze.engine import FORWARD, LEFT, N_ACTIONS, RIGHT, STRIDES_PER_CELL
 from rl2bench.tasks.maze.env import REWARD_TARGET
 
-from .novelty import before_actions, odometry_poses
+from .novelty import before_actions, odometry_poses, wall_hits
 
 ROUTE_TURN_DEGREES = 90.0
 Point = tuple[int, int]
@@ -77,14 +79,24 @@ def route_step(here: Point, facing: int, cell: Point, nxt: Point) -> tuple[int, 
     neighbouring cell ``nxt`` (module docstring)."""
     move = (nxt[0] - cell[0], nxt[1] - cell[1])
     direction = _DIRECTION[move]
-    if facing == direction:
-        return (FORWARD,)
     across = 1 if move[0] else 0  # the coordinate across the way out
     off = here[across] - STRIDES_PER_CELL * cell[across]
+    if facing == direction and abs(off) < STRIDES_PER_CELL // 2:  # an opening passes a player 1 stride off
+        return (FORWARD,)
     if off == 0:
         return _toward(facing, direction)
     back = (0, -int(np.sign(off))) if across else (-int(np.sign(off)), 0)
     return (FORWARD,) if facing == _DIRECTION[back] else _toward(facing, _DIRECTION[back])
+
+
+def entering(here: Point, facing: int, goal: Point) -> tuple[int, ...]:
+    """At a point of the goal cell: where it lies on the cell's edge line on the - side of an axis (which
+    ``cell_of`` counts in the goal, though the player stands in the doorway), the actions that step in
+    along +axis; elsewhere none (the episode ends on entering)."""
+    for axis, direction in ((0, 0), (1, 1)):
+        if here[axis] - STRIDES_PER_CELL * goal[axis] == -(STRIDES_PER_CELL // 2):
+            return (FORWARD,) if facing == direction else _toward(facing, direction)
+    return ()
 
 
 def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
@@ -99,24 +111,31 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
     cells, cells_after = cell_of(points), cell_of(after)
     a, done, live = actions.numpy(), dones.numpy() > 0, valid.numpy() > 0
     reached = rewards.numpy() > REWARD_TARGET / 2
-    moved = np.any(after != points, -1)
+    hit = wall_hits(rewards.numpy())
     targets = np.zeros((*done.shape, N_ACTIONS), dtype=np.float32)
     for b in range(done.shape[1]):
         next_cell: dict[Point, Point] = {}
+        goal: Point | None = None
         best, contradicted = np.inf, False
         walk: list[Point] = [(0, 0)]
         for t in np.flatnonzero(live[:, b]):
             cell = (int(cells[t, b, 0]), int(cells[t, b, 1]))
-            if cell in next_cell and not contradicted:
-                here = (int(points[t, b, 0]), int(points[t, b, 1]))
+            here = (int(points[t, b, 0]), int(points[t, b, 1]))
+            serve: tuple[int, ...] = ()
+            if contradicted:
+                pass
+            elif cell in next_cell:
                 serve = route_step(here, int(facing[t, b]), cell, next_cell[cell])
+            elif cell == goal:  # on the goal's edge line (- side): the doorway, one stride short of it
+                serve = entering(here, int(facing[t, b]), cell)
+            if serve:
                 targets[t, b, list(serve)] = 1.0
-                contradicted = serve == (FORWARD,) and a[t, b] == FORWARD and not moved[t, b]
+                contradicted = serve == (FORWARD,) and a[t, b] == FORWARD and hit[t, b]
             walk.append((int(cells_after[t, b, 0]), int(cells_after[t, b, 1])))
             if done[t, b]:
                 route = loop_erased(walk)
                 if reached[t, b] and len(route) < best:
-                    best, next_cell = len(route), dict(itertools.pairwise(route))
+                    best, next_cell, goal = len(route), dict(itertools.pairwise(route)), route[-1]
                 walk, contradicted = [(0, 0)], False
     return torch.as_tensor(targets)
 

@@ -76,6 +76,13 @@ def novelty_bonus(obs: torch.Tensor, valid: torch.Tensor, coef: float) -> torch.
     return bonus
 
 
+def wall_hits(rewards: np.ndarray) -> np.ndarray:
+    """Bool per step: the action's reward says it hit a wall (a target reached in the same stride too)."""
+    hit_cost = REWARD_STEP + REWARD_WALL
+    return (np.isclose(rewards, hit_cost, rtol=0, atol=1e-5)
+            | np.isclose(rewards, hit_cost + REWARD_TARGET, rtol=0, atol=1e-5))
+
+
 def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
                    turn_degrees: float, snap_on_hit: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The pose each action leaves the agent in, by dead reckoning from its actions and rewards (module
@@ -93,8 +100,7 @@ def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     heading, x, y = np.zeros(trials, dtype=np.int64), np.zeros(trials), np.zeros(trials)
     points = np.zeros((steps, trials, 2), dtype=np.int64)
     headings = np.zeros((steps, trials), dtype=np.int64)
-    hit_cost = REWARD_STEP + REWARD_WALL
-    hit = np.isclose(r, hit_cost, rtol=0, atol=1e-5) | np.isclose(r, hit_cost + REWARD_TARGET, rtol=0, atol=1e-5)
+    hit = wall_hits(r)
     step_rad = np.deg2rad(turn_degrees)
     for t in range(steps):
         heading += (a[t] == LEFT).astype(np.int64) - (a[t] == RIGHT)
@@ -119,7 +125,9 @@ def snap_to_wall(x: np.ndarray, y: np.ndarray, degrees: np.ndarray, hit: np.ndar
     for coord, plus, minus in ((x, 0, 2), (y, 1, 3)):
         for facing, sign in ((plus, 1), (minus, -1)):
             rows = aligned & (side == facing)
-            coord[rows] = STRIDES_PER_CELL * np.rint((coord[rows] - sign) / STRIDES_PER_CELL) + sign
+            # nearest such point; halfway between two, the one behind (drift overshoots along the heading)
+            k = -sign * np.floor(-sign * (coord[rows] - sign) / STRIDES_PER_CELL + 0.5)
+            coord[rows] = STRIDES_PER_CELL * k + sign
 
 
 def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
