@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rl2bench.algorithms.rl2.maze_route import cell_of, loop_erased, route_agreement, route_loss, route_targets
+from rl2bench.algorithms.rl2.maze_route import (cell_of, loop_erased, route_agreement, route_followed, route_loss,
+                                               route_targets)
 
 F, L, R = 0, 1, 2
 STEP, HIT, GOAL = -0.04, -0.041, 0.96
@@ -93,6 +94,7 @@ def test_route_loss_by_hand():
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad[2].abs().sum() == 0
     share, agreed = route_agreement(torch.tensor([[0], [0], [2]]), targets, mask)
     assert share == pytest.approx(2 / 3) and agreed == pytest.approx(0.5)
+    assert route_followed(torch.tensor([[0], [2], [1]]), targets)[:, 0].tolist() == [1.0, 1.0, 0.0]
 
 
 def test_the_trainer_refuses_route_recall_where_it_cannot_read_routes(tmp_path):
@@ -109,6 +111,11 @@ def test_the_trainer_refuses_route_recall_where_it_cannot_read_routes(tmp_path):
         MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "a", ppo)
     with pytest.raises(UserError):
         apply_overrides(MazeTrainConfig(update="ppo"), ["route_coef=-1"])
+    with pytest.raises(UserError, match="0.04"):  # a followed step must not pay more than a step costs
+        apply_overrides(MazeTrainConfig(update="ppo"), ["route_bonus=0.05"])
+    with pytest.raises(UserError, match="90-degree"):
+        MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path / "c",
+                       apply_overrides(MazeTrainConfig(update="ppo"), ["route_bonus=0.02"]))
     trainer = MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path / "b", ppo)
     assert trainer.cfg.route_coef == 0.5
 
@@ -136,12 +143,14 @@ def test_a_run_with_route_recall_records_its_loss_and_resumes_exactly(tmp_path, 
 
     cfg = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=2, checkpoint_every=1,
                update="ppo", freeze_encoder=True, encoder_frames=200, encoder_epochs=1, ppo_minibatch_trials=2,
-               route_coef=0.5)
+               route_coef=0.5, route_bonus=0.02)
     full = MazePPOTrainer("g2-e3-t24-turn90", "maze-ppo", 0, tmp_path / "a", MazeTrainConfig(**cfg))
     full.run(progress=False)
     row = full.curve[-1]
     assert math.isfinite(row["route_loss"]) and 0 <= row["route_share"] <= 1 and 0 <= row["route_agreed"] <= 1
     assert any(r["route_share"] > 0 for r in full.curve)  # 2x2 mazes: some episode 1 succeeds in 24 steps
+    # the bonus per trial is 0.02 per followed target step: at most 0.02 x the target steps per trial
+    assert all(0 <= r["route_return"] <= 0.02 * r["route_share"] * 3 * 24 + 1e-6 for r in full.curve)
     half = MazePPOTrainer("g2-e3-t24-turn90", "maze-ppo", 0, tmp_path / "b", MazeTrainConfig(**cfg))
     half.run(iters=1, progress=False)
     resumed = load_maze_trainer(tmp_path / "b")

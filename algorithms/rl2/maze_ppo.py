@@ -36,7 +36,7 @@ from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
 from .maze_aux import aux_loss, position_targets
 from .maze_rollout import MazeBatch, collect_maze
-from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_loss, route_targets
+from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_followed, route_loss, route_targets
 from .maze_trainer import MazeTrainer
 
 
@@ -178,9 +178,9 @@ class MazePPOTrainer(MazeTrainer):
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
 
     def check_route(self) -> None:
-        if self.cfg.route_coef and self.cell.turn != ROUTE_TURN_DEGREES:
-            raise UserError(f"route_coef needs a 90-degree cell (-turn90), not {self.cell.name}: its routes "
-                            "are read from dead reckoning on four headings")
+        if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
+            raise UserError(f"route_coef and route_bonus need a 90-degree cell (-turn90), not {self.cell.name}: "
+                            "their routes are read from dead reckoning on four headings")
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)
@@ -227,21 +227,24 @@ class MazePPOTrainer(MazeTrainer):
         mask = batch.valid
         with torch.no_grad():
             values = self.net(batch.obs, *prev, encoded=encoded)[1] * mask
-        returns, adv, ev = self.advantages(batch, values)
+        routes, route_fields, followed = None, {}, None
+        if cfg.route_coef or cfg.route_bonus:  # the routes its own successes took (maze_route.py)
+            routes = route_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
+                                   batch.valid.cpu(), self.cell.turn).to(self.device)
+            share, agreed = route_agreement(batch.actions, routes, mask)
+            route_fields = {"route_share": share, "route_agreed": agreed}
+            if cfg.route_bonus:
+                followed = cfg.route_bonus * route_followed(batch.actions, routes) * mask
+                route_fields["route_return"] = float(followed.sum(0).mean())
+        returns, adv, ev = self.advantages(batch, values, followed)
         entropy = float(((-(torch.softmax(batch.logits, -1) * torch.log_softmax(batch.logits, -1)).sum(-1))
                          * mask).sum() / mask.sum())
         targets = None
         if cfg.aux_coef:  # the agent's own dead reckoning (maze_aux.py)
             targets = position_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
                                        batch.valid.cpu(), self.cell.turn).to(self.device)
-        routes, route_fields = None, {}
-        if cfg.route_coef:  # the routes its own successes took (maze_route.py)
-            routes = route_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
-                                   batch.valid.cpu(), self.cell.turn).to(self.device)
-            share, agreed = route_agreement(batch.actions, routes, mask)
-            route_fields = {"route_share": share, "route_agreed": agreed}
         step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets,
-                        routes)
+                        routes if cfg.route_coef else None)
         t_total = time.perf_counter() - start
         fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
                   "value_loss": step["value_loss"], "baseline_ev": ev,
@@ -273,7 +276,7 @@ def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
         raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
                         "(or --preset maze-ppo)")
-    for name in ("aux_coef", "route_coef"):
+    for name in ("aux_coef", "route_coef", "route_bonus"):
         if cfg.update != "ppo" and getattr(cfg, name):
             raise UserError(f"{name} belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer

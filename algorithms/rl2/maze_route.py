@@ -149,10 +149,15 @@ def route_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return -(torch.where(on_route > 0, log_p, torch.zeros_like(log_p)) * on_route).sum() / on_route.sum().clamp_min(1)
 
 
+def route_followed(actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(steps, trials) float: 1 where the step has a target and its action was one of the target's."""
+    return targets.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
 def route_agreement(actions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
     """On a batch: the share of valid steps that have a route target, and among them the share whose
     action was one of the target's."""
     on_route = mask * (targets.sum(-1) > 0)
     n = float(on_route.sum())
-    agreed = float((targets.gather(-1, actions.unsqueeze(-1)).squeeze(-1) * on_route).sum())
+    agreed = float((route_followed(actions, targets) * on_route).sum())
     return n / max(float(mask.sum()), 1.0), agreed / max(n, 1.0)

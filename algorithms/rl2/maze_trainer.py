@@ -143,11 +143,13 @@ class MazeTrainer:
                   "baseline_ev": ev, "value_kl": value_kl}
         return self.record(batch, fields, t_rollout, t_policy, time.perf_counter() - start)
 
-    def advantages(self, batch: MazeBatch, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def advantages(self, batch: MazeBatch, values: torch.Tensor, extra: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Discounted returns, GAE normalised over the batch's live steps, and the value head's explained
-        variance: what every maze update (TRPO's, PPO's) starts from."""
+        variance: what every maze update (TRPO's, PPO's) starts from. ``extra``: a training-only reward
+        added to the task's (and to the novelty bonus)."""
         cfg, mask = self.cfg, batch.valid
-        rewards = batch.rewards
+        rewards = batch.rewards if extra is None else batch.rewards + extra
         if cfg.novelty_coef:  # learnt from, never seen by the network (novelty.py)
             bonus = training_bonus(batch, cfg.novelty_kind, cfg.novelty_coef, self.cell.turn, cfg.novelty_episodes)
             self.novelty_return = float(bonus.sum(0).mean())
