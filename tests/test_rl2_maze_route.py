@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from rl2bench.algorithms.rl2.maze_route import (cell_of, loop_erased, route_agreement, route_followed, route_loss,
-                                               route_targets)
+from rl2bench.algorithms.rl2.maze_route import (
+    cell_of,
+    loop_erased,
+    route_agreement,
+    route_followed,
+    route_loss,
+    route_targets,
+)
 
 F, L, R = 0, 1, 2
 STEP, HIT, GOAL = -0.04, -0.041, 0.96
@@ -181,3 +187,14 @@ def test_facing_the_way_out_from_a_side_doorway_walks_back_first():
     # corner, so first back onto the centre line (+y: a left turn)
     assert route_step((0, -2), 0, (0, 0), (1, 0)) == (L,)
     assert route_step((0, -1), 0, (0, 0), (1, 0)) == (F,)  # 1 stride off: the opening still passes
+
+
+def test_a_hit_that_corrects_the_drift_leaves_the_targets_on():
+    # Episode 1: 4 strides to the centre of cell (1,0), left, 3 strides into the goal (1,1). In episode 2
+    # the estimate reaches (2,0) and the next stride hits a wall: the player was really one stride short
+    # of it, at (1,0); the snap corrects the estimate, so the route goes on from there (a forward).
+    ep1 = ([F, F, F, F, L, F, F, F], [STEP] * 7 + [GOAL])
+    ep2 = ([F, F, F, F], [STEP, STEP, HIT, STEP])
+    actions, rewards, dones, valid = trial(ep1[0] + ep2[0], ep1[1] + ep2[1], [7, 11])
+    targets = route_targets(actions, rewards, dones, valid)[:, 0]
+    assert targets[8:12].tolist() == [[1, 0, 0]] * 4

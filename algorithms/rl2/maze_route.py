@@ -20,7 +20,8 @@ back, and a player off a corridor's centre line slides along a corner, each by u
 is 4 strides and an opening lets a player through up to 1 stride off its centre line, so the targets are:
 facing the next cell of the route, forward; otherwise turn towards it where the estimate is on the
 cell's centre line across that direction, else first walk back onto that line. A target contradicted by
-the walls (a forward it asked for hit one) ends the targets for the rest of that episode. In the goal
+the walls (a forward it asked for hit one where the estimate already stood one stride short of a wall,
+so the hit corrected nothing) ends the targets for the rest of that episode. In the goal
 cell there is nothing more to ask, except on its edge line on the - side (which ``cell_of`` counts in
 the goal while the player stands in the doorway): the stride in.
 
@@ -111,7 +112,7 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
     cells, cells_after = cell_of(points), cell_of(after)
     a, done, live = actions.numpy(), dones.numpy() > 0, valid.numpy() > 0
     reached = rewards.numpy() > REWARD_TARGET / 2
-    hit = wall_hits(rewards.numpy())
+    hit, moved = wall_hits(rewards.numpy()), np.any(after != points, -1)
     targets = np.zeros((*done.shape, N_ACTIONS), dtype=np.float32)
     for b in range(done.shape[1]):
         next_cell: dict[Point, Point] = {}
@@ -130,7 +131,9 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
                 serve = entering(here, int(facing[t, b]), cell)
             if serve:
                 targets[t, b, list(serve)] = 1.0
-                contradicted = serve == (FORWARD,) and a[t, b] == FORWARD and hit[t, b]
+                # a stride it asked for that hit a wall and left the estimate where it was; a hit that moved
+                # the estimate corrected its drift (``snap_on_hit``), and the route goes on from there
+                contradicted = serve == (FORWARD,) and a[t, b] == FORWARD and hit[t, b] and not moved[t, b]
             walk.append((int(cells_after[t, b, 0]), int(cells_after[t, b, 1])))
             if done[t, b]:
                 route = loop_erased(walk)
