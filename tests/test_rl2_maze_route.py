@@ -58,7 +58,7 @@ def test_a_later_episode_is_pointed_along_the_loop_free_route_of_cells():
         [0, 1, 0],  # (4,0) facing +x: left
         [1, 0, 0],  # (4,0) facing +y: forward
         [1, 0, 0],  # (4,1), still in cell (1,0)
-        [1, 0, 0],  # (4,2): on the target cell's edge line, in its doorway: forward into it
+        [0, 0, 0],  # (4,2): on the target cell's edge line, counted in it: the route's end
     ]
     assert targets[21:33].tolist() == expected
     assert targets[33:36].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
