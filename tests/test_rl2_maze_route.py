@@ -149,7 +149,7 @@ def test_a_run_with_route_recall_records_its_loss_and_resumes_exactly(tmp_path, 
 
     cfg = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=2, checkpoint_every=1,
                update="ppo", freeze_encoder=True, encoder_frames=200, encoder_epochs=1, ppo_minibatch_trials=2,
-               route_coef=0.5, route_bonus=0.02)
+               route_coef=0.5, route_tilt=2.0, route_bonus=0.02)
     full = MazePPOTrainer("g2-e3-t24-turn90", "maze-ppo", 0, tmp_path / "a", MazeTrainConfig(**cfg))
     full.run(progress=False)
     row = full.curve[-1]
@@ -198,3 +198,27 @@ def test_a_hit_that_corrects_the_drift_leaves_the_targets_on():
     actions, rewards, dones, valid = trial(ep1[0] + ep2[0], ep1[1] + ep2[1], [7, 11])
     targets = route_targets(actions, rewards, dones, valid)[:, 0]
     assert targets[8:12].tolist() == [[1, 0, 0]] * 4
+
+
+def test_the_tilted_route_loss_by_hand():
+    targets = torch.tensor([[1.0, 0, 0]])[:, None]
+    mask = torch.ones(1, 1)
+    uniform = torch.zeros(1, 1, 3)
+    # behaviour uniform, target odds doubled: q = (1/2, 1/4, 1/4); KL(q || uniform) = log(9/8) / 2
+    got = route_loss(uniform, targets, mask, uniform, math.log(2))
+    assert float(got) == pytest.approx(0.5 * math.log(9 / 8))
+    # where the behaviour already follows the route, a less sure policy costs more than staying as sure:
+    # the cheapest fall of the plain cross-entropy (making the policy less sure) is not one here
+    sure = torch.tensor([[[4.0, 0.0, 0.0]]])
+    assert float(route_loss(sure, targets, mask, sure, 1.0)) < float(route_loss(uniform, targets, mask, sure, 1.0))
+    with pytest.raises(ValueError, match="behaviour"):
+        route_loss(uniform, targets, mask, None, 1.0)
+
+
+def test_a_tilt_needs_the_route_loss(tmp_path):
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+    from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer
+    from rl2bench.errors import UserError
+
+    with pytest.raises(UserError, match="route_coef"):
+        MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path, MazeTrainConfig(update="ppo", route_tilt=2.0))

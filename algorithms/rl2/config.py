@@ -151,7 +151,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "value_lr": (0, math.inf, False), "value_coef": (0, math.inf, True), "encoder_frames": (0, math.inf, True),
     "encoder_epochs": (0, math.inf, True), "encoder_lr": (0, math.inf, False),
     "novelty_coef": (0, 0.04, True),  # a new view must not earn more than a step costs (maze novelty.py)
-    "novelty_episodes": (0, math.inf, True), "route_coef": (0, math.inf, True),
+    "novelty_episodes": (0, math.inf, True), "route_coef": (0, math.inf, True), "route_tilt": (0, math.inf, True),
     "route_bonus": (0, 0.04, True),  # following a route must not earn more than a step costs (maze_route.py)
 }
 # Fields that take one of a few words.

@@ -76,6 +76,9 @@ class MazeTrainConfig:
     # PPO on -turn90 cells only: weight of route recall (maze_route.py), a self-imitation loss asking each
     # episode after a success to walk that success's loop-free route, from the agent's own dead reckoning.
     route_coef: float = 0.0
+    # 0: route_coef weighs a plain cross-entropy to the targets; > 0: a KL to the behaviour policy with the
+    # target actions' odds multiplied by e^route_tilt (maze_route.route_loss)
+    route_tilt: float = 0.0
     # PPO on -turn90 cells only: a training-only reward for each action that follows that route's target
     # (maze_route.py); below the step cost (0.04), so turning back and forth on the route never pays.
     route_bonus: float = 0.0

@@ -100,12 +100,12 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None
+               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0
                ) -> tuple[torch.Tensor, ...]:
     """On the given trials, means over their valid steps: the clipped surrogate, the value head's squared
     error on ``returns / scale``, the policy's entropy, its KL from the behaviour policy (the batch's
     logits), given ``aux_targets`` the auxiliary head's loss (``maze_aux.aux_loss``; else 0) and, given
-    ``routes``, the route-recall loss (``maze_route.route_loss``; else 0)."""
+    ``routes``, the route-recall loss (``maze_route.route_loss``, tilted by ``route_tilt``; else 0)."""
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
     old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
@@ -118,7 +118,7 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
         aux = aux_loss(net.aux(out), aux_targets[:, trials], m)
     route = torch.zeros(())
     if routes is not None:
-        route = route_loss(logits, routes[:, trials], m)
+        route = route_loss(logits, routes[:, trials], m, batch.logits[:, trials], route_tilt)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
@@ -144,7 +144,8 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
             surr, value_loss, entropy, _, aux, route = ppo_losses(net, batch, prev, adv, returns, scale,
-                                                                  cfg.ppo_clip, idx, encoded, aux_targets, routes)
+                                                                  cfg.ppo_clip, idx, encoded, aux_targets, routes,
+                                                                  cfg.route_tilt)
             loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
                     + cfg.route_coef * route)
             optimizer.zero_grad()
@@ -154,7 +155,7 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
             optimizer.step()
     with torch.no_grad():
         surr, value_loss, _, kl, aux, route = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
-                                                         slice(None), encoded, aux_targets, routes)
+                                                         slice(None), encoded, aux_targets, routes, cfg.route_tilt)
     return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * mask).sum() / mask.sum()),
             "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
             **({"route_loss": float(route)} if routes is not None else {})}
@@ -178,6 +179,8 @@ class MazePPOTrainer(MazeTrainer):
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
 
     def check_route(self) -> None:
+        if self.cfg.route_tilt and not self.cfg.route_coef:
+            raise UserError("route_tilt shapes the route_coef loss: set route_coef > 0 too")
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
             raise UserError(f"route_coef and route_bonus need a 90-degree cell (-turn90), not {self.cell.name}: "
                             "their routes are read from dead reckoning on four headings")

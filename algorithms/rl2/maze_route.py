@@ -131,13 +131,25 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
     return torch.as_tensor(targets)
 
 
-def route_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid steps that have a target of -log (the policy's probability of the target's
-    actions): a cross-entropy that accepts either turn where both serve."""
+def route_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               behaviour: torch.Tensor | None = None, tilt: float = 0.0) -> torch.Tensor:
+    """Mean over the valid steps that have a target. ``tilt`` 0: -log (the policy's probability of the
+    target's actions), a cross-entropy that accepts either turn where both serve. ``tilt`` > 0: KL(q || policy)
+    with q = the ``behaviour`` policy (its logits) with the target's actions' odds multiplied by e^tilt,
+    a policy-improvement step with the route as a 0/1 advantage (as MPO's and AWR's weighted targets):
+    where the behaviour already follows the route q is as sure as it, so making the policy less sure,
+    the plain cross-entropy's cheapest fall, costs instead of paying."""
     on_route = mask * (targets.sum(-1) > 0)
+    n = on_route.sum().clamp_min(1)
+    if tilt > 0:
+        if behaviour is None:
+            raise ValueError("a tilted route loss needs the behaviour policy's logits")
+        q = torch.softmax(behaviour + tilt * targets, -1)
+        kl = (q * (torch.log(q.clamp_min(1e-12)) - torch.log_softmax(logits, -1))).sum(-1)
+        return (kl * on_route).sum() / n
     # a large finite fill, not -inf: a step with no target would give NaN gradients through logsumexp
     log_p = torch.logsumexp(logits.masked_fill(targets <= 0, -1e9), -1) - torch.logsumexp(logits, -1)
-    return -(torch.where(on_route > 0, log_p, torch.zeros_like(log_p)) * on_route).sum() / on_route.sum().clamp_min(1)
+    return -(torch.where(on_route > 0, log_p, torch.zeros_like(log_p)) * on_route).sum() / n
 
 
 def route_followed(actions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
