@@ -23,7 +23,7 @@ import torch
 
 from rl2bench.algorithms.rl2.maze_ppo import load_maze_trainer
 from rl2bench.algorithms.rl2.maze_rollout import collect_maze
-from rl2bench.algorithms.rl2.maze_route import cell_of, loop_erased, route_targets
+from rl2bench.algorithms.rl2.maze_route import episode_route, route_targets
 from rl2bench.algorithms.rl2.novelty import odometry_poses
 
 SIDES = {(1, 0): 0, (0, 1): 1, (-1, 0): 2, (0, -1): 3}  # ahead, left, behind, right of the start pose
@@ -38,7 +38,7 @@ def first_side(actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, turn
     t = torch.as_tensor
     points = odometry_poses(t(actions[:, None]), t(rewards[:, None]), t(dones[:, None]),
                             torch.ones(len(actions), 1), turn, snap_on_hit=True)[0][: end + 1, 0]
-    route = loop_erased([(0, 0)] + [tuple(int(v) for v in c) for c in cell_of(points)])
+    route = episode_route(points)
     return (end + 1, SIDES[route[1]]) if len(route) > 1 else (-1, -1)
 
 

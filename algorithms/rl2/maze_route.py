@@ -76,6 +76,12 @@ def cell_of(points: np.ndarray) -> np.ndarray:
     return np.floor((points + STRIDES_PER_CELL // 2) / STRIDES_PER_CELL).astype(np.int64)
 
 
+def episode_route(after: np.ndarray) -> list[Point]:
+    """The route of one episode: the cells of the points its actions left it at ((steps, 2), strides),
+    from the start's cell, with the loops erased."""
+    return loop_erased([(0, 0)] + [(int(c[0]), int(c[1])) for c in cell_of(after)])
+
+
 def route_step(here: Point, facing: int, cell: Point, nxt: Point) -> tuple[int, ...]:
     """The actions that go on from point ``here`` (strides) facing ``facing`` in ``cell`` towards the
     neighbouring cell ``nxt`` (module docstring)."""
@@ -100,34 +106,29 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
         raise ValueError(f"route targets need 90-degree turns, not {turn_degrees:g}")
     after, headings = odometry_poses(actions, rewards, dones, valid, turn_degrees, snap_on_hit=True)
     points, facing = before_actions(after, dones), before_actions(headings, dones) % 4
-    cells, cells_after = cell_of(points), cell_of(after)
+    cells = cell_of(points)
     a, done, live = actions.numpy(), dones.numpy() > 0, valid.numpy() > 0
     reached = rewards.numpy() > REWARD_TARGET / 2
     hit, moved = wall_hits(rewards.numpy()), np.any(after != points, -1)
     targets = np.zeros((*done.shape, N_ACTIONS), dtype=np.float32)
     for b in range(done.shape[1]):
         next_cell: dict[Point, Point] = {}
-        best, contradicted = np.inf, False
-        walk: list[Point] = [(0, 0)]
+        best, contradicted, start = np.inf, False, 0
         for t in np.flatnonzero(live[:, b]):
             cell = (int(cells[t, b, 0]), int(cells[t, b, 1]))
-            here = (int(points[t, b, 0]), int(points[t, b, 1]))
-            serve: tuple[int, ...] = ()
-            if contradicted:
-                pass
-            elif cell in next_cell:
+            if not contradicted and cell in next_cell:
+                here = (int(points[t, b, 0]), int(points[t, b, 1]))
                 serve = route_step(here, int(facing[t, b]), cell, next_cell[cell])
-            if serve:
                 targets[t, b, list(serve)] = 1.0
                 # a stride it asked for that hit a wall and left the estimate where it was; a hit that moved
                 # the estimate corrected its drift (``snap_on_hit``), and the route goes on from there
                 contradicted = serve == (FORWARD,) and a[t, b] == FORWARD and hit[t, b] and not moved[t, b]
-            walk.append((int(cells_after[t, b, 0]), int(cells_after[t, b, 1])))
             if done[t, b]:
-                route = loop_erased(walk)
-                if reached[t, b] and len(route) < best:
-                    best, next_cell = len(route), dict(itertools.pairwise(route))
-                walk, contradicted = [(0, 0)], False
+                if reached[t, b]:
+                    route = episode_route(after[start: t + 1, b])
+                    if len(route) < best:
+                        best, next_cell = len(route), dict(itertools.pairwise(route))
+                start, contradicted = t + 1, False
     return torch.as_tensor(targets)
 
 
