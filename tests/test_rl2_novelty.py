@@ -102,6 +102,33 @@ def test_odometry_reaches_new_points_by_hand():
     assert diag.tolist() == [[0, 0], [0, 0], [1, 1]]
 
 
+def test_the_cell_kind_pays_a_new_cell_once_and_nothing_for_walking_back():
+    from rl2bench.algorithms.rl2.novelty import training_bonus
+
+    F, L = 0, 1
+    # 90 degrees: five strides along +x (points 1..5: cell 0 up to point 1, cell 1 from point 2), a U-turn,
+    # five strides back (points 4..0: cells 1, 1, 0, 0, 0), a U-turn, and two strides out again
+    actions = torch.tensor([F] * 5 + [L, L] + [F] * 5 + [L, L] + [F] * 2)
+    steps = len(actions)
+    valid = torch.ones(steps)
+    batch = MazeBatch(obs=torch.zeros(steps, 1, 4), actions=col(actions), rewards=col(-0.04 * valid),
+                      dones=col(torch.zeros(steps)), valid=col(valid), logits=torch.zeros(steps, 1, 3), metrics={})
+    cells = training_bonus(batch, "cell", 0.02, 90.0)[:, 0]
+    expected = torch.zeros(steps)
+    expected[1] = 4 * 0.02  # the second stride crosses into cell (1, 0); nothing else is new
+    torch.testing.assert_close(cells, expected)
+    # the point bonus pays five points out, none back, none out again: the same 0.1 for this walk...
+    points = training_bonus(batch, "odometry", 0.02, 90.0)[:, 0]
+    assert (points / 0.02).round().tolist() == [1] * 5 + [0] * (steps - 5)
+    # a return one stride off the way out (drift puts it there) is all new points but no new cell
+    side = torch.tensor([F] * 5 + [L, F, L] + [F] * 5)
+    ones = torch.ones(len(side))
+    batch = MazeBatch(obs=torch.zeros(len(side), 1, 4), actions=col(side), rewards=col(-0.04 * ones),
+                      dones=col(0 * ones), valid=col(ones), logits=torch.zeros(len(side), 1, 3), metrics={})
+    assert (training_bonus(batch, "odometry", 0.02, 90.0)[:, 0] / 0.02).round().sum() == 5 + 1 + 5
+    assert (training_bonus(batch, "cell", 0.02, 90.0)[:, 0] / 0.08).round().sum() == 1
+
+
 def test_the_trainer_uses_the_odometry_kind(tmp_path):
     from rl2bench.algorithms.rl2.config import apply_overrides
 

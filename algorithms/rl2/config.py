@@ -157,7 +157,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")
 AUX_TARGETS = ("mdp", "posterior")
-NOVELTY_KINDS = ("view", "odometry")  # maze novelty.py
+NOVELTY_KINDS = ("view", "odometry", "cell")  # maze novelty.py
 CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS,
                                        "aux_target": AUX_TARGETS, "novelty_kind": NOVELTY_KINDS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.

@@ -66,7 +66,8 @@ class MazeTrainConfig:
     # A training-only bonus for each action whose next view is new to the trial (novelty.py; 0: off). Kept
     # below the step cost (0.04) so that wandering never pays once the target is known.
     novelty_coef: float = 0.0
-    novelty_kind: str = "view"  # "view": a new encoded frame; "odometry": a new point of its own dead reckoning
+    # "view": a new encoded frame; "odometry": a new point of its own dead reckoning; "cell": a new cell of it
+    novelty_kind: str = "view"
     # Paid in the trial's first N episodes only (0: in all). In a later episode a bonus for places the
     # trial has not reached pays the agent for leaving the route it found, against remembering it.
     novelty_episodes: int = 0

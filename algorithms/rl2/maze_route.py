@@ -40,7 +40,7 @@ import torch
 from rl2bench.tasks.maze.engine import FORWARD, LEFT, N_ACTIONS, RIGHT, STRIDES_PER_CELL
 from rl2bench.tasks.maze.env import REWARD_TARGET
 
-from .novelty import before_actions, odometry_poses, wall_hits
+from .novelty import before_actions, cell_of, odometry_poses, wall_hits
 
 ROUTE_TURN_DEGREES = 90.0
 Point = tuple[int, int]
@@ -68,12 +68,6 @@ def loop_erased(points: list[Point]) -> list[Point]:
 def _toward(facing: int, direction: int) -> tuple[int, ...]:
     """The actions that serve heading ``direction`` from heading ``facing`` (quarter turns, anticlockwise)."""
     return _ACTIONS[(direction - facing) % 4]
-
-
-def cell_of(points: np.ndarray) -> np.ndarray:
-    """The cell (in cells, the start's at 0) of each point (in strides): a point on a cell's edge line
-    belongs to the cell on its + side."""
-    return np.floor((points + STRIDES_PER_CELL // 2) / STRIDES_PER_CELL).astype(np.int64)
 
 
 def episode_route(after: np.ndarray) -> list[Point]:

@@ -17,6 +17,12 @@ Two kinds (``novelty_kind``):
   rewards (a stride that hit a wall costs 0.001 more and moves nothing), counted in the frame of the
   start pose, which every episode restarts from, on a grid of one stride. Turning in place or walking back
   along a corridor reaches no new point; covering the maze does.
+* ``cell``: the same dead reckoning reaches a cell (``STRIDES_PER_CELL`` strides) new to the trial, paid
+  ``STRIDES_PER_CELL`` times the coefficient, so a true explorer earns what ``odometry`` pays it. Why: dead
+  reckoning drifts in long episodes (a blocked stride is pushed back by up to ~0.6 stride), and a policy
+  that has stopped finding cells and walks the same corridors back and forth still finds "new" points.
+  Measured on the ``small-e2-turn90`` zoo policy's failed episodes 1 (``experiments/rl2_maze_novelty_drift.py``),
+  45% of the point bonus was paid after the last truly new cell; counted in cells, 27%.
 
 The bonus is for training only: it is added to the rewards the update learns from, never to the network's
 inputs (the previous reward it sees stays the task's), and evaluation counts the task's rewards alone.
@@ -150,11 +156,21 @@ def point_keys(points: np.ndarray) -> np.ndarray:
     return points[..., 0] * 100_003 + points[..., 1]
 
 
+def cell_of(points: np.ndarray) -> np.ndarray:
+    """The cell (in cells, the start's at 0) of each point (in strides): a point on a cell's edge line
+    belongs to the cell on its + side."""
+    return np.floor((points + STRIDES_PER_CELL // 2) / STRIDES_PER_CELL).astype(np.int64)
+
+
 def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                   turn_degrees: float, coef: float) -> torch.Tensor:
+                   turn_degrees: float, coef: float, cells: bool = False) -> torch.Tensor:
     """(steps, trials): ``coef`` for each action that leaves the agent at a point its dead reckoning has
-    not reached before in the trial (the start point counts as reached)."""
-    keys = point_keys(odometry_points(actions, rewards, dones, valid, turn_degrees))
+    not reached before in the trial (the start point counts as reached); with ``cells``,
+    ``STRIDES_PER_CELL * coef`` for each action that leaves it in a new cell (``cell_of``) instead."""
+    points = odometry_points(actions, rewards, dones, valid, turn_degrees)
+    if cells:
+        points, coef = cell_of(points), coef * STRIDES_PER_CELL
+    keys = point_keys(points)
     start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)  # the start point, reached before the first action
     with_start = torch.cat([torch.ones(1, valid.shape[1], dtype=valid.dtype), valid])
     new = first_occurrences(np.concatenate([start, keys]), with_start)[1:]
@@ -169,11 +185,11 @@ def in_first_episodes(dones: torch.Tensor, episodes: int) -> torch.Tensor:
 
 
 def training_bonus(batch: Any, kind: str, coef: float, turn_degrees: float, episodes: int = 0) -> torch.Tensor:
-    """The bonus of ``kind`` ("view" or "odometry") for a maze batch, on the batch's device, paid in the
-    trial's first ``episodes`` episodes only (0: in all)."""
-    if kind == "odometry":
+    """The bonus of ``kind`` ("view", "odometry" or "cell") for a maze batch, on the batch's device, paid in
+    the trial's first ``episodes`` episodes only (0: in all)."""
+    if kind in ("odometry", "cell"):
         bonus = odometry_bonus(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(), batch.valid.cpu(),
-                               turn_degrees, coef).to(batch.valid.device)
+                               turn_degrees, coef, cells=kind == "cell").to(batch.valid.device)
     else:
         bonus = novelty_bonus(batch.obs, batch.valid, coef)
     return bonus * in_first_episodes(batch.dones.to(bonus.device), episodes)
