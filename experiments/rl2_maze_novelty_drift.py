@@ -9,7 +9,7 @@ and compares, over each trial's first episode, the points dead reckoning counts 
 does, and with ``snap_on_hit``) with the stride points and cells the agent really reached. Prints one
 JSON line.
 
-    python experiments/rl2_maze_novelty_drift.py RUN_FOLDER [--groups 2]
+    python experiments/rl2_maze_novelty_drift.py RUN_FOLDER [--groups 2] [--temperature 1]
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from rl2bench.algorithms.rl2.rollout import sample_actions
 from rl2bench.tasks.maze.engine import GEOMETRY
 
 
-def play_group(trainer, group: int) -> dict[str, np.ndarray]:
-    """Episode 1 and on of one group, with the engine's true pose after every action."""
+def play_group(trainer, group: int, temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """A trial of each game of one group, with the engine's true pose after every action; actions are
+    sampled from softmax(logits / temperature)."""
     env, net, encoded = trainer.open_env(), trainer.net, trainer.cfg.freeze_encoder
     n = env.select_group(group)
     obs = torch.as_tensor(env.reset())
@@ -42,7 +43,7 @@ def play_group(trainer, group: int) -> dict[str, np.ndarray]:
         for _ in range(trainer.trial_len):
             x = net.encode(obs) if encoded else obs
             logits, _, h = net.step(x, a_prev, r_prev, d_prev, h, encoded)
-            a = sample_actions(logits, gen)
+            a = sample_actions(logits / temperature, gen)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
             d = torch.as_tensor(res.episode_done, dtype=torch.float32)
@@ -55,7 +56,7 @@ def play_group(trainer, group: int) -> dict[str, np.ndarray]:
             cols["episode"].append(episode.copy())
             episode += live & res.episode_done
             live = ~res.trial_done
-            if not live.any():
+            if not (live & (episode == 0)).any():  # only episode 1 is read
                 break
             obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
     out = {k: torch.stack(v) if k in ("actions", "rewards", "dones", "valid") else np.stack(v)
@@ -99,16 +100,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="play softmax(logits / T): does a less sure policy leave its loops?")
     args = parser.parse_args()
     trainer = load_maze_trainer(args.run)
     try:
-        parts = [summarise(play_group(trainer, g), trainer.cell.turn) for g in range(args.groups)]
+        parts = [summarise(play_group(trainer, g, args.temperature), trainer.cell.turn) for g in range(args.groups)]
     finally:
         trainer.close()
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ok = cols["success"].astype(bool)
-    report: dict[str, object] = {"run": args.run, "cell": trainer.cell.name, "trials": int(len(ok)),
-                                 "success_ep1": float(ok.mean())}
+    report: dict[str, object] = {"run": args.run, "cell": trainer.cell.name, "temperature": args.temperature,
+                                 "trials": int(len(ok)), "success_ep1": float(ok.mean())}
     for name, rows in (("failed", ~ok), ("succeeded", ok)):
         report[name] = {k: round(float(cols[k][rows].mean()), 2) for k in cols if k != "success"}
     print(json.dumps(report))

@@ -35,6 +35,7 @@ from rl2bench.errors import UserError
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
 from .maze_aux import aux_loss, position_targets
+from .maze_explore import deviation_loss
 from .maze_rollout import MazeBatch, collect_maze
 from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_followed, route_loss, route_targets
 from .maze_trainer import MazeTrainer
@@ -102,12 +103,15 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
                aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0
                ) -> tuple[torch.Tensor, ...]:
-    """On the given trials, means over their valid steps: the clipped surrogate, the value head's squared
-    error on ``returns / scale``, the policy's entropy, its KL from the behaviour policy (the batch's
-    logits), given ``aux_targets`` the auxiliary head's loss (``maze_aux.aux_loss``; else 0) and, given
-    ``routes``, the route-recall loss (``maze_route.route_loss``, tilted by ``route_tilt``; else 0)."""
+    """On the given trials, means over their valid steps: the clipped surrogate (over the steps the policy
+    chose: not the ``explored`` ones), the value head's squared error on ``returns / scale``, the policy's
+    entropy, its KL from the behaviour policy (the batch's logits), given ``aux_targets`` the auxiliary
+    head's loss (``maze_aux.aux_loss``; else 0), given ``routes`` the route-recall loss
+    (``maze_route.route_loss``, tilted by ``route_tilt``; else 0), and given explored steps the
+    self-imitation of those that paid (``maze_explore.deviation_loss``; else 0)."""
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
+    chosen = m if batch.explored is None else m * (1.0 - batch.explored[:, trials])
     old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
     actions = batch.actions[:, trials].unsqueeze(-1)
     prev_action, prev_reward, prev_done = (p[:, trials] for p in prev)
@@ -122,11 +126,14 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
-    surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * m).sum() / n
+    surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * chosen).sum() / chosen.sum().clamp_min(1.0)
     value_loss = ((((values - returns[:, trials]) / scale) ** 2) * m).sum() / n
     entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
-    return surr, value_loss, entropy, kl, aux, route
+    deviation = torch.zeros(())
+    if batch.explored is not None:
+        deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m)
+    return surr, value_loss, entropy, kl, aux, route, deviation
 
 
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
@@ -143,22 +150,24 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
-            surr, value_loss, entropy, _, aux, route = ppo_losses(net, batch, prev, adv, returns, scale,
-                                                                  cfg.ppo_clip, idx, encoded, aux_targets, routes,
-                                                                  cfg.route_tilt)
+            surr, value_loss, entropy, _, aux, route, deviation = ppo_losses(
+                net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, aux_targets, routes, cfg.route_tilt)
             loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
-                    + cfg.route_coef * route)
+                    + cfg.route_coef * route + cfg.explore_coef * deviation)
             optimizer.zero_grad()
             loss.backward()
             if math.isfinite(cfg.max_grad_norm):
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
     with torch.no_grad():
-        surr, value_loss, _, kl, aux, route = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip,
-                                                         slice(None), encoded, aux_targets, routes, cfg.route_tilt)
-    return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * mask).sum() / mask.sum()),
+        surr, value_loss, _, kl, aux, route, deviation = ppo_losses(
+            net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None), encoded, aux_targets, routes,
+            cfg.route_tilt)
+    chosen = mask if batch.explored is None else mask * (1.0 - batch.explored)
+    return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * chosen).sum() / chosen.sum().clamp_min(1.0)),
             "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
-            **({"route_loss": float(route)} if routes is not None else {})}
+            **({"route_loss": float(route)} if routes is not None else {}),
+            **({"deviation_loss": float(deviation)} if batch.explored is not None else {})}
 
 
 class MazePPOTrainer(MazeTrainer):
@@ -171,6 +180,7 @@ class MazePPOTrainer(MazeTrainer):
         self.check_route()
         name = self.cell.name
         self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
+        self.explore_gen = torch_generator(seeding.generator(self.seed, "explore", "maze", name, "rl2"))
         self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
         self.optimizer = self._optimizer()
 
@@ -179,6 +189,8 @@ class MazePPOTrainer(MazeTrainer):
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
 
     def check_route(self) -> None:
+        if self.cfg.explore_coef and not self.cfg.explore_eps:
+            raise UserError("explore_coef weighs the imitation of explored actions: set explore_eps > 0 too")
         if self.cfg.route_tilt and not self.cfg.route_coef:
             raise UserError("route_tilt shapes the route_coef loss: set route_coef > 0 too")
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
@@ -224,7 +236,8 @@ class MazePPOTrainer(MazeTrainer):
         start = time.perf_counter()
         cfg, encoded = self.cfg, self.cfg.freeze_encoder
         groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
-        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded).to(self.device)
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, cfg.explore_eps,
+                             self.explore_gen).to(self.device)
         t_rollout = time.perf_counter() - start
         prev = batch.prev_inputs(self.net.no_action)
         mask = batch.valid
@@ -252,12 +265,16 @@ class MazePPOTrainer(MazeTrainer):
         fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
                   "value_loss": step["value_loss"], "baseline_ev": ev,
                   **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {}),
-                  **({"route_loss": step["route_loss"]} if "route_loss" in step else {}), **route_fields}
+                  **({"route_loss": step["route_loss"]} if "route_loss" in step else {}), **route_fields,
+                  **({"deviation_loss": step["deviation_loss"],
+                      "explore_share": float((batch.explored * mask).sum() / mask.sum())}
+                     if batch.explored is not None else {})}
         return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "optimizer": self.optimizer.state_dict(),
-                "update_gen": self.update_gen.get_state(), "encoder": self.encoder_record}
+                "update_gen": self.update_gen.get_state(), "explore_gen": self.explore_gen.get_state(),
+                "encoder": self.encoder_record}
 
     @classmethod
     def from_checkpoint(cls, out: Any, command: str = "", device: torch.device | str = "cpu",
@@ -271,6 +288,8 @@ class MazePPOTrainer(MazeTrainer):
         self.optimizer = self._optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_gen.set_state(state["update_gen"])
+        if "explore_gen" in state:  # checkpoints from before branch exploration start it fresh
+            self.explore_gen.set_state(state["explore_gen"])
         return self
 
 
@@ -279,7 +298,7 @@ def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
         raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
                         "(or --preset maze-ppo)")
-    for name in ("aux_coef", "route_coef", "route_bonus"):
+    for name in ("aux_coef", "route_coef", "route_bonus", "explore_eps", "explore_coef"):
         if cfg.update != "ppo" and getattr(cfg, name):
             raise UserError(f"{name} belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .conv_policy import ConvPolicy
+from .maze_explore import explore_actions
 from .rollout import sample_actions
 
 
@@ -24,6 +25,7 @@ class MazeBatch:
     valid: torch.Tensor  # float mask
     logits: torch.Tensor  # behaviour policy's
     metrics: dict[str, np.ndarray]  # env.trial_metrics() of every trial
+    explored: torch.Tensor | None = None  # float mask: the action was a random deviation (maze_explore.py)
 
     def prev_inputs(self, no_action: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Previous action, reward, done flag for every step (placeholders at t = 0)."""
@@ -37,17 +39,21 @@ class MazeBatch:
         return int(self.valid.sum())
 
     def to(self, device: torch.device) -> MazeBatch:
-        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "metrics"}
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                 if f.name != "metrics" and getattr(self, f.name) is not None}
         return MazeBatch(**moved, metrics=self.metrics)
 
 
 @torch.no_grad()
 def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int,
-                 encoded: bool = False) -> MazeBatch:
+                 encoded: bool = False, explore_eps: float = 0.0,
+                 explore_gen: torch.Generator | None = None) -> MazeBatch:
     """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
     runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
     from ``act_gen``, so the random stream is the same on every device. ``encoded``: store the frozen
-    encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame."""
+    encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame.
+    ``explore_eps`` > 0: that share of the actions is replaced by uniform draws from ``explore_gen`` and
+    marked in ``explored`` (``maze_explore.py``)."""
     device = next(net.parameters()).device
     parts: list[dict[str, torch.Tensor]] = []
     metrics: list[dict[str, np.ndarray]] = []
@@ -57,7 +63,8 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
         width = (net.encode(obs[:1].to(device)).shape[1:] if encoded else obs.shape[1:])
         store = {"obs": torch.zeros(max_len, n, *width), "actions": torch.zeros(max_len, n, dtype=torch.long),
                  "rewards": torch.zeros(max_len, n), "dones": torch.zeros(max_len, n),
-                 "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions)}
+                 "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions),
+                 **({"explored": torch.zeros(max_len, n)} if explore_eps else {})}
         a_prev = torch.full((n,), net.no_action, dtype=torch.long)
         r_prev, d_prev = torch.zeros(n), torch.zeros(n)
         active = torch.ones(n)
@@ -67,6 +74,9 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
             logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
             logits = logits.cpu()
             a = sample_actions(logits, act_gen)
+            if explore_eps:
+                assert explore_gen is not None
+                a, store["explored"][t] = explore_actions(a, net.n_actions, explore_eps, explore_gen)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
             d = torch.as_tensor(res.episode_done, dtype=torch.float32)

@@ -1,0 +1,45 @@
+"""Branch exploration: random deviations in training rollouts, and self-imitation of the good ones.
+
+Why: the maze policies that stop at ~70% success in episode 1 follow one reactive rule, measured on the
+``small-e2-turn90`` zoo policy (``experiments/rl2_maze_openings_probe.py``): straight on wherever the way
+ahead is open, else toward the one opening, else round. Arriving in a cell with the way ahead open they go
+straight on with probability 1.000 to three decimals, also where the way ahead leads back to cells they
+have crossed and a side leads to a new one; their memory knows that side is open (a probe on the GRU state
+reads a left opening with AUC 0.98). So they walk a corridor from end to end and back, past the side
+branches, and PPO never sees the branch taken: an action of probability ~0 is never sampled, and a
+ratio-weighted gradient for it is ~0 even when it is.
+
+The recipe (``explore_eps``, ``explore_coef``; training only, never in evaluation):
+
+* In the rollout each action is, with probability ``explore_eps``, replaced by one drawn uniformly (a
+  generator of its own, so the policy's action stream is the one it would have been). Such a step is
+  marked ``explored`` and left out of the PPO surrogate: its action was not drawn from the policy.
+* A self-imitation loss (Oh et al. 2018) on the explored steps whose advantage came out positive:
+  ``-max(A, 0) * log pi(a | history)``, a mean over the explored steps, weight ``explore_coef``. It is not
+  weighted by pi / mu, so a deviation that paid raises its own probability however small that was.
+
+It uses nothing but the agent's own experience, so a policy trained with it is ``rl2``'s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def explore_actions(actions: torch.Tensor, n_actions: int, eps: float, gen: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(actions with a share ``eps`` replaced by uniform draws, float mask of the replaced ones). The
+    draws always consume the same numbers from ``gen``, whatever ``eps``."""
+    coin = torch.rand(actions.shape, generator=gen)
+    uniform = torch.randint(n_actions, actions.shape, generator=gen)
+    explored = coin < eps
+    return torch.where(explored, uniform, actions), explored.to(torch.float32)
+
+
+def deviation_loss(logp_all: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor, explored: torch.Tensor,
+                   valid: torch.Tensor) -> torch.Tensor:
+    """Self-imitation of the deviations that paid: the mean over explored valid steps of
+    ``-max(A, 0) * log pi(a)`` (0 without any)."""
+    weight = explored * valid
+    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return -(adv.clamp_min(0.0) * logp * weight).sum() / weight.sum().clamp_min(1.0)

@@ -1,0 +1,96 @@
+"""Branch exploration (algorithms/rl2/maze_explore.py): the deviations, their self-imitation by hand, the
+surrogate that leaves them out, the settings' refusals, and a maze run that explores and resumes exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2.config import apply_overrides
+from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
+from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+from rl2bench.algorithms.rl2.maze_explore import deviation_loss, explore_actions
+from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, load_maze_trainer, ppo_losses
+from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
+from rl2bench.errors import UserError
+
+
+def test_deviations_replace_a_share_of_the_actions_and_use_the_same_numbers_whatever_the_share():
+    actions = torch.zeros(10_000, dtype=torch.long)
+    states = []
+    for eps in (0.0, 0.3, 1.0):
+        gen = torch.Generator().manual_seed(0)
+        out, explored = explore_actions(actions, 3, eps, gen)
+        states.append(gen.get_state())
+        assert torch.equal(out[explored == 0], actions[explored == 0])
+        assert float(explored.mean()) == pytest.approx(eps, abs=0.02)
+        if eps == 1.0:  # every action a uniform draw
+            assert torch.bincount(out, minlength=3).min() > 3_000
+    assert all(torch.equal(states[0], s) for s in states)
+
+
+def test_the_self_imitation_of_deviations_by_hand():
+    # 2 steps x 2 trials, 3 actions; steps (0, 0) and (1, 1) explored; (1, 1) is past its trial's end
+    logp = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]], [[0.1, 0.8, 0.1], [0.6, 0.2, 0.2]]]))
+    actions = torch.tensor([[1, 2], [0, 0]])
+    explored = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    valid = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([[2.0, 5.0], [7.0, 9.0]])
+    # one explored valid step: -2 * log 0.25
+    assert float(deviation_loss(logp, actions, adv, explored, valid)) == pytest.approx(2 * math.log(4))
+    # a deviation that did not pay is not imitated (nor pushed away)
+    assert float(deviation_loss(logp, actions, -adv, explored, valid)) == 0.0
+    assert float(deviation_loss(logp, actions, adv, torch.zeros(2, 2), valid)) == 0.0
+
+
+def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid():
+    net = ConvPolicy(4, hidden=8, activation="relu")
+    with torch.no_grad():  # a uniform policy whatever the input
+        net.pi.weight.zero_()
+        net.pi.bias.zero_()
+    width = net.encode(torch.zeros(1, *net.obs_shape)).shape[1]
+    batch = MazeBatch(obs=torch.rand(2, 2, width, generator=torch.Generator().manual_seed(0)),
+                      actions=torch.tensor([[0, 1], [2, 0]]), rewards=torch.zeros(2, 2), dones=torch.zeros(2, 2),
+                      valid=torch.ones(2, 2), logits=torch.zeros(2, 2, 4), metrics={},
+                      explored=torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+    prev = batch.prev_inputs(net.no_action)
+    adv = torch.tensor([[1.0, 10.0], [3.0, -2.0]])
+    with torch.no_grad():
+        surr, *_, deviation = ppo_losses(net, batch, prev, adv, torch.zeros(2, 2), torch.tensor(1.0), 0.2,
+                                         slice(None), encoded=True)
+    assert float(surr) == pytest.approx((1.0 + 3.0 - 2.0) / 3)  # ratios 1; the explored step's 10 left out
+    assert float(deviation) == pytest.approx(10.0 * math.log(4))
+
+
+def test_bad_exploration_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="explore_eps must be"):
+        apply_overrides(MazeTrainConfig(), ["explore_eps=1.5"])
+    cfg = MazeTrainConfig(update="ppo", ppo_minibatch_trials=2, explore_coef=1.0)
+    with pytest.raises(UserError, match="set explore_eps > 0"):
+        MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path, cfg)
+    from rl2bench.algorithms.rl2.maze_ppo import maze_trainer_class
+
+    with pytest.raises(UserError, match="explore_eps belongs to the PPO maze recipe"):
+        maze_trainer_class(MazeTrainConfig(explore_eps=0.1))
+
+
+@pytest.mark.heavy
+@pytest.mark.maze
+def test_a_run_that_explores_records_it_and_resumes_exactly(tmp_path, vizdoom_required):
+    cfg = MazeTrainConfig(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=3,
+                          checkpoint_every=1, update="ppo", freeze_encoder=True, encoder_frames=200,
+                          encoder_epochs=1, ppo_minibatch_trials=2, explore_eps=0.3, explore_coef=1.0)
+    full = MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path / "a", cfg)
+    full.run(progress=False)
+    shares = [row["explore_share"] for row in full.curve]
+    assert all(0.1 < s < 0.5 for s in shares) and all("deviation_loss" in row for row in full.curve)
+    half = MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path / "b", cfg)
+    half.run(iters=1, progress=False)
+    resumed = load_maze_trainer(tmp_path / "b")
+    resumed.run(progress=False)
+    assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
+    assert [r["explore_share"] for r in resumed.curve] == shares
+    for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(p, q)
