@@ -43,6 +43,9 @@ def test_the_self_imitation_of_deviations_by_hand():
     # a deviation that did not pay is not imitated (nor pushed away)
     assert float(deviation_loss(logp, actions, -adv, explored, valid)) == 0.0
     assert float(deviation_loss(logp, actions, adv, torch.zeros(2, 2), valid)) == 0.0
+    # the signed form pushes a deviation that cost down as hard as one that paid up
+    assert float(deviation_loss(logp, actions, -adv, explored, valid, "gradient")) == pytest.approx(-2 * math.log(4))
+    assert float(deviation_loss(logp, actions, adv, explored, valid, "gradient")) == pytest.approx(2 * math.log(4))
 
 
 def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid():
@@ -67,6 +70,9 @@ def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid
 def test_bad_exploration_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="explore_eps must be"):
         apply_overrides(MazeTrainConfig(), ["explore_eps=1.5"])
+    with pytest.raises(UserError, match="explore_update is one of imitate, gradient"):
+        apply_overrides(MazeTrainConfig(), ["explore_update=sometimes"])
+    assert apply_overrides(MazeTrainConfig(), ["explore_update=gradient"]).explore_update == "gradient"
     cfg = MazeTrainConfig(update="ppo", ppo_minibatch_trials=2, explore_coef=1.0)
     with pytest.raises(UserError, match="set explore_eps > 0"):
         MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path, cfg)

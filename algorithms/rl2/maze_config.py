@@ -87,6 +87,7 @@ class MazeTrainConfig:
     # surrogate, and a self-imitation loss of weight explore_coef on those that paid (maze_explore.py).
     explore_eps: float = 0.0
     explore_coef: float = 0.0
+    explore_update: str = "imitate"  # "imitate": those that paid, -max(A, 0) log pi(a); "gradient": -A log pi(a)
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

@@ -14,9 +14,13 @@ The recipe (``explore_eps``, ``explore_coef``; training only, never in evaluatio
 * In the rollout each action is, with probability ``explore_eps``, replaced by one drawn uniformly (a
   generator of its own, so the policy's action stream is the one it would have been). Such a step is
   marked ``explored`` and left out of the PPO surrogate: its action was not drawn from the policy.
-* A self-imitation loss (Oh et al. 2018) on the explored steps whose advantage came out positive:
-  ``-max(A, 0) * log pi(a | history)``, a mean over the explored steps, weight ``explore_coef``. It is not
-  weighted by pi / mu, so a deviation that paid raises its own probability however small that was.
+* A loss on the explored steps, a mean over them, weight ``explore_coef``, not weighted by pi / mu, so a
+  deviation that paid raises its own probability however small that was. ``explore_update``:
+  ``imitate`` is self-imitation (Oh et al. 2018), ``-max(A, 0) * log pi(a | history)``, over the
+  deviations whose advantage came out positive; ``gradient`` is ``-A * log pi(a | history)`` over all of
+  them, a policy gradient whose actions a uniform behaviour drew. Self-imitation is biased towards being
+  less sure: with noisy advantages about half of all deviations come out positive and are imitated, and
+  nothing pushes the others down; the signed form pushes each way by its advantage.
 
 It uses nothing but the agent's own experience, so a policy trained with it is ``rl2``'s.
 """
@@ -37,9 +41,10 @@ def explore_actions(actions: torch.Tensor, n_actions: int, eps: float, gen: torc
 
 
 def deviation_loss(logp_all: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor, explored: torch.Tensor,
-                   valid: torch.Tensor) -> torch.Tensor:
-    """Self-imitation of the deviations that paid: the mean over explored valid steps of
-    ``-max(A, 0) * log pi(a)`` (0 without any)."""
+                   valid: torch.Tensor, update: str = "imitate") -> torch.Tensor:
+    """The mean over explored valid steps of ``-max(A, 0) * log pi(a)`` (``imitate``: the deviations that
+    paid) or ``-A * log pi(a)`` (``gradient``); 0 without any."""
     weight = explored * valid
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    return -(adv.clamp_min(0.0) * logp * weight).sum() / weight.sum().clamp_min(1.0)
+    signal = adv.clamp_min(0.0) if update == "imitate" else adv
+    return -(signal * logp * weight).sum() / weight.sum().clamp_min(1.0)

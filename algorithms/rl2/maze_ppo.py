@@ -101,14 +101,14 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0
-               ) -> tuple[torch.Tensor, ...]:
+               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0,
+               explore_update: str = "imitate") -> tuple[torch.Tensor, ...]:
     """On the given trials, means over their valid steps: the clipped surrogate (over the steps the policy
     chose: not the ``explored`` ones), the value head's squared error on ``returns / scale``, the policy's
     entropy, its KL from the behaviour policy (the batch's logits), given ``aux_targets`` the auxiliary
     head's loss (``maze_aux.aux_loss``; else 0), given ``routes`` the route-recall loss
-    (``maze_route.route_loss``, tilted by ``route_tilt``; else 0), and given explored steps the
-    self-imitation of those that paid (``maze_explore.deviation_loss``; else 0)."""
+    (``maze_route.route_loss``, tilted by ``route_tilt``; else 0), and given explored steps their loss
+    (``maze_explore.deviation_loss`` of kind ``explore_update``; else 0)."""
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
     chosen = m if batch.explored is None else m * (1.0 - batch.explored[:, trials])
@@ -132,7 +132,8 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
     deviation = torch.zeros(())
     if batch.explored is not None:
-        deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m)
+        deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m,
+                                   explore_update)
     return surr, value_loss, entropy, kl, aux, route, deviation
 
 
@@ -151,7 +152,8 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
             surr, value_loss, entropy, _, aux, route, deviation = ppo_losses(
-                net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, aux_targets, routes, cfg.route_tilt)
+                net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, aux_targets, routes, cfg.route_tilt,
+                cfg.explore_update)
             loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
                     + cfg.route_coef * route + cfg.explore_coef * deviation)
             optimizer.zero_grad()
@@ -162,7 +164,7 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     with torch.no_grad():
         surr, value_loss, _, kl, aux, route, deviation = ppo_losses(
             net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None), encoded, aux_targets, routes,
-            cfg.route_tilt)
+            cfg.route_tilt, cfg.explore_update)
     chosen = mask if batch.explored is None else mask * (1.0 - batch.explored)
     return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * chosen).sum() / chosen.sum().clamp_min(1.0)),
             "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
