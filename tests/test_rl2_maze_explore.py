@@ -43,9 +43,13 @@ def test_the_self_imitation_of_deviations_by_hand():
     # a deviation that did not pay is not imitated (nor pushed away)
     assert float(deviation_loss(logp, actions, -adv, explored, valid)) == 0.0
     assert float(deviation_loss(logp, actions, adv, torch.zeros(2, 2), valid)) == 0.0
-    # the signed form pushes a deviation that cost down as hard as one that paid up
-    assert float(deviation_loss(logp, actions, -adv, explored, valid, "gradient")) == pytest.approx(-2 * math.log(4))
-    assert float(deviation_loss(logp, actions, adv, explored, valid, "gradient")) == pytest.approx(2 * math.log(4))
+    # the signed form pushes a deviation that cost down as hard as one that paid up...
+    assert float(deviation_loss(logp, actions, -adv, explored, valid, "gradient", 0.1)) == pytest.approx(
+        -2 * math.log(4))
+    assert float(deviation_loss(logp, actions, adv, explored, valid, "gradient", 0.1)) == pytest.approx(2 * math.log(4))
+    # ...until the policy gives it no more than exploration does (0.9 / 3 = 0.3 >= 0.25): then not at all
+    assert float(deviation_loss(logp, actions, -adv, explored, valid, "gradient", 0.9)) == 0.0
+    assert float(deviation_loss(logp, actions, adv, explored, valid, "gradient", 0.9)) == pytest.approx(2 * math.log(4))
 
 
 def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid():
@@ -65,6 +69,24 @@ def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid
                                          slice(None), encoded=True)
     assert float(surr) == pytest.approx((1.0 + 3.0 - 2.0) / 3)  # ratios 1; the explored step's 10 left out
     assert float(deviation) == pytest.approx(10.0 * math.log(4))
+
+
+def test_an_update_that_diverges_stops_before_it_steps():
+    from rl2bench.algorithms.rl2.maze_ppo import ppo_step
+
+    net = ConvPolicy(4, hidden=8, activation="relu")
+    width = net.encode(torch.zeros(1, *net.obs_shape)).shape[1]
+    batch = MazeBatch(obs=torch.rand(2, 2, width, generator=torch.Generator().manual_seed(0)),
+                      actions=torch.tensor([[0, 1], [2, 0]]), rewards=torch.zeros(2, 2), dones=torch.zeros(2, 2),
+                      valid=torch.ones(2, 2), logits=torch.zeros(2, 2, 4), metrics={})
+    before = [p.detach().clone() for p in net.parameters()]
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    adv = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    cfg = MazeTrainConfig(update="ppo", ppo_minibatch_trials=2)
+    with pytest.raises(UserError, match="diverged"):
+        ppo_step(net, optimizer, batch, batch.prev_inputs(net.no_action), adv, torch.ones(2, 2), cfg,
+                 torch.Generator().manual_seed(0), True)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
 
 
 def test_bad_exploration_settings_are_one_line_errors(tmp_path):

@@ -20,12 +20,17 @@ The recipe (``explore_eps``, ``explore_coef``; training only, never in evaluatio
   deviations whose advantage came out positive; ``gradient`` is ``-A * log pi(a | history)`` over all of
   them, a policy gradient whose actions a uniform behaviour drew. Self-imitation is biased towards being
   less sure: with noisy advantages about half of all deviations come out positive and are imitated, and
-  nothing pushes the others down; the signed form pushes each way by its advantage.
+  nothing pushes the others down; the signed form pushes each way by its advantage. Its push down stops
+  where the policy already gives the action no more than exploration does (``explore_eps / actions``):
+  below that it changes nothing the rollouts play, and ``-A log pi`` with A < 0 has no lower bound (a
+  first signed run without the stop drove its logits to infinity in 6 iterations).
 
 It uses nothing but the agent's own experience, so a policy trained with it is ``rl2``'s.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -41,10 +46,15 @@ def explore_actions(actions: torch.Tensor, n_actions: int, eps: float, gen: torc
 
 
 def deviation_loss(logp_all: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor, explored: torch.Tensor,
-                   valid: torch.Tensor, update: str = "imitate") -> torch.Tensor:
+                   valid: torch.Tensor, update: str = "imitate", eps: float = 0.0) -> torch.Tensor:
     """The mean over explored valid steps of ``-max(A, 0) * log pi(a)`` (``imitate``: the deviations that
-    paid) or ``-A * log pi(a)`` (``gradient``); 0 without any."""
+    paid) or ``-A * log pi(a)`` (``gradient``), whose A < 0 terms stop where pi(a) <= ``eps / actions``
+    (module docstring); 0 without any."""
     weight = explored * valid
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    signal = adv.clamp_min(0.0) if update == "imitate" else adv
+    if update == "imitate":
+        signal = adv.clamp_min(0.0)
+    else:
+        floor = math.log(max(eps, 1e-12) / logp_all.shape[-1])
+        signal = torch.where((adv > 0) | (logp.detach() > floor), adv, torch.zeros_like(adv))
     return -(signal * logp * weight).sum() / weight.sum().clamp_min(1.0)

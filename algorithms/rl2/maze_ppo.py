@@ -102,7 +102,7 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
                aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0,
-               explore_update: str = "imitate") -> tuple[torch.Tensor, ...]:
+               explore_update: str = "imitate", explore_eps: float = 0.0) -> tuple[torch.Tensor, ...]:
     """On the given trials, means over their valid steps: the clipped surrogate (over the steps the policy
     chose: not the ``explored`` ones), the value head's squared error on ``returns / scale``, the policy's
     entropy, its KL from the behaviour policy (the batch's logits), given ``aux_targets`` the auxiliary
@@ -133,7 +133,7 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     deviation = torch.zeros(())
     if batch.explored is not None:
         deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m,
-                                   explore_update)
+                                   explore_update, explore_eps)
     return surr, value_loss, entropy, kl, aux, route, deviation
 
 
@@ -153,9 +153,12 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
             surr, value_loss, entropy, _, aux, route, deviation = ppo_losses(
                 net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, aux_targets, routes, cfg.route_tilt,
-                cfg.explore_update)
+                cfg.explore_update, cfg.explore_eps)
             loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
                     + cfg.route_coef * route + cfg.explore_coef * deviation)
+            if not torch.isfinite(loss):  # never step into NaN weights: the last checkpoint stays good
+                raise UserError(f"the maze PPO update diverged (loss {float(loss.detach())}); nothing after the last "
+                                "checkpoint was saved: resume with smaller weights (--resume --set ...)")
             optimizer.zero_grad()
             loss.backward()
             if math.isfinite(cfg.max_grad_norm):
@@ -164,7 +167,7 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     with torch.no_grad():
         surr, value_loss, _, kl, aux, route, deviation = ppo_losses(
             net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None), encoded, aux_targets, routes,
-            cfg.route_tilt, cfg.explore_update)
+            cfg.route_tilt, cfg.explore_update, cfg.explore_eps)
     chosen = mask if batch.explored is None else mask * (1.0 - batch.explored)
     return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * chosen).sum() / chosen.sum().clamp_min(1.0)),
             "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
