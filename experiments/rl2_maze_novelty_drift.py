@@ -19,6 +19,7 @@ import json
 
 import numpy as np
 import torch
+from maze_play import GroupPlay
 
 from rl2bench.algorithms.rl2.maze_ppo import load_maze_trainer
 from rl2bench.algorithms.rl2.novelty import cell_of, first_occurrences, odometry_poses, point_keys
@@ -29,21 +30,16 @@ from rl2bench.tasks.maze.engine import GEOMETRY
 def play_group(trainer, group: int, temperature: float = 1.0) -> dict[str, np.ndarray]:
     """A trial of each game of one group, with the engine's true pose after every action; actions are
     sampled from softmax(logits / temperature)."""
-    env, net, encoded = trainer.open_env(), trainer.net, trainer.cfg.freeze_encoder
-    n = env.select_group(group)
-    obs = torch.as_tensor(env.reset())
-    gen = torch.Generator().manual_seed(group)
-    a_prev, r_prev, d_prev = torch.full((n,), net.no_action, dtype=torch.long), torch.zeros(n), torch.zeros(n)
-    h = net.initial_state(n)
+    play = GroupPlay.start(trainer, group)
+    env, n = play.env, play.n
     start = env.privileged_info()
     x0, y0 = start["x"].copy(), start["y"].copy()
     cols: dict[str, list] = {k: [] for k in ("actions", "rewards", "dones", "valid", "x", "y", "episode")}
     episode, live = np.zeros(n, int), np.ones(n, bool)
     with torch.no_grad():
         for _ in range(trainer.trial_len):
-            x = net.encode(obs) if encoded else obs
-            logits, _, h = net.step(x, a_prev, r_prev, d_prev, h, encoded)
-            a = sample_actions(logits / temperature, gen)
+            _, logits = play.policy()
+            a = sample_actions(logits / temperature, play.gen)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
             d = torch.as_tensor(res.episode_done, dtype=torch.float32)
@@ -58,7 +54,7 @@ def play_group(trainer, group: int, temperature: float = 1.0) -> dict[str, np.nd
             live = ~res.trial_done
             if not (live & (episode == 0)).any():  # only episode 1 is read
                 break
-            obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
+            play.advance(a, res)
     out = {k: torch.stack(v) if k in ("actions", "rewards", "dones", "valid") else np.stack(v)
            for k, v in cols.items()}
     out["x0"], out["y0"], out["success_ep1"] = x0, y0, env.trial_metrics()["success_ep1"]

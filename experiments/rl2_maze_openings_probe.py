@@ -22,6 +22,7 @@ import json
 
 import numpy as np
 import torch
+from maze_play import GroupPlay
 
 from rl2bench.algorithms.rl2.maze_ppo import load_maze_trainer
 from rl2bench.algorithms.rl2.rollout import sample_actions
@@ -35,12 +36,8 @@ SIDES = {"ahead": 0, "left": 1, "right": 3}  # quarter turns from the heading
 def play_group(trainer, group: int, tolerance: float = CENTRE_TOLERANCE) -> dict[str, np.ndarray]:
     """Episode 1 of one group: at each step at a cell's centre, the frame's features, the GRU state and
     which ways are open (ahead, left, right)."""
-    env, net = trainer.open_env(), trainer.net
-    n = env.select_group(group)
-    obs = torch.as_tensor(env.reset())
-    gen = torch.Generator().manual_seed(group)
-    a_prev, r_prev, d_prev = torch.full((n,), net.no_action, dtype=torch.long), torch.zeros(n), torch.zeros(n)
-    h = net.initial_state(n)
+    play = GroupPlay.start(trainer, group)
+    env, n = play.env, play.n
     rows: dict[str, list] = {"frame": [], "memory": [], "game": [], "probs": [], "arrived": [],
                              **{k: [] for k in SIDES}, **{f"{k}_new": [] for k in SIDES}}
     live = np.ones(n, bool)
@@ -49,8 +46,8 @@ def play_group(trainer, group: int, tolerance: float = CENTRE_TOLERANCE) -> dict
     with torch.no_grad():
         for _ in range(trainer.trial_len):
             info = env.privileged_info()
-            x = net.encode(obs)
-            logits, _, h = net.step(x, a_prev, r_prev, d_prev, h, True)
+            arrived = play.a_prev == FORWARD  # a stride brought it here: a decision
+            x, logits = play.policy()
             geo = info["geometry"]
             fx = (info["x"] - geo.wall - geo.cell / 2) / geo.pitch
             fy = (info["y"] - geo.wall - geo.cell / 2) / geo.pitch
@@ -64,25 +61,22 @@ def play_group(trainer, group: int, tolerance: float = CENTRE_TOLERANCE) -> dict
             for g in np.flatnonzero(inside):
                 heading = int(np.rint(quarter[g])) % 4
                 rows["frame"].append(x[g].numpy())
-                rows["memory"].append(h[0, g].numpy())
+                rows["memory"].append(play.h[0, g].numpy())
                 rows["game"].append(group * 1000 + g)
                 rows["probs"].append(probs[g])
-                rows["arrived"].append(int(a_prev[g]) == FORWARD)  # a stride brought it here: a decision
+                rows["arrived"].append(bool(arrived[g]))
                 for side, turn in SIDES.items():
                     d = (heading + turn) % 4
                     is_open = bool(info["open_dirs"][g, row[g], col[g], d])
                     r2, c2 = row[g] + STEPS[d, 0], col[g] + STEPS[d, 1]
                     rows[side].append(is_open)
                     rows[f"{side}_new"].append(is_open and not visited[g, r2, c2])
-            a = sample_actions(logits, gen)
+            a = sample_actions(logits, play.gen)
             res = env.step(a.numpy())
             live &= ~(res.episode_done | res.trial_done)  # episode 1 only
             if not live.any():
                 break
-            obs = torch.as_tensor(res.obs)
-            a_prev = a
-            r_prev = torch.as_tensor(res.reward, dtype=torch.float32)
-            d_prev = torch.as_tensor(res.episode_done, dtype=torch.float32)
+            play.advance(a, res)
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
@@ -147,7 +141,7 @@ def main() -> None:
     state = {side: np.where(data[f"{side}_new"], "new", np.where(data[side], "old", "wall")) for side in SIDES}
     keys = np.char.add(np.char.add(np.char.add("ahead ", state["ahead"]), np.char.add(", left ", state["left"])),
                        np.char.add(", right ", state["right"]))
-    for key in sorted(set(keys[arrived]), key=lambda k: -int((keys[arrived] == k).sum())):
+    for key in sorted(set(keys[arrived]), key=lambda k: (-int((keys[arrived] == k).sum()), str(k))):
         sel = arrived & (keys == key)
         mean = probs[sel].mean(0)
         print(json.dumps({"arrival": str(key), "n": int(sel.sum()), "forward": round(float(mean[FORWARD]), 3),

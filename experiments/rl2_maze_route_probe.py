@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 import torch
+from maze_play import GroupPlay
 
 from rl2bench.algorithms.rl2.maze_ppo import load_maze_trainer
 from rl2bench.algorithms.rl2.maze_route import route_targets
@@ -25,20 +26,15 @@ from rl2bench.tasks.maze.env import REWARD_STEP
 
 
 def probe_group(trainer, group: int) -> dict[str, list]:
-    env, net, encoded = trainer.open_env(), trainer.net, trainer.cfg.freeze_encoder
-    n = env.select_group(group)
-    obs = torch.as_tensor(env.reset())
-    gen = torch.Generator().manual_seed(group)
-    a_prev, r_prev, d_prev = torch.full((n,), net.no_action, dtype=torch.long), torch.zeros(n), torch.zeros(n)
-    h = net.initial_state(n)
+    play = GroupPlay.start(trainer, group)
+    env, n = play.env, play.n
     actions, rewards, dones, valid = [], [], [], []
     episode, live = np.zeros(n, int), np.ones(n, bool)
     steered, off_route = np.zeros(n, bool), np.zeros(n, int)
     with torch.no_grad():
         for _ in range(trainer.trial_len):
-            x = net.encode(obs) if encoded else obs
-            logits, _, h = net.step(x, a_prev, r_prev, d_prev, h, encoded)
-            a = sample_actions(logits, gen)
+            _, logits = play.policy()
+            a = sample_actions(logits, play.gen)
             if (episode == 1).any():  # the pose before this action is fixed by the history: any action will do
                 hist = [torch.stack(v + [pad]) for v, pad in ((actions, torch.full((n,), FORWARD)),
                                                               (rewards, torch.full((n,), REWARD_STEP)),
@@ -63,7 +59,7 @@ def probe_group(trainer, group: int) -> dict[str, list]:
             live = ~res.trial_done
             if not live.any():
                 break
-            obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
+            play.advance(a, res)
     m = env.trial_metrics()
     return {"steered": steered.tolist(), "off_route": off_route.tolist(),
             "success_ep1": m["success_ep1"].tolist(), "success_ep2": m["success_ep2"].tolist(),
