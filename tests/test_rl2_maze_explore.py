@@ -31,6 +31,33 @@ def test_deviations_replace_a_share_of_the_actions_and_use_the_same_numbers_what
     assert all(torch.equal(states[0], s) for s in states)
 
 
+def test_centre_deviations_turn_only_where_dead_reckoning_puts_the_agent_on_a_cell_centre():
+    from rl2bench.algorithms.rl2.maze_explore import Deviations
+    from rl2bench.tasks.maze.engine import FORWARD, LEFT, RIGHT
+
+    dev = Deviations(1.0, torch.Generator().manual_seed(0), 3, at="centres", turn_degrees=90.0)
+    dev.start(2)
+    forward = torch.full((2,), FORWARD)
+    step = torch.full((2,), -0.04)
+    played = []
+    for _ in range(6):
+        a, explored = dev.apply(forward)
+        played.append((a.tolist(), explored.tolist()))
+        dev.observe(forward, step, torch.zeros(2))  # strides played (the deviations only read): points 1..6
+    centre = [0, 4]  # steps whose pose before the action is a cell's centre: the start, then 4 strides on
+    for t, (a, explored) in enumerate(played):
+        if t in centre:
+            assert explored == [1.0, 1.0] and all(x in (LEFT, RIGHT) for x in a)
+        else:
+            assert explored == [0.0, 0.0] and a == [FORWARD, FORWARD]
+    # a stride into a wall moves nothing; an episode's end puts the pose back at the start, a centre
+    dev.start(1)
+    dev.observe(torch.tensor([FORWARD]), torch.tensor([-0.041]), torch.zeros(1))
+    assert dev.apply(torch.tensor([FORWARD]))[1].tolist() == [1.0]
+    dev.observe(torch.tensor([FORWARD]), torch.tensor([-0.04]), torch.ones(1))
+    assert dev.apply(torch.tensor([FORWARD]))[1].tolist() == [1.0]
+
+
 def test_the_self_imitation_of_deviations_by_hand():
     # 2 steps x 2 trials, 3 actions; steps (0, 0) and (1, 1) explored; (1, 1) is past its trial's end
     logp = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]], [[0.1, 0.8, 0.1], [0.6, 0.2, 0.2]]]))
@@ -102,6 +129,9 @@ def test_bad_exploration_settings_are_one_line_errors(tmp_path):
 
     with pytest.raises(UserError, match="explore_eps belongs to the PPO maze recipe"):
         maze_trainer_class(MazeTrainConfig(explore_eps=0.1))
+    with pytest.raises(UserError, match="explore_at=centres needs a 90-degree cell"):
+        MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path, MazeTrainConfig(
+            update="ppo", ppo_minibatch_trials=2, explore_eps=0.1, explore_at="centres"))
 
 
 @pytest.mark.heavy

@@ -160,9 +160,10 @@ NETWORKS = ("gru", "posterior")
 AUX_TARGETS = ("mdp", "posterior")
 NOVELTY_KINDS = ("view", "odometry", "cell")  # maze novelty.py
 EXPLORE_UPDATES = ("imitate", "gradient")  # maze_explore.py
+EXPLORE_AT = ("any", "centres")
 CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS,
                                        "aux_target": AUX_TARGETS, "novelty_kind": NOVELTY_KINDS,
-                                       "explore_update": EXPLORE_UPDATES}
+                                       "explore_update": EXPLORE_UPDATES, "explore_at": EXPLORE_AT}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.

@@ -88,6 +88,7 @@ class MazeTrainConfig:
     explore_eps: float = 0.0
     explore_coef: float = 0.0
     explore_update: str = "imitate"  # "imitate": those that paid, -max(A, 0) log pi(a); "gradient": -A log pi(a)
+    explore_at: str = "any"  # "any" step, uniform; "centres" of cells by dead reckoning, a turn (-turn90 cells)
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

@@ -25,6 +25,11 @@ The recipe (``explore_eps``, ``explore_coef``; training only, never in evaluatio
   below that it changes nothing the rollouts play, and ``-A log pi`` with A < 0 has no lower bound (a
   first signed run without the stop drove its logits to infinity in 6 iterations).
 
+``explore_at=centres`` deviates only where the agent's own dead reckoning (``novelty.Odometer``) puts it
+on a cell's centre, and only by a turn (left or right, evenly): where a side branch can start. Of uniform
+deviations anywhere, nearly all are turns in a corridor or into a wall; the branch decisions are a few in
+a thousand, and their advantages drown in the others' noise (C2-C2e, 2026-12-07).
+
 It uses nothing but the agent's own experience, so a policy trained with it is ``rl2``'s.
 """
 
@@ -33,6 +38,10 @@ from __future__ import annotations
 import math
 
 import torch
+
+from rl2bench.tasks.maze.engine import LEFT, RIGHT, STRIDES_PER_CELL
+
+from .novelty import Odometer, wall_hits
 
 
 def explore_actions(actions: torch.Tensor, n_actions: int, eps: float, gen: torch.Generator
@@ -43,6 +52,34 @@ def explore_actions(actions: torch.Tensor, n_actions: int, eps: float, gen: torc
     uniform = torch.randint(n_actions, actions.shape, generator=gen)
     explored = coin < eps
     return torch.where(explored, uniform, actions), explored.to(torch.float32)
+
+
+class Deviations:
+    """The training rollout's deviations: how often (``eps``), where (``at``: "any" step, or "centres"
+    of cells by dead reckoning, turning only) and from which generator (``gen``)."""
+
+    def __init__(self, eps: float, gen: torch.Generator, n_actions: int, at: str = "any",
+                 turn_degrees: float = 90.0):
+        self.eps, self.gen, self.n_actions, self.at, self.turn_degrees = eps, gen, n_actions, at, turn_degrees
+        self.odometer = Odometer(0, turn_degrees)
+
+    def start(self, trials: int) -> None:
+        """A new group of trials, every one at its start."""
+        self.odometer = Odometer(trials, self.turn_degrees)
+
+    def apply(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the actions to play, float mask of the deviations among them)."""
+        if self.at == "any":
+            return explore_actions(actions, self.n_actions, self.eps, self.gen)
+        coin = torch.rand(actions.shape, generator=self.gen)
+        turn = torch.where(torch.rand(actions.shape, generator=self.gen) < 0.5, LEFT, RIGHT)
+        centre = torch.as_tensor((self.odometer.point() % STRIDES_PER_CELL == 0).all(-1))
+        explored = (coin < self.eps) & centre
+        return torch.where(explored, turn, actions), explored.to(torch.float32)
+
+    def observe(self, actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor) -> None:
+        """The step's outcome, for dead reckoning."""
+        self.odometer.step(actions.numpy(), wall_hits(rewards.numpy()), dones.numpy() > 0)
 
 
 def deviation_loss(logp_all: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor, explored: torch.Tensor,

@@ -35,7 +35,7 @@ from rl2bench.errors import UserError
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
 from .maze_aux import aux_loss, position_targets
-from .maze_explore import deviation_loss
+from .maze_explore import Deviations, deviation_loss
 from .maze_rollout import MazeBatch, collect_maze
 from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_followed, route_loss, route_targets
 from .maze_trainer import MazeTrainer
@@ -196,6 +196,9 @@ class MazePPOTrainer(MazeTrainer):
     def check_route(self) -> None:
         if self.cfg.explore_coef and not self.cfg.explore_eps:
             raise UserError("explore_coef weighs the imitation of explored actions: set explore_eps > 0 too")
+        if self.cfg.explore_at == "centres" and self.cell.turn != ROUTE_TURN_DEGREES:
+            raise UserError(f"explore_at=centres needs a 90-degree cell (-turn90), not {self.cell.name}: "
+                            "cell centres are read from dead reckoning on four headings")
         if self.cfg.route_tilt and not self.cfg.route_coef:
             raise UserError("route_tilt shapes the route_coef loss: set route_coef > 0 too")
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
@@ -241,8 +244,10 @@ class MazePPOTrainer(MazeTrainer):
         start = time.perf_counter()
         cfg, encoded = self.cfg, self.cfg.freeze_encoder
         groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
-        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, cfg.explore_eps,
-                             self.explore_gen).to(self.device)
+        deviations = (Deviations(cfg.explore_eps, self.explore_gen, self.net.n_actions, cfg.explore_at,
+                                 self.cell.turn) if cfg.explore_eps else None)
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, deviations
+                             ).to(self.device)
         t_rollout = time.perf_counter() - start
         prev = batch.prev_inputs(self.net.no_action)
         mask = batch.valid

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .conv_policy import ConvPolicy
-from .maze_explore import explore_actions
+from .maze_explore import Deviations
 from .rollout import sample_actions
 
 
@@ -46,14 +46,12 @@ class MazeBatch:
 
 @torch.no_grad()
 def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int,
-                 encoded: bool = False, explore_eps: float = 0.0,
-                 explore_gen: torch.Generator | None = None) -> MazeBatch:
+                 encoded: bool = False, deviations: Deviations | None = None) -> MazeBatch:
     """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
     runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
     from ``act_gen``, so the random stream is the same on every device. ``encoded``: store the frozen
     encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame.
-    ``explore_eps`` > 0: that share of the actions is replaced by uniform draws from ``explore_gen`` and
-    marked in ``explored`` (``maze_explore.py``)."""
+    ``deviations``: some actions are replaced by random ones and marked in ``explored`` (``maze_explore.py``)."""
     device = next(net.parameters()).device
     parts: list[dict[str, torch.Tensor]] = []
     metrics: list[dict[str, np.ndarray]] = []
@@ -64,7 +62,9 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
         store = {"obs": torch.zeros(max_len, n, *width), "actions": torch.zeros(max_len, n, dtype=torch.long),
                  "rewards": torch.zeros(max_len, n), "dones": torch.zeros(max_len, n),
                  "valid": torch.zeros(max_len, n), "logits": torch.zeros(max_len, n, net.n_actions),
-                 **({"explored": torch.zeros(max_len, n)} if explore_eps else {})}
+                 **({"explored": torch.zeros(max_len, n)} if deviations else {})}
+        if deviations:
+            deviations.start(n)
         a_prev = torch.full((n,), net.no_action, dtype=torch.long)
         r_prev, d_prev = torch.zeros(n), torch.zeros(n)
         active = torch.ones(n)
@@ -74,12 +74,13 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
             logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
             logits = logits.cpu()
             a = sample_actions(logits, act_gen)
-            if explore_eps:
-                assert explore_gen is not None
-                a, store["explored"][t] = explore_actions(a, net.n_actions, explore_eps, explore_gen)
+            if deviations:
+                a, store["explored"][t] = deviations.apply(a)
             res = env.step(a.numpy())
             r = torch.as_tensor(res.reward, dtype=torch.float32)
             d = torch.as_tensor(res.episode_done, dtype=torch.float32)
+            if deviations:
+                deviations.observe(a, r, d)
             store["obs"][t], store["actions"][t], store["logits"][t] = x.cpu() if encoded else obs, a, logits
             store["rewards"][t], store["dones"][t], store["valid"][t] = r * active, d * active, active
             if res.trial_done.all():

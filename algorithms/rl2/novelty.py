@@ -103,23 +103,44 @@ def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     can count as a move, and the estimate drifts by a stride per such pair."""
     a, r = actions.numpy(), rewards.numpy()
     steps, trials = a.shape
-    heading, x, y = np.zeros(trials, dtype=np.int64), np.zeros(trials), np.zeros(trials)
+    odometer = Odometer(trials, turn_degrees, snap_on_hit)
     points = np.zeros((steps, trials, 2), dtype=np.int64)
     headings = np.zeros((steps, trials), dtype=np.int64)
     hit = wall_hits(r)
-    step_rad = np.deg2rad(turn_degrees)
     for t in range(steps):
-        heading += (a[t] == LEFT).astype(np.int64) - (a[t] == RIGHT)
-        moves = (a[t] == FORWARD) & ~hit[t]
-        x += moves * np.cos(heading * step_rad)
-        y += moves * np.sin(heading * step_rad)
-        if snap_on_hit:
-            snap_to_wall(x, y, heading * turn_degrees, (a[t] == FORWARD) & hit[t])
-        points[t, :, 0], points[t, :, 1], headings[t] = np.rint(x), np.rint(y), heading
-        restart = dones[t].numpy() > 0
-        heading[restart], x[restart], y[restart] = 0, 0.0, 0.0
+        points[t], headings[t] = odometer.step(a[t], hit[t], dones[t].numpy() > 0)
     live = valid.numpy() > 0
     return points * live[..., None], headings * live
+
+
+class Odometer:
+    """Dead reckoning of a batch of trials, one action at a time (``odometry_poses`` reads a whole batch
+    with it; a rollout can read the pose before each action): a turn turns ``turn_degrees``, a forward
+    action that hit no wall moves one stride along the heading, an episode's end puts it back at the
+    start (0, 0) facing heading 0."""
+
+    def __init__(self, trials: int, turn_degrees: float, snap_on_hit: bool = False):
+        self.turn_degrees, self.snap_on_hit = turn_degrees, snap_on_hit
+        self.heading = np.zeros(trials, dtype=np.int64)
+        self.x, self.y = np.zeros(trials), np.zeros(trials)
+
+    def point(self) -> np.ndarray:
+        """(trials, 2) int: the current point, in strides."""
+        return np.stack([np.rint(self.x), np.rint(self.y)], -1).astype(np.int64)
+
+    def step(self, actions: np.ndarray, hit: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply one action per trial (``hit``: its reward says it hit a wall; ``done``: it ended the
+        episode); the point and heading it left the agent at, before any restart."""
+        self.heading += (actions == LEFT).astype(np.int64) - (actions == RIGHT)
+        moves = (actions == FORWARD) & ~hit
+        step_rad = np.deg2rad(self.turn_degrees)
+        self.x += moves * np.cos(self.heading * step_rad)
+        self.y += moves * np.sin(self.heading * step_rad)
+        if self.snap_on_hit:
+            snap_to_wall(self.x, self.y, self.heading * self.turn_degrees, (actions == FORWARD) & hit)
+        point, heading = self.point(), self.heading.copy()
+        self.heading[done], self.x[done], self.y[done] = 0, 0.0, 0.0
+        return point, heading
 
 
 def snap_to_wall(x: np.ndarray, y: np.ndarray, degrees: np.ndarray, hit: np.ndarray) -> None:
