@@ -83,8 +83,8 @@ class MazeTrainConfig:
     # PPO on -turn90 cells only: a training-only reward for each action that follows that route's target
     # (maze_route.py); below the step cost (0.04), so turning back and forth on the route never pays.
     route_bonus: float = 0.0
-    # PPO only: a share of the training rollout's actions replaced by uniform draws, left out of the
-    # surrogate, and a self-imitation loss of weight explore_coef on those that paid (maze_explore.py).
+    # PPO only: a share of the training rollout's actions replaced by random ones, left out of the
+    # surrogate, and a loss of weight explore_coef on them, of kind explore_update (maze_explore.py).
     explore_eps: float = 0.0
     explore_coef: float = 0.0
     explore_update: str = "imitate"  # "imitate": those that paid, -max(A, 0) log pi(a); "gradient": -A log pi(a)

@@ -1,4 +1,4 @@
-"""Branch exploration: random deviations in training rollouts, and self-imitation of the good ones.
+"""Branch exploration: random deviations in training rollouts, and a loss that learns from them.
 
 Why: the maze policies that stop at ~70% success in episode 1 follow one reactive rule, measured on the
 ``small-e2-turn90`` zoo policy (``experiments/rl2_maze_openings_probe.py``): straight on wherever the way
