@@ -22,7 +22,7 @@ import torch
 from maze_play import GroupPlay
 
 from rl2bench.algorithms.rl2.maze_ppo import load_maze_trainer
-from rl2bench.algorithms.rl2.novelty import cell_of, first_occurrences, odometry_poses, point_keys
+from rl2bench.algorithms.rl2.novelty import cell_of, new_points, odometry_poses
 from rl2bench.algorithms.rl2.rollout import sample_actions
 from rl2bench.tasks.maze.engine import GEOMETRY
 
@@ -61,14 +61,6 @@ def play_group(trainer, group: int, temperature: float = 1.0) -> dict[str, np.nd
     return out
 
 
-def new_flags(points: np.ndarray, live: np.ndarray) -> np.ndarray:
-    """(steps, trials) bool: the point is new to the trial among live steps (the start counts as reached)."""
-    keys = point_keys(points)
-    start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)
-    with_start = np.concatenate([np.ones((1, keys.shape[1])), live])
-    return first_occurrences(np.concatenate([start, keys]), with_start)[1:] & (live > 0)
-
-
 def summarise(g: dict, turn_degrees: float) -> dict[str, np.ndarray]:
     """Per trial, over episode 1: new points by dead reckoning (plain, snapped, and as 4-stride cells)
     against the true new cells, in all and after the last true new cell (the loop the episode ends in)."""
@@ -77,9 +69,9 @@ def summarise(g: dict, turn_degrees: float) -> dict[str, np.ndarray]:
     snapped = odometry_poses(g["actions"], g["rewards"], g["dones"], g["valid"], turn_degrees, snap_on_hit=True)[0]
     cells = np.stack([np.floor((g[k] - GEOMETRY.wall / 2) / GEOMETRY.pitch) for k in ("x", "y")], -1)
     start_cell = np.stack([np.floor((g[k] - GEOMETRY.wall / 2) / GEOMETRY.pitch) for k in ("x0", "y0")], -1)
-    new_cell = new_flags((cells - start_cell).astype(np.int64), ep1)  # the start's cell counts as reached
-    flags = {"plain": new_flags(plain, ep1), "snap": new_flags(snapped, ep1),
-             "odo_cell": new_flags(cell_of(plain), ep1), "odo_cell_snap": new_flags(cell_of(snapped), ep1)}
+    new_cell = new_points((cells - start_cell).astype(np.int64), ep1)  # the start's cell counts as reached
+    flags = {"plain": new_points(plain, ep1), "snap": new_points(snapped, ep1),
+             "odo_cell": new_points(cell_of(plain), ep1), "odo_cell_snap": new_points(cell_of(snapped), ep1)}
     steps = ep1.sum(0)
     t = np.arange(ep1.shape[0])[:, None]
     last_new = np.where(new_cell, t, -1).max(0)  # the step of the last true new cell (-1: none)

@@ -182,7 +182,7 @@ class MazePPOTrainer(MazeTrainer):
         super().__init__(*args, **kwargs)
         if self.cfg.ppo_minibatch_trials < 1:
             raise UserError("ppo_minibatch_trials must be >= 1 for mazes (trials per PPO minibatch)")
-        self.check_route()
+        self.check_settings()
         name = self.cell.name
         self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
         self.explore_gen = torch_generator(seeding.generator(self.seed, "explore", "maze", name, "rl2"))
@@ -193,7 +193,8 @@ class MazePPOTrainer(MazeTrainer):
         self.net.conv.requires_grad_(not self.cfg.freeze_encoder)
         return torch.optim.Adam([p for p in self.net.parameters() if p.requires_grad], lr=self.cfg.policy_lr)
 
-    def check_route(self) -> None:
+    def check_settings(self) -> None:
+        """One-line errors for recipe settings that would do nothing or cannot work on this cell."""
         if self.cfg.explore_coef and not self.cfg.explore_eps:
             raise UserError("explore_coef weighs the imitation of explored actions: set explore_eps > 0 too")
         if self.cfg.explore_at == "centres" and self.cell.turn != ROUTE_TURN_DEGREES:
@@ -207,7 +208,7 @@ class MazePPOTrainer(MazeTrainer):
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)
-        self.check_route()
+        self.check_settings()
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.policy_lr
 

@@ -6,7 +6,7 @@ has reached in the trial gives a dense signal for coverage (count-based explorat
 al. 2016 and Tang et al. 2017's hashed counts), from nothing but its own experience, so a policy trained
 with it is still ``rl2``'s.
 
-Two kinds (``novelty_kind``):
+Three kinds (``novelty_kind``):
 
 * ``view``: the next observation (the stored encoded frame) is new to the trial (strides end at rest and
   turns are exact, so a pose gives the same frame every time). Measured on 16 held-out
@@ -191,11 +191,17 @@ def odometry_bonus(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     points = odometry_points(actions, rewards, dones, valid, turn_degrees)
     if cells:
         points, coef = cell_of(points), coef * STRIDES_PER_CELL
+    return coef * torch.as_tensor(new_points(points, valid), dtype=valid.dtype) * valid
+
+
+def new_points(points: np.ndarray, valid: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(steps, trials) bool: the point (..., 2) the step left the agent at is new to its trial among the
+    ``valid`` steps; the start point (0, 0) counts as reached before the first action."""
     keys = point_keys(points)
-    start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)  # the start point, reached before the first action
-    with_start = torch.cat([torch.ones(1, valid.shape[1], dtype=valid.dtype), valid])
-    new = first_occurrences(np.concatenate([start, keys]), with_start)[1:]
-    return coef * torch.as_tensor(new, dtype=valid.dtype) * valid
+    start = np.zeros((1, keys.shape[1]), dtype=keys.dtype)
+    live = valid.detach().cpu().numpy() if isinstance(valid, torch.Tensor) else np.asarray(valid)
+    with_start = np.concatenate([np.ones((1, keys.shape[1])), live])
+    return first_occurrences(np.concatenate([start, keys]), with_start)[1:]
 
 
 def in_first_episodes(dones: torch.Tensor, episodes: int) -> torch.Tensor:
