@@ -205,6 +205,11 @@ class MazePPOTrainer(MazeTrainer):
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
             raise UserError(f"route_coef and route_bonus need a 90-degree cell (-turn90), not {self.cell.name}: "
                             "their routes are read from dead reckoning on four headings")
+        reckons = ((self.cfg.novelty_coef and self.cfg.novelty_kind != "view") or self.cfg.route_coef
+                   or self.cfg.route_bonus or (self.cfg.explore_eps and self.cfg.explore_at == "centres"))
+        if self.cell.cell_moves and reckons:
+            raise UserError(f"{self.cell.name} moves a cell per forward action, and dead reckoning counts strides: "
+                            "use novelty_kind=view, and no route or centre exploration, on -move cells")
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)

@@ -8,6 +8,13 @@ Action scheme (the "low-level actions" every agent uses, pixels or not):
     cell's choosing (``TURN_CHOICES``: 45 or 90 degrees, still one tic).
 The cell pitch is 4 strides and a quarter turn 4 turns (2 at 45, 1 at 90 degrees): a "high-level" move
 (turn, then cross a cell) is 5-8 low-level actions; the paper's Section 3.3 says "around 5".
+
+Cell moves (``cell_moves``, 90-degree turns only): forward walks from a cell centre to the next one, the
+strides of one cell (``STRIDES_PER_CELL``, or ``ENTER_STRIDES`` into the target) in one action, and a wall
+ahead makes it a bump that stays on the centre. The player then always stands on a centre facing a
+cardinal heading, and every decision is a choice between the ways out of a cell. The paper's agent had to
+learn these high-level moves itself; this scheme gives them (Oh et al. 2016's kind of action). Its
+time and rewards still count strides: an action costs the strides it walked (a bump or a turn, one).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, SupportsIndex
 
 import numpy as np
 
+from .layout import STEPS, open_dirs
 from .wad import Geometry, write_wad
 
 STRIDE = 24.4344329834  # measured: map units of one forward stride in free space (vizdoom 1.3.2)
@@ -138,6 +146,7 @@ class StepOut:
     y: np.ndarray
     angle: np.ndarray
     hit: np.ndarray  # bool: forward stride blocked by a wall
+    cost: np.ndarray  # int: low-level actions the action took (1, or a cell move's strides)
     reached: np.ndarray  # bool: the player stands in the target cell (before any restart)
     end_x: np.ndarray  # where the action left the player, before any restart (the path's last point)
     end_y: np.ndarray
@@ -145,15 +154,20 @@ class StepOut:
 
 class Engines:
     """``n_games`` DoomGames on the maps of one WAD; instance ``k * n_games + g`` of this worker's share
-    is map ``k * n_games + g`` (played by game g in group k). A turn action turns ``turn_degrees``."""
+    is map ``k * n_games + g`` (played by game g in group k). A turn action turns ``turn_degrees``;
+    ``cell_moves``: a forward action is a cell move (module docstring)."""
 
     def __init__(self, layouts: dict[str, np.ndarray], n_games: int, workdir: str, janitor: Janitor | None = None,
-                 turn_degrees: float = TURN_DEGREES):
+                 turn_degrees: float = TURN_DEGREES, cell_moves: bool = False):
+        if cell_moves and turn_degrees != 90:
+            raise ValueError("cell moves need 90-degree turns")
         vzd = import_vizdoom()
         self.vzd = vzd
         self.workdir = workdir
         self.n_games = n_games
         self.targets = layouts["target"]
+        self.cell_moves = cell_moves
+        self.open = open_dirs(layouts)  # (maps, N, N, 4): the ways out of each cell, for cell moves
         self.names = write_wad(os.path.join(workdir, "mazes.wad"), layouts, GEOMETRY)
         self.games: list[Any] = []  # vizdoom.DoomGame
         self.engine_pids: list[int] = []
@@ -209,7 +223,7 @@ class Engines:
     def _empty(self) -> StepOut:
         n = len(self.games)
         return StepOut(np.zeros((n, *OBS_SHAPE), np.uint8), np.zeros(n), np.zeros(n), np.zeros(n),
-                       np.zeros(n, bool), np.zeros(n, bool), np.zeros(n), np.zeros(n))
+                       np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n), np.zeros(n))
 
     def load(self, group: int, count: int) -> StepOut:
         """Point the first ``count`` games at group ``group``'s maps and start their first episode."""
@@ -227,18 +241,22 @@ class Engines:
             out.end_x[g], out.end_y[g] = out.x[g], out.y[g]
         return out
 
-    def step(self, actions: np.ndarray, horizon_up: np.ndarray, more: np.ndarray) -> StepOut:
-        """Each active game with action >= 0 acts. A game whose episode ends here (target reached, or
-        ``horizon_up``) and that has ``more`` episodes to play starts the next one before observing,
-        so the returned observation is the next episode's first."""
+    def step(self, actions: np.ndarray, budget: np.ndarray, more: np.ndarray) -> StepOut:
+        """Each active game with action >= 0 acts, taking at most ``budget`` low-level actions (what is
+        left of its episode's horizon). A game whose episode ends here (target reached, or the budget
+        spent) and that has ``more`` episodes to play starts the next one before observing, so the
+        returned observation is the next episode's first."""
         out = self._empty()
         for g in np.flatnonzero(self.active & (actions >= 0)):
             game = self.games[g]
             x0, y0, angle0 = self.pose[g]
-            pattern = self._patterns[int(actions[g])]
-            for k, (buttons, tics) in enumerate(pattern):
+            strides = self._cell_move(g, x0, y0, angle0) if self.cell_moves and actions[g] == FORWARD else 1
+            pattern = self._patterns[int(actions[g])] if strides else [([0, 0, 0], 1)]  # a bump: time passes
+            out.cost[g] = max(1, min(strides, int(budget[g])))
+            segments = pattern * out.cost[g]
+            for k, (buttons, tics) in enumerate(segments):
                 game.set_action(buttons)
-                game.advance_action(tics, k == len(pattern) - 1)  # render only the last segment
+                game.advance_action(tics, k == len(segments) - 1)  # render only the last segment
             obs, x, y, angle = self._read(g)
             out.end_x[g], out.end_y[g] = x, y
             if actions[g] == FORWARD:
@@ -248,11 +266,23 @@ class Engines:
             row, col, inside = GEOMETRY.cell_of(x, y)
             tr, tc = self.targets[self.group * self.n_games + g]
             out.reached[g] = bool(inside and row == tr and col == tc)
-            if (out.reached[g] or horizon_up[g]) and more[g]:
+            if (out.reached[g] or out.cost[g] >= budget[g]) and more[g]:
                 game.new_episode()
                 obs, x, y, angle = self._read(g)
             out.obs[g], out.x[g], out.y[g], out.angle[g] = obs, x, y, angle
         return out
+
+    def _cell_move(self, g: int, x: float, y: float, angle: float) -> int:
+        """Strides of a cell move from the centre at (x, y) facing ``angle``: none into a wall, the
+        target's ``ENTER_STRIDES`` into the target cell (the episode ends on entering), else a cell's."""
+        row, col, _ = GEOMETRY.cell_of(x, y)
+        heading = round(angle / 90) % 4
+        m = self.group * self.n_games + g
+        if not self.open[m, row, col, heading]:
+            return 0
+        if (row + STEPS[heading, 0], col + STEPS[heading, 1]) == tuple(self.targets[m]):
+            return ENTER_STRIDES
+        return STRIDES_PER_CELL
 
     def close(self) -> None:
         """Kill the engines first (their state is disposable), then release the Python-side handles:
@@ -321,8 +351,8 @@ def serve(fd: int, parent: int | None = None) -> None:
     janitor = Janitor(workdir)
     engines = None
     try:
-        layouts, n_games, turn_degrees = conn.recv()
-        engines = Engines(layouts, n_games, workdir, janitor, turn_degrees)
+        layouts, n_games, turn_degrees, cell_moves = conn.recv()
+        engines = Engines(layouts, n_games, workdir, janitor, turn_degrees, cell_moves)
         conn.send(("ready", engines.engine_pids, engines.shm, workdir))
         while True:
             try:

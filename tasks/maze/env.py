@@ -2,8 +2,9 @@
 on one maze and target, each episode restarting at the start.
 
 Rewards: +1 on reaching the target (the episode ends), -0.001 per forward stride blocked by a wall,
--0.04 per step. Horizon 250 on small (5x5) and 1000 on large (9x9). Observations: RGB 40 wide x 30
-high in [-1, 1], shape (3, 30, 40). Actions and the map geometry: see ``engine``.
+-0.04 per step (a low-level action: a cell move, ``-move``, costs its strides). Horizon 250 on small
+(5x5) and 1000 on large (9x9), in steps. Observations: RGB 40 wide x 30 high in [-1, 1], shape
+(3, 30, 40). Actions and the map geometry: see ``engine``.
 
 Engines run in worker processes (``MazeVecEnv``); a batch larger than the pool of games is played in
 consecutive groups (``VecEnv.batches``), each game switching map inside its WAD (a millisecond, where a
@@ -47,12 +48,14 @@ def default_horizon(size: int) -> int:
 @dataclass(frozen=True)
 class MazeCell(Cell):
     """``small`` (5x5), ``large`` (9x9) or ``g<size>``; ``-e<episodes>`` (default 5), ``-t<horizon>``,
-    ``-turn<degrees>`` (a coarser turn action, 45 or 90; default 22.5, the engine's 16 headings)."""
+    ``-turn<degrees>`` (a coarser turn action, 45 or 90; default 22.5, the engine's 16 headings),
+    ``-move`` (forward is a cell move, ``engine``'s docstring; with ``-turn90`` only)."""
 
     size: int
     episodes: int = DEFAULT_EPISODES
     horizon: int = 0  # 0: default_horizon(size)
     turn: float = TURN_DEGREES
+    cell_moves: bool = False
 
     @property
     def geometry(self) -> str:
@@ -73,6 +76,8 @@ class MazeCell(Cell):
             parts.append(f"t{self.horizon}")
         if self.turn != TURN_DEGREES:
             parts.append(f"turn{self.turn:g}")
+        if self.cell_moves:
+            parts.append("move")
         return "-".join(parts)
 
     @classmethod
@@ -86,6 +91,9 @@ class MazeCell(Cell):
             raise ValueError(head)
         values: dict[str, Any] = {}
         for part in rest:
+            if part == "move" and "cell_moves" not in values:
+                values["cell_moves"] = True
+                continue
             m = re.fullmatch(r"(e|t|turn)(\d+(?:\.\d+)?)", part)
             if m is None:
                 raise ValueError(part)
@@ -100,6 +108,8 @@ class MazeCell(Cell):
     def validate(self) -> None:
         if not 2 <= self.size <= 30 or self.episodes < 1 or self.horizon < 0 or self.turn not in TURN_CHOICES:
             raise ValueError(self.name)
+        if self.cell_moves and self.turn != 90:
+            raise ValueError(f"{self.name}: -move needs -turn90 (a move starts on a centre facing a wall or a way out)")
 
 
 _LIVE: weakref.WeakSet[MazeVecEnv] = weakref.WeakSet()
@@ -122,10 +132,12 @@ class MazeVecEnv(VecEnv):
     """
 
     def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
-                 games_per_worker: int = GAMES_PER_WORKER, turn_degrees: float = TURN_DEGREES):
+                 games_per_worker: int = GAMES_PER_WORKER, turn_degrees: float = TURN_DEGREES,
+                 cell_moves: bool = False):
         import_vizdoom()  # fail early, in the parent, with the install hint
         self.spec = spec
         self.turn_degrees = turn_degrees
+        self.cell_moves = cell_moves
         self.layouts = layouts
         self.n_total = len(layouts["target"])
         workers = workers or max(1, min(os.cpu_count() or 1, 2))
@@ -166,7 +178,7 @@ class MazeVecEnv(VecEnv):
         conn = Connection(ours.detach())
         self._procs.append(proc)
         self._conns.append(conn)
-        conn.send((self._share(w), self.games, self.turn_degrees))
+        conn.send((self._share(w), self.games, self.turn_degrees, self.cell_moves))
 
     def _share(self, w: int) -> dict[str, np.ndarray]:
         """Worker w plays positions [w*G, (w+1)*G) of every group: instance k*group_size + w*G + g is
@@ -208,7 +220,7 @@ class MazeVecEnv(VecEnv):
     def _gather(self, outs: list) -> dict[str, np.ndarray]:
         n = self.batch_size
         return {name: np.concatenate([getattr(o, name) for o in outs])[:n]
-                for name in ("obs", "x", "y", "angle", "hit", "reached", "end_x", "end_y")}
+                for name in ("obs", "x", "y", "angle", "hit", "cost", "reached", "end_x", "end_y")}
 
     # -- VecEnv ----------------------------------------------------------------------------------
     def batches(self):
@@ -250,16 +262,17 @@ class MazeVecEnv(VecEnv):
         if not active.any():
             raise RuntimeError("trial is over; call reset()")
         actions = np.where(active, np.asarray(actions, dtype=np.int64), -1)
-        horizon_up = active & (self._t + 1 >= self.spec.horizon)
+        budget = self.spec.horizon - self._t  # low-level actions left in the episode (a cell move takes several)
         more = self._episode + 1 < self.spec.n_episodes
-        out = self._gather(self._call("step", list(zip(self._split(actions, -1), self._split(horizon_up, False),
+        out = self._gather(self._call("step", list(zip(self._split(actions, -1), self._split(budget, 1),
                                                        self._split(more, False), strict=True))))
         reached = out["reached"] & active
         hit = out["hit"] & active
-        reward = np.where(active, REWARD_STEP + REWARD_WALL * hit + REWARD_TARGET * reached, 0.0)
+        cost = np.where(active, out["cost"], 0)
+        reward = np.where(active, REWARD_STEP * cost + REWARD_WALL * hit + REWARD_TARGET * reached, 0.0)
         self._wall_hits += hit
-        self._t += active
-        done = active & (reached | horizon_up)
+        self._t += cost
+        done = active & (reached | (self._t >= self.spec.horizon))
         rows = np.flatnonzero(done)
         self._lengths[rows, self._episode[rows]] = self._t[rows]
         self._success[rows, self._episode[rows]] = reached[rows]
@@ -331,7 +344,7 @@ class MazeFamily(TaskFamily[MazeCell]):
     cell_type = MazeCell
     default_cells = ("small", "large")
     cell_help = ("small (5x5), large (9x9) or g<size>, optionally -e<episodes> (default 5) -t<horizon> "
-                 "-turn45|-turn90")
+                 "-turn45|-turn90, -turn90-move (forward walks a whole cell)")
     # The reference agents have no grid, so no tuning runs; a future RL^2 grid tunes on 100 mazes.
     tune_instances = 100
     # Normalized scores (the site's aggregate table and performance profile): the trial return between a
@@ -342,7 +355,7 @@ class MazeFamily(TaskFamily[MazeCell]):
     def cell_order(self, name: str) -> tuple:
         """One action scheme's cells together, each in the paper's order (small before large)."""
         cell = MazeCell.parse(name)
-        return (cell.turn, cell.episodes, cell.horizon, cell.size, name)
+        return (cell.turn, cell.cell_moves, cell.episodes, cell.horizon, cell.size, name)
 
     def spec(self, cell: MazeCell) -> EnvSpec:
         return EnvSpec(family=self.name, n_states=cell.size * cell.size, n_actions=N_ACTIONS, horizon=cell.steps,
@@ -357,7 +370,7 @@ class MazeFamily(TaskFamily[MazeCell]):
         return layout.held_out_set(root_seed, phase, cell.geometry, cell.size, count)
 
     def make_env(self, cell: MazeCell, instances: dict[str, np.ndarray], rng: np.random.Generator) -> MazeVecEnv:
-        return MazeVecEnv(self.spec(cell), instances, turn_degrees=cell.turn)
+        return MazeVecEnv(self.spec(cell), instances, turn_degrees=cell.turn, cell_moves=cell.cell_moves)
 
     def render_markdown(self, results, title: str = "", command: str = "") -> str | None:
         from .metrics import render_markdown

@@ -139,6 +139,13 @@ def render_markdown(results: pd.DataFrame, title: str = "", command: str = "") -
                        "in episode 2 than our oracle's shortest walk at 22.5 degrees: its actions were "
                        "coarser than ours too (Section 3.3: a high-level move takes \"around 5\" low-level "
                        "actions; `leaderboard/NOTES.md`, Mazes).\n")
+        moving = [c for c in cells if (cell := _parsed(c)) and cell.cell_moves and cell.geometry in sizes]
+        if moving:
+            out.append(f"**High-level moves.** In {', '.join(f'`{c}`' for c in moving)} a forward action walks "
+                       "from a cell centre to the next (a wall ahead makes it a bump in place), so every "
+                       "decision is a choice between a cell's ways out. The paper's agent had to learn such "
+                       "moves from low-level actions (Section 3.3); these cells give them. Lengths and "
+                       "rewards still count low-level actions: a move costs its strides.\n")
         out.append(_block(paper, [c for c in cells if c in set(paper["cell"])],
                           "% improved (paper: episode 2 length does not exceed episode 1's)"))
     out.append("## Mean total reward per trial\n")
