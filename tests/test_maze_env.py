@@ -57,7 +57,8 @@ def corridor(n: int = 3, heading: int = 0, target_col: int | None = None) -> dic
 
 
 def make_env(lay, cell="g3-e1", **kw) -> MazeVecEnv:
-    env = MazeVecEnv(FAMILY.spec(FAMILY.parse_cell(cell)), lay, **kw)
+    c = FAMILY.parse_cell(cell)
+    env = MazeVecEnv(FAMILY.spec(c), lay, turn_degrees=c.turn, cell_moves=c.cell_moves, **kw)
     next(iter(env.batches()))
     return env
 
@@ -150,8 +151,56 @@ def test_horizon_ends_episodes_and_restarts_at_start():
     assert metrics["len_ep1"].tolist() == [3] and metrics["success_ep2"].tolist() == [0]
 
 
+def test_cell_moves_walk_a_cell_bump_in_place_and_cost_their_strides():
+    # Instance 0 faces the target two cells down the corridor; instance 1 faces the north wall.
+    lay = {k: np.concatenate([corridor(3, 0)[k], corridor(3, 1)[k]]) for k in corridor()}
+    env = make_env(lay, "g3-e1-turn90-move", workers=1)
+    try:
+        env.reset()
+        x0, y0 = env.privileged_info()["x"].copy(), env.privileged_info()["y"].copy()
+        step = env.step(np.array([FORWARD, FORWARD]))
+        info = env.privileged_info()
+        np.testing.assert_allclose(info["x"] - x0, [4 * STRIDE, 0.0], atol=1e-3)  # a whole cell; a bump
+        np.testing.assert_allclose(info["y"] - y0, [0.0, 0.0], atol=1e-3)
+        np.testing.assert_allclose(step.reward, [4 * -0.04, -0.04 - 0.001])  # four strides; one step and a hit
+        assert step.info["wall_hit"].tolist() == [False, True]
+        step = env.step(np.array([FORWARD, LEFT]))  # into the target: the three strides that enter it
+        np.testing.assert_allclose(step.reward, [1.0 + 3 * -0.04, -0.04])
+        assert step.episode_done.tolist() == [True, False]
+        metrics = env.trial_metrics()
+    finally:
+        env.close()
+    assert metrics["len_ep1"][0] == 7 == shortest_actions(2, 0, 90)  # the same time as the strides one by one
+
+
+def test_a_cell_move_is_cut_short_by_the_horizon():
+    env = make_env(corridor(3, 0), "g3-e2-t6-turn90-move", workers=1)
+    try:
+        env.reset()
+        x0 = env.privileged_info()["x"].copy()
+        rewards = [env.step(np.array([FORWARD])).reward[0]]
+        step = env.step(np.array([FORWARD]))  # 2 of the 3 strides into the target are left in the episode
+        rewards.append(step.reward[0])
+        assert step.episode_done[0] and not step.trial_done[0]
+        np.testing.assert_allclose(env.privileged_info()["x"], x0, atol=1e-3)  # episode 2 restarted at the start
+        metrics = env.trial_metrics()
+    finally:
+        env.close()
+    np.testing.assert_allclose(rewards, [4 * -0.04, 2 * -0.04])
+    assert metrics["len_ep1"].tolist() == [6] and metrics["success_ep1"].tolist() == [0]
+
+
+def test_cell_move_names():
+    assert FAMILY.parse_cell("small-e2-turn90-move").name == "small-e2-turn90-move"
+    assert FAMILY.parse_cell("small-turn90-move").cell_moves and not FAMILY.parse_cell("small-turn90").cell_moves
+    for bad in ("small-move", "small-turn45-move", "small-turn90-move-move"):
+        with pytest.raises(UserError):
+            FAMILY.parse_cell(bad)
+
+
 @pytest.mark.heavy
-@pytest.mark.parametrize("cell", ["small-e2", "large-e1", "small-e2-turn90", "small-e1-turn45"])
+@pytest.mark.parametrize("cell", ["small-e2", "large-e1", "small-e2-turn90", "small-e1-turn45",
+                                  "small-e2-turn90-move"])
 def test_oracle_walks_the_shortest_path(cell):
     """Exact lengths under every turn action: a coarser turn really turns a whole 45 or 90 degrees in one
     action (a shortfall would leave the walker off its heading and cost extra actions or wall hits)."""
@@ -168,7 +217,7 @@ def test_oracle_walks_the_shortest_path(cell):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("cell", ["small-e2", "small-e2-turn90"])
+@pytest.mark.parametrize("cell", ["small-e2", "small-e2-turn90", "small-e2-turn90-move"])
 def test_memory_explores_then_repeats_the_shortest_path(cell):
     c = FAMILY.parse_cell(cell)
     memory = play_trials(FAMILY, c, MazeMemory, {}, 12, 3, "eval")
@@ -294,3 +343,20 @@ def test_interpreter_exit_without_close_leaves_no_engine(tmp_path):
     assert len(pids) == 2 and not any(alive(int(p)) for p in pids)
     assert workdirs and not any(os.path.exists(d) for d in workdirs)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_maze_trainer_plays_its_cells_action_scheme(tmp_path):
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+    from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer
+
+    cfg = MazeTrainConfig(update="ppo", ppo_minibatch_trials=2, workers=1, games_per_worker=2, pool=2)
+    trainer = MazePPOTrainer("g3-e2-t12-turn90-move", "maze-ppo", 0, tmp_path, cfg)
+    env = trainer.open_env()
+    try:
+        env.select_group(0)
+        env.reset()
+        rewards = env.step(np.array([FORWARD, FORWARD])).reward
+    finally:
+        env.close()
+    # From a centre a forward action is a whole move (4 strides) or a bump (one step and a wall hit).
+    assert all(np.isclose(r, 4 * -0.04) or np.isclose(r, -0.041) for r in rewards)

@@ -112,7 +112,7 @@ class MazeTrainer:
             from rl2bench.tasks.maze.env import MazeVecEnv
 
             self.env = MazeVecEnv(self.spec, self.training_pool(), self.cfg.workers, self.cfg.games_per_worker,
-                                  turn_degrees=self.cell.turn)
+                                  turn_degrees=self.cell.turn, cell_moves=self.cell.cell_moves)
         return self.env
 
     def close(self) -> None:
