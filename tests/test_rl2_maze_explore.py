@@ -92,8 +92,9 @@ def test_the_surrogate_leaves_explored_steps_out_and_imitates_the_ones_that_paid
     prev = batch.prev_inputs(net.no_action)
     adv = torch.tensor([[1.0, 10.0], [3.0, -2.0]])
     with torch.no_grad():
-        surr, *_, deviation = ppo_losses(net, batch, prev, adv, torch.zeros(2, 2), torch.tensor(1.0), 0.2,
-                                         slice(None), encoded=True)
+        losses = ppo_losses(net, batch, prev, adv, torch.zeros(2, 2), torch.tensor(1.0), 0.2, slice(None),
+                            encoded=True)
+    surr, deviation = losses.surrogate, losses.deviation
     assert float(surr) == pytest.approx((1.0 + 3.0 - 2.0) / 3)  # ratios 1; the explored step's 10 left out
     assert float(deviation) == pytest.approx(10.0 * math.log(4))
 

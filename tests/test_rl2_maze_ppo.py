@@ -47,8 +47,8 @@ def test_the_losses_on_a_hand_checked_batch():
     adv = torch.tensor([[1.0, -2.0], [3.0, 100.0]])  # the last step is past its trial's end: masked
     returns = torch.tensor([[1.5, 0.5], [0.5, 9.0]])
     with torch.no_grad():
-        surr, value_loss, entropy, kl, _, _, _ = ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2,
-                                                   slice(None), encoded=True)
+        losses = ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2, slice(None), encoded=True)
+    surr, value_loss, entropy, kl = losses.surrogate, losses.value, losses.entropy, losses.kl
     # ratios: step (0, trial 0) took action 0 with behaviour p = 2/5, now 1/4: ratio 5/8, clipped to 0.8 but
     # min(5/8 * 1, 0.8 * 1) = 5/8; the other valid steps had a uniform behaviour: ratio 1
     assert float(surr) == pytest.approx((5 / 8 * 1.0 + 1.0 * -2.0 + 1.0 * 3.0) / 3)

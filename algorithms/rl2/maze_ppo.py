@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -99,16 +100,44 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
     return losses
 
 
+@dataclass
+class Extras:
+    """What the recipe's optional losses need: ``aux_targets`` for the auxiliary head
+    (``maze_aux.aux_loss``), ``routes`` for route recall (``maze_route.route_loss``, tilted by
+    ``route_tilt``), and the kind of loss on explored steps (``maze_explore.deviation_loss``)."""
+
+    aux_targets: torch.Tensor | None = None
+    routes: torch.Tensor | None = None
+    route_tilt: float = 0.0
+    explore_update: str = "imitate"
+    explore_eps: float = 0.0
+
+
+@dataclass
+class Losses:
+    """Means over the valid steps of some trials (``ppo_losses``); an optional term is 0 when unused."""
+
+    surrogate: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    kl: torch.Tensor
+    aux: torch.Tensor
+    route: torch.Tensor
+    deviation: torch.Tensor
+
+    def total(self, cfg: Any) -> torch.Tensor:
+        """The loss PPO descends: clipped surrogate, value, entropy and the optional terms, weighted by ``cfg``."""
+        return (-self.surrogate + cfg.value_coef * self.value - cfg.ent_coef * self.entropy + cfg.aux_coef * self.aux
+                + cfg.route_coef * self.route + cfg.explore_coef * self.deviation)
+
+
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, route_tilt: float = 0.0,
-               explore_update: str = "imitate", explore_eps: float = 0.0) -> tuple[torch.Tensor, ...]:
-    """On the given trials, means over their valid steps: the clipped surrogate (over the steps the policy
-    chose: not the ``explored`` ones), the value head's squared error on ``returns / scale``, the policy's
-    entropy, its KL from the behaviour policy (the batch's logits), given ``aux_targets`` the auxiliary
-    head's loss (``maze_aux.aux_loss``; else 0), given ``routes`` the route-recall loss
-    (``maze_route.route_loss``, tilted by ``route_tilt``; else 0), and given explored steps their loss
-    (``maze_explore.deviation_loss`` of kind ``explore_update``; else 0)."""
+               extras: Extras | None = None) -> Losses:
+    """On the given trials: the clipped surrogate (over the steps the policy chose: not the ``explored``
+    ones), the value head's squared error on ``returns / scale``, the policy's entropy, its KL from the
+    behaviour policy (the batch's logits), and the optional terms ``extras`` asks for (``Extras``)."""
+    extras = extras or Extras()
     m = batch.valid[:, trials]
     n = m.sum().clamp_min(1.0)
     chosen = m if batch.explored is None else m * (1.0 - batch.explored[:, trials])
@@ -118,11 +147,11 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     out, _ = net.trunk(batch.obs[:, trials], prev_action, prev_reward, prev_done, encoded=encoded)
     logits, values = net.pi(out), net.v(out).squeeze(-1)
     aux = torch.zeros(())
-    if aux_targets is not None and net.aux is not None:
-        aux = aux_loss(net.aux(out), aux_targets[:, trials], m)
+    if extras.aux_targets is not None and net.aux is not None:
+        aux = aux_loss(net.aux(out), extras.aux_targets[:, trials], m)
     route = torch.zeros(())
-    if routes is not None:
-        route = route_loss(logits, routes[:, trials], m, batch.logits[:, trials], route_tilt)
+    if extras.routes is not None:
+        route = route_loss(logits, extras.routes[:, trials], m, batch.logits[:, trials], extras.route_tilt)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
@@ -133,8 +162,8 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     deviation = torch.zeros(())
     if batch.explored is not None:
         deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m,
-                                   explore_update, explore_eps)
-    return surr, value_loss, entropy, kl, aux, route, deviation
+                                   extras.explore_update, extras.explore_eps)
+    return Losses(surr, value_loss, entropy, kl, aux, route, deviation)
 
 
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
@@ -146,16 +175,13 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     policy, surrogate gain, value loss (and the auxiliary and route losses)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
+    extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps)
     params = [p for p in net.parameters() if p.requires_grad]
     n_trials = mask.shape[1]
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
     for _ in range(cfg.ppo_epochs):
         for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
-            surr, value_loss, entropy, _, aux, route, deviation = ppo_losses(
-                net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, aux_targets, routes, cfg.route_tilt,
-                cfg.explore_update, cfg.explore_eps)
-            loss = (-surr + cfg.value_coef * value_loss - cfg.ent_coef * entropy + cfg.aux_coef * aux
-                    + cfg.route_coef * route + cfg.explore_coef * deviation)
+            loss = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, extras).total(cfg)
             if not torch.isfinite(loss):  # never step into NaN weights: the last checkpoint stays good
                 raise UserError(f"the maze PPO update diverged (loss {float(loss.detach())}); nothing after the last "
                                 "checkpoint was saved: resume with smaller weights (--resume --set ...)")
@@ -165,14 +191,13 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
     with torch.no_grad():
-        surr, value_loss, _, kl, aux, route, deviation = ppo_losses(
-            net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None), encoded, aux_targets, routes,
-            cfg.route_tilt, cfg.explore_update, cfg.explore_eps)
+        after = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, slice(None), encoded, extras)
     chosen = mask if batch.explored is None else mask * (1.0 - batch.explored)
-    return {"kl": float(kl), "surrogate_gain": float(surr) - float((adv * chosen).sum() / chosen.sum().clamp_min(1.0)),
-            "value_loss": float(value_loss), **({"aux_loss": float(aux)} if aux_targets is not None else {}),
-            **({"route_loss": float(route)} if routes is not None else {}),
-            **({"deviation_loss": float(deviation)} if batch.explored is not None else {})}
+    gain = float(after.surrogate) - float((adv * chosen).sum() / chosen.sum().clamp_min(1.0))
+    return {"kl": float(after.kl), "surrogate_gain": gain, "value_loss": float(after.value),
+            **({"aux_loss": float(after.aux)} if aux_targets is not None else {}),
+            **({"route_loss": float(after.route)} if routes is not None else {}),
+            **({"deviation_loss": float(after.deviation)} if batch.explored is not None else {})}
 
 
 class MazePPOTrainer(MazeTrainer):
