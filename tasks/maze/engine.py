@@ -250,10 +250,11 @@ class Engines:
         for g in np.flatnonzero(self.active & (actions >= 0)):
             game = self.games[g]
             x0, y0, angle0 = self.pose[g]
-            strides = self._cell_move(g, x0, y0, angle0) if self.cell_moves and actions[g] == FORWARD else 1
+            strides = self._cell_move(int(g), x0, y0, angle0) if self.cell_moves and actions[g] == FORWARD else 1
             pattern = self._patterns[int(actions[g])] if strides else [([0, 0, 0], 1)]  # a bump: time passes
-            out.cost[g] = max(1, min(strides, int(budget[g])))
-            segments = pattern * out.cost[g]
+            cost = max(1, min(strides, int(budget[g])))
+            out.cost[g] = cost
+            segments = pattern * cost
             for k, (buttons, tics) in enumerate(segments):
                 game.set_action(buttons)
                 game.advance_action(tics, k == len(segments) - 1)  # render only the last segment
