@@ -8,9 +8,11 @@
   to the nearest unvisited cell, straight ahead first), perceiving only the walls of the cell it
   stands in; it learns the target when it steps into it, and walks the shortest known path in every
   later episode (an unfinished exploration continues in the next episode). What memory alone can buy.
+* ``wall-follower``: a hand on the left wall (the first open way of left, ahead, right, back at each
+  cell): no memory, the same walk every episode; a reactive rule that still reaches every cell.
 
-``oracle`` and ``memory`` are privileged references, not competitors: they act on the environment's
-grid pose and walls (``privileged_info``) instead of pixels, but drive the real low-level actions
+``oracle``, ``memory`` and ``wall-follower`` are privileged references, not competitors: they act on the
+environment's grid pose and walls (``privileged_info``) instead of pixels, but drive the real low-level actions
 through the real engine. All state is arrays over the batch.
 """
 
@@ -161,3 +163,30 @@ class MazeMemory(GridWalker):
         found = episode_done & (rewards > 0.5)
         self.target[found] = self.heading_to[found]
         self.target_known |= found
+
+
+@register_algorithm
+class MazeWallFollower(GridWalker):
+    """The classical rule for mazes without a map: a hand on the left wall. At each cell it takes the
+    first way out of left, ahead, right, back, and nothing else: no memory, no knowledge of the target
+    until it walks into it, the same walk in every episode. In a perfect maze it reaches every cell.
+    What a reactive policy can do (the ``rl2`` policies' loops are reactive too), from the walls of the
+    cell it stands in only."""
+
+    name = "wall-follower"
+
+    def start_plan(self, info):
+        self.way = np.full(self.batch_size, -1)  # the heading chosen at this centre, until it moves on
+
+    def want(self, row, col, at_centre, quarter):
+        dirs = self.info["open_dirs"][self.rows, row, col]  # (B, 4): the ways out of the cell
+        for turn in (1, 0, 3, 2):  # left, ahead, right, back
+            h = (quarter + turn) % 4
+            pick = at_centre & (self.way < 0) & dirs[self.rows, h]
+            self.way[pick] = h[pick]
+        want = np.where(at_centre, self.way, -1)
+        self.way[at_centre & (self.way == quarter)] = -1  # facing its way: this action leaves the centre
+        return want
+
+    def observe(self, actions, rewards, next_obs, episode_done):
+        self.way[episode_done] = -1  # a new episode restarts at the start, facing its first heading

@@ -153,7 +153,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "novelty_coef": (0, 0.04, True),  # a new view must not earn more than a step costs (maze novelty.py)
     "novelty_episodes": (0, math.inf, True), "route_coef": (0, math.inf, True), "route_tilt": (0, math.inf, True),
     "route_bonus": (0, 0.04, True),  # following a route must not earn more than a step costs (maze_route.py)
-    "explore_eps": (0, 1, True), "explore_coef": (0, math.inf, True),
+    "explore_eps": (0, 1, True), "explore_coef": (0, math.inf, True), "head_noise": (0, math.inf, True),
 }
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")

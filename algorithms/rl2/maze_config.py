@@ -89,6 +89,9 @@ class MazeTrainConfig:
     explore_coef: float = 0.0
     explore_update: str = "imitate"  # "imitate": those that paid, -max(A, 0) log pi(a); "gradient": -A log pi(a)
     explore_at: str = "any"  # "any" step, uniform; "centres" of cells by dead reckoning, a turn (-turn90 cells)
+    # PPO only: the policy head perturbed once per trial by head_noise x a standard normal matrix applied to
+    # the GRU output's direction, in the rollout and again in the update (maze_noise.py); 0: off.
+    head_noise: float = 0.0
 
 
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots

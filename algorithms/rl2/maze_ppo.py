@@ -37,6 +37,7 @@ from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
 from .maze_aux import aux_loss, position_targets
 from .maze_explore import Deviations, deviation_loss
+from .maze_noise import perturb_logits
 from .maze_rollout import MazeBatch, collect_maze
 from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_followed, route_loss, route_targets
 from .maze_trainer import MazeTrainer
@@ -104,13 +105,15 @@ def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: flo
 class Extras:
     """What the recipe's optional losses need: ``aux_targets`` for the auxiliary head
     (``maze_aux.aux_loss``), ``routes`` for route recall (``maze_route.route_loss``, tilted by
-    ``route_tilt``), and the kind of loss on explored steps (``maze_explore.deviation_loss``)."""
+    ``route_tilt``), the kind of loss on explored steps (``maze_explore.deviation_loss``), and the scale
+    at which the batch's per-trial head perturbations are applied again (``maze_noise.py``)."""
 
     aux_targets: torch.Tensor | None = None
     routes: torch.Tensor | None = None
     route_tilt: float = 0.0
     explore_update: str = "imitate"
     explore_eps: float = 0.0
+    head_noise: float = 0.0  # the scale of the batch's head perturbations (maze_noise.py)
 
 
 @dataclass
@@ -146,6 +149,8 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     prev_action, prev_reward, prev_done = (p[:, trials] for p in prev)
     out, _ = net.trunk(batch.obs[:, trials], prev_action, prev_reward, prev_done, encoded=encoded)
     logits, values = net.pi(out), net.v(out).squeeze(-1)
+    if batch.head_noise is not None and extras.head_noise:  # the behaviour's own perturbed head
+        logits = perturb_logits(logits, out, batch.head_noise[trials], extras.head_noise)
     aux = torch.zeros(())
     if extras.aux_targets is not None and net.aux is not None:
         aux = aux_loss(net.aux(out), extras.aux_targets[:, trials], m)
@@ -175,7 +180,7 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     policy, surrogate gain, value loss (and the auxiliary and route losses)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
-    extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps)
+    extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps, cfg.head_noise)
     params = [p for p in net.parameters() if p.requires_grad]
     n_trials = mask.shape[1]
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
@@ -211,6 +216,7 @@ class MazePPOTrainer(MazeTrainer):
         name = self.cell.name
         self.update_gen = torch_generator(seeding.generator(self.seed, "ppo", "maze", name, "rl2"))
         self.explore_gen = torch_generator(seeding.generator(self.seed, "explore", "maze", name, "rl2"))
+        self.noise_gen = torch_generator(seeding.generator(self.seed, "head-noise", "maze", name, "rl2"))
         self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
         self.optimizer = self._optimizer()
 
@@ -277,8 +283,8 @@ class MazePPOTrainer(MazeTrainer):
         groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
         deviations = (Deviations(cfg.explore_eps, self.explore_gen, self.net.n_actions, cfg.explore_at,
                                  self.cell.turn) if cfg.explore_eps else None)
-        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, deviations
-                             ).to(self.device)
+        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, deviations,
+                             cfg.head_noise, self.noise_gen).to(self.device)
         t_rollout = time.perf_counter() - start
         prev = batch.prev_inputs(self.net.no_action)
         mask = batch.valid
@@ -315,6 +321,7 @@ class MazePPOTrainer(MazeTrainer):
     def state(self) -> dict[str, Any]:
         return {**super().state(), "optimizer": self.optimizer.state_dict(),
                 "update_gen": self.update_gen.get_state(), "explore_gen": self.explore_gen.get_state(),
+                "noise_gen": self.noise_gen.get_state(),
                 "encoder": self.encoder_record}
 
     @classmethod
@@ -331,6 +338,8 @@ class MazePPOTrainer(MazeTrainer):
         self.update_gen.set_state(state["update_gen"])
         if "explore_gen" in state:  # checkpoints from before branch exploration start it fresh
             self.explore_gen.set_state(state["explore_gen"])
+        if "noise_gen" in state:  # and those from before head noise
+            self.noise_gen.set_state(state["noise_gen"])
         return self
 
 
@@ -339,7 +348,7 @@ def maze_trainer_class(cfg: Any) -> type[MazeTrainer]:
     if cfg.update != "ppo" and (cfg.freeze_encoder or cfg.encoder_frames):
         raise UserError("freeze_encoder and encoder_frames belong to the PPO maze recipe: add --set update=ppo "
                         "(or --preset maze-ppo)")
-    for name in ("aux_coef", "route_coef", "route_bonus", "explore_eps", "explore_coef"):
+    for name in ("aux_coef", "route_coef", "route_bonus", "explore_eps", "explore_coef", "head_noise"):
         if cfg.update != "ppo" and getattr(cfg, name):
             raise UserError(f"{name} belongs to the PPO maze recipe: add --set update=ppo (or --preset maze-ppo)")
     return MazePPOTrainer if cfg.update == "ppo" else MazeTrainer

@@ -11,6 +11,7 @@ import torch
 
 from .conv_policy import ConvPolicy
 from .maze_explore import Deviations
+from .maze_noise import draw_head_noise, perturb_logits
 from .rollout import sample_actions
 
 
@@ -26,6 +27,7 @@ class MazeBatch:
     logits: torch.Tensor  # behaviour policy's
     metrics: dict[str, np.ndarray]  # env.trial_metrics() of every trial
     explored: torch.Tensor | None = None  # float mask: the action was a random deviation (maze_explore.py)
+    head_noise: torch.Tensor | None = None  # (trials, actions, hidden): each trial's head perturbation (maze_noise.py)
 
     def prev_inputs(self, no_action: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Previous action, reward, done flag for every step (placeholders at t = 0)."""
@@ -46,15 +48,19 @@ class MazeBatch:
 
 @torch.no_grad()
 def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generator, max_len: int,
-                 encoded: bool = False, deviations: Deviations | None = None) -> MazeBatch:
+                 encoded: bool = False, deviations: Deviations | None = None, head_noise: float = 0.0,
+                 noise_gen: torch.Generator | None = None) -> MazeBatch:
     """Play one trial on every instance of the given groups of ``env``, all stepping together. The network
     runs on its device; the batch is stored on the CPU (frames are large) and actions are sampled there
     from ``act_gen``, so the random stream is the same on every device. ``encoded``: store the frozen
     encoder's features of each frame (``ConvPolicy.encode``, computed once here) instead of the frame.
-    ``deviations``: some actions are replaced by random ones and marked in ``explored`` (``maze_explore.py``)."""
+    ``deviations``: some actions are replaced by random ones and marked in ``explored`` (``maze_explore.py``).
+    ``head_noise`` > 0: each trial plays a head perturbed by a draw from ``noise_gen`` (``maze_noise.py``);
+    the stored logits are the perturbed ones, the behaviour policy's."""
     device = next(net.parameters()).device
     parts: list[dict[str, torch.Tensor]] = []
     metrics: list[dict[str, np.ndarray]] = []
+    noises: list[torch.Tensor] = []
     for k in groups:
         n = env.select_group(k)
         obs = torch.as_tensor(env.reset())
@@ -65,6 +71,9 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
                  **({"explored": torch.zeros(max_len, n)} if deviations else {})}
         if deviations:
             deviations.start(n)
+        if head_noise:
+            assert noise_gen is not None
+            noises.append(draw_head_noise(n, net.n_actions, net.hidden, noise_gen))
         a_prev = torch.full((n,), net.no_action, dtype=torch.long)
         r_prev, d_prev = torch.zeros(n), torch.zeros(n)
         active = torch.ones(n)
@@ -73,6 +82,8 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
             x = net.encode(obs.to(device)) if encoded else obs.to(device)
             logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
             logits = logits.cpu()
+            if head_noise:
+                logits = perturb_logits(logits, h[0].cpu(), noises[-1], head_noise)
             a = sample_actions(logits, act_gen)
             if deviations:
                 a, store["explored"][t] = deviations.apply(a)
@@ -92,4 +103,4 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
     length = max(int(p["valid"].sum(1).nonzero().max()) + 1 for p in parts)
     cat = {name: torch.cat([p[name][:length] for p in parts], dim=1) for name in parts[0]}
     merged = {name: np.concatenate([m[name] for m in metrics]) for name in metrics[0]}
-    return MazeBatch(**cat, metrics=merged)
+    return MazeBatch(**cat, metrics=merged, head_noise=torch.cat(noises) if noises else None)
