@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from rl2bench.algorithms.maze_agents import MazeMemory, MazeOracle
+from rl2bench.algorithms.maze_agents import MazeMemory, MazeOracle, MazeWallFollower
 from rl2bench.errors import UserError
 from rl2bench.protocol import play_trials
 from rl2bench.registry import get_family
@@ -229,6 +229,38 @@ def test_memory_explores_then_repeats_the_shortest_path(cell):
     # Once the target was found, every later episode is the shortest path.
     np.testing.assert_array_equal(memory.metrics["len_ep2"][found], oracle.metrics["len_ep1"][found])
     assert (memory.metrics["len_ep2"][~found] >= oracle.metrics["len_ep1"][~found]).all()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("cell", ["small-e2-turn90", "small-e2-turn90-move"])
+def test_wall_follower_reaches_every_target_and_repeats_its_walk(cell):
+    """A hand on the left wall reaches every cell of a perfect maze, with no memory: the same walk in
+    both episodes, never shorter than the oracle's, and left before straight on at a junction."""
+    c = FAMILY.parse_cell(cell)
+    follower = play_trials(FAMILY, c, MazeWallFollower, {}, 12, 3, "eval")
+    oracle = play_trials(FAMILY, c, MazeOracle, {}, 12, 3, "eval")
+    assert follower.metrics["success_ep1"].all() and follower.metrics["success_ep2"].all()
+    np.testing.assert_array_equal(follower.metrics["len_ep1"], follower.metrics["len_ep2"])
+    assert (follower.metrics["len_ep1"] >= oracle.metrics["len_ep1"]).all()
+    assert (follower.metrics["wall_hits"] == 0).all()
+
+
+def test_wall_follower_turns_left_at_a_junction():
+    # From (0, 0) facing east: the corridor goes on east and a passage opens north (the player's left).
+    lay = corridor(3, 0)
+    lay["open_n"][0, 0, 0] = True
+    env = make_env(lay, "g3-e1-turn90-move", workers=1)
+    agent = MazeWallFollower(env.spec, 1, np.random.default_rng(0))
+    try:
+        env.reset()
+        agent.see_privileged(env.privileged_info())
+        assert agent.act(None).tolist() == [LEFT]
+        step = env.step(np.array([LEFT]))
+        agent.observe(np.array([LEFT]), step.reward, step.obs, step.episode_done)
+        agent.see_privileged(env.privileged_info())
+        assert agent.act(None).tolist() == [FORWARD]  # facing its way: it goes, not left again
+    finally:
+        env.close()
 
 
 @pytest.mark.heavy
