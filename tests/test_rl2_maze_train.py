@@ -147,6 +147,11 @@ def test_rl2_agent_plays_a_trained_maze_policy(tmp_path, monkeypatch):
     assert "small-e2-turn90" in agent_cls.unavailable(coarse, family.spec(coarse))
     shutil.copytree(tmp_path / "maze" / CELL, tmp_path / "maze" / "small-e2-turn90")
     assert agent_cls.grid(coarse, family.spec(coarse))[0]["policy"] == "maze/small-e2-turn90"
+    moving = family.parse_cell("large-turn90-move")  # nor from strides to cell moves
+    assert "small-e2-turn90-move" in agent_cls.unavailable(moving, family.spec(moving))
+    shutil.copytree(tmp_path / "maze" / CELL, tmp_path / "maze" / "small-e2-turn90-move")
+    assert agent_cls.grid(moving, family.spec(moving))[0]["policy"] == "maze/small-e2-turn90-move"
+    assert agent_cls.grid(coarse, family.spec(coarse))[0]["policy"] == "maze/small-e2-turn90"
 
 
 @pytest.mark.heavy
