@@ -213,9 +213,10 @@ class RL2Maze(_RecurrentPolicyAgent):
 
     The policy is looked up under the evaluated cell's name, then under the 2-episode cell of the same
     maze size, then under ``small-e2`` (with the cell's action scheme: ``small-e2-turn90`` for a
-    ``-turn90`` cell, ``small-e2-turn90-move`` for a ``-turn90-move`` one): the paper trains one policy on small mazes with 2 episodes and evaluates it on up
-    to 5 episodes of small and of large mazes (Section 3.3, extrapolation), so the large columns use the
-    small-maze policy unless a large-maze one is in the zoo. A policy never plays another action scheme
+    ``-turn90`` cell, ``small-e2-turn90-move`` for a ``-turn90-move`` one): the paper trains one policy
+    on small mazes with 2 episodes and evaluates it on up to 5 episodes of small and of large mazes
+    (Section 3.3, extrapolation), so the large columns use the small-maze policy unless a large-maze one
+    is in the zoo. A policy never plays another action scheme
     than the one it was trained with."""
 
     name = "rl2"
