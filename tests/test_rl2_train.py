@@ -693,6 +693,22 @@ def test_train_says_when_a_run_stopped_early_or_is_already_complete(tmp_path, ca
     assert not fresh.exists()  # a refused start leaves no empty run folder
 
 
+def test_the_same_command_plus_resume_continues_a_run_started_from_another(tmp_path, capsys):
+    """The interrupt advice says "the same command plus --resume": for a run started with --init-from that
+    command still names its source, which is accepted; another source is a one-line error."""
+    base = ["--task", "mab", "--cell", "n10-k3", "--set", "batch_steps=500", "--set", "hidden=8", "--no-progress"]
+    source, child = tmp_path / "source", tmp_path / "child"
+    assert main(["train", *base, "--out", str(source), "--iters", "1"]) == 0
+    started = ["train", *base, "--init-from", str(source), "--out", str(child)]
+    assert main([*started, "--iters", "1"]) == 0
+    assert main([*started, "--resume", "--iters", "2"]) == 0
+    resumed = Trainer.from_checkpoint(child)
+    assert resumed.iteration == 2 and resumed.config_changes == []  # its own settings again change nothing
+    capsys.readouterr()
+    assert main(["train", *base, "--init-from", str(child), "--resume", "--out", str(source), "--iters", "2"]) == 2
+    assert "it started from scratch" in capsys.readouterr().err
+
+
 def test_the_paper_presets_use_a_relu_gru_and_older_runs_stay_tanh(tmp_path, monkeypatch):
     """Appendix A's ReLU hidden activation for the presets that follow the paper and its authors; the CPU
     presets keep the tanh they were measured with. A checkpoint or policy file written before the setting

@@ -95,6 +95,15 @@ def interrupted_advice(out: Path, saved_iteration: int) -> str:
             f"command plus --resume --out {out}")
 
 
+def check_resumed_source(args, initialized_from: dict[str, Any] | None) -> None:
+    """``--init-from`` with ``--resume``: the run's own source is accepted (the same command plus --resume,
+    as the interrupt advice says); any other is a one-line error, a started run's network being its own."""
+    source = (initialized_from or {}).get("run")
+    if args.init_from is not None and str(args.init_from) != source:
+        started = f"it started from {source}" if source else "it started from scratch"
+        raise UserError(f"--init-from starts a new run; it cannot change a run being resumed ({started})")
+
+
 def resumable_folder(args, out: Path) -> Any:
     """The device a run trains on; with ``--resume``, after claiming ``out`` (a run still training there,
     perhaps before its first checkpoint, is named first) and checking it holds a checkpoint."""
@@ -121,8 +130,7 @@ def train_command(args) -> int:
         if (trainer.shape.task, trainer.shape.cell) != (shape.task, shape.cell):
             raise UserError(f"--resume: {out} holds {trainer.shape.task} {trainer.shape.cell}, not "
                             f"{shape.task} {shape.cell}")
-        if args.init_from:
-            raise UserError("--init-from starts a new run; it cannot change a run being resumed")
+        check_resumed_source(args, trainer.initialized_from)
         if args.set:  # a deliberate change of recipe mid-run: applied from the next iteration, recorded
             trainer.change_config(args.set)
     else:
@@ -165,9 +173,8 @@ def maze_train_command(args) -> int:
     out = args.out or Path("runs") / "rl2" / f"maze-{cell}-{ALIASES.get(args.preset, args.preset)}-s{args.seed}"
     device = resumable_folder(args, out)
     if args.resume:
-        if args.init_from:
-            raise UserError("--init-from starts a new run; it cannot change a run being resumed")
         trainer = load_maze_trainer(out, device=device)
+        check_resumed_source(args, trainer.initialized_from)
         check_resumed_identity(args, trainer.preset, trainer.seed, ALIASES)
         trainer.resumed.append({"iteration": trainer.iteration, "command": command})
         if trainer.cell.name != trainer.family.parse_cell(cell).name:

@@ -174,6 +174,12 @@ FIXED_ON_RESUME = ("hidden", "gru_activation", "gru_update_bias", "network", "cr
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
+def effective_overrides(cfg: Any, overrides: list[str]) -> list[str]:
+    """The ``--set`` items that change ``cfg``. "The same command plus --resume" repeats the settings a run
+    started with: they change nothing, so they are neither refused (a network's shape) nor recorded."""
+    return [item for item in overrides if apply_overrides(cfg, [item]) != cfg]
+
+
 def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ()) -> Any:
     """``key=value`` strings (``--set``) onto a config dataclass, typed by the field's default and
     range-checked, so a bad value is a one-line error before any work rather than a crash after it."""

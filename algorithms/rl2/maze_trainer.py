@@ -36,7 +36,7 @@ import torch
 from rl2bench import seeding
 from rl2bench.errors import UserError
 
-from .config import apply_overrides
+from .config import apply_overrides, effective_overrides
 from .conv_policy import ConvPolicy
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
@@ -275,6 +275,7 @@ class MazeTrainer:
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
         """``--resume --set``: change the recipe from the next iteration on, and record it."""
+        overrides = effective_overrides(self.cfg, overrides)
         if not overrides:
             return
         self.cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)

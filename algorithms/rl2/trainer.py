@@ -22,7 +22,7 @@ from rl2bench import seeding
 from rl2bench.errors import UserError
 
 from .belief import BeliefHead, mdp_rows, posterior_rows
-from .config import FIXED_ON_RESUME, TrainConfig, apply_overrides, preset_config, stored_config
+from .config import FIXED_ON_RESUME, TrainConfig, apply_overrides, effective_overrides, preset_config, stored_config
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
@@ -216,6 +216,7 @@ class Trainer:
     def change_config(self, overrides: list[str], by: str = "") -> None:
         """Change the recipe of a resumed run from the next iteration on, and record it (nothing to record
         without overrides: a recorded change restarts the zoo's recipe window)."""
+        overrides = effective_overrides(self.cfg, overrides)
         if not overrides:
             return
         cfg = apply_overrides(self.cfg, overrides, fixed=FIXED_ON_RESUME)
