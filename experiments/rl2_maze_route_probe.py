@@ -39,7 +39,7 @@ def probe_group(trainer, group: int) -> dict[str, list]:
                 hist = [torch.stack(v + [pad]) for v, pad in ((actions, torch.full((n,), FORWARD)),
                                                               (rewards, torch.full((n,), REWARD_STEP)),
                                                               (dones, torch.zeros(n)), (valid, torch.ones(n)))]
-                now = route_targets(*hist)[-1]
+                now = route_targets(*hist, trainer.cell.turn, trainer.cell.cell_moves)[-1]
                 for g in np.flatnonzero((episode == 1) & live):
                     if steered[g]:
                         if now[g].sum() > 0:

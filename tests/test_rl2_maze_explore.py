@@ -133,13 +133,15 @@ def test_bad_exploration_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="explore_at=centres needs a 90-degree cell"):
         MazePPOTrainer("g3-e2-t12", "maze-ppo", 0, tmp_path, MazeTrainConfig(
             update="ppo", ppo_minibatch_trials=2, explore_eps=0.1, explore_at="centres"))
-    for setting in ({"novelty_coef": 0.02, "novelty_kind": "odometry"}, {"route_coef": 0.1},
-                    {"explore_eps": 0.1, "explore_at": "centres"}):  # dead reckoning counts strides
+    for setting in ({"novelty_coef": 0.02, "novelty_kind": "odometry"},
+                    {"explore_eps": 0.1, "explore_at": "centres"}):  # their dead reckoning counts strides
         with pytest.raises(UserError, match="moves a cell per forward action"):
             MazePPOTrainer("g3-e2-t12-turn90-move", "maze-ppo", 0, tmp_path, MazeTrainConfig(
                 update="ppo", ppo_minibatch_trials=2, **setting))
     MazePPOTrainer("g3-e2-t12-turn90-move", "maze-ppo", 0, tmp_path, MazeTrainConfig(
         update="ppo", ppo_minibatch_trials=2, novelty_coef=0.02, novelty_kind="view"))  # views count cells there
+    MazePPOTrainer("g3-e2-t12-turn90-move", "maze-ppo", 0, tmp_path / "route", MazeTrainConfig(
+        update="ppo", ppo_minibatch_trials=2, route_coef=0.1))  # route recall reckons in cells there
 
 
 @pytest.mark.heavy

@@ -222,3 +222,26 @@ def test_a_tilt_needs_the_route_loss(tmp_path):
 
     with pytest.raises(UserError, match="route_coef"):
         MazePPOTrainer("g3-e2-t12-turn90", "maze-ppo", 0, tmp_path, MazeTrainConfig(update="ppo", route_tilt=2.0))
+
+
+
+MOVE, ENTER = 4 * STEP, 3 * STEP + 1.0  # a forward on a -move cell walks a cell (4 strides, 3 into the target)
+
+
+def test_on_cell_moves_a_forward_is_a_cell_and_the_route_is_exact():
+    # Episode 1 from cell (0,0) facing +x: a move to (1,0), a bump into its far wall (nothing moves), left
+    # (facing +y), a move to (1,1), two lefts (facing -y), a move back to (1,0), a move into the target in
+    # (1,-1). Its route without the loop: (0,0) -> (1,0) -> (1,-1).
+    ep1 = ([F, F, L, F, L, L, F, F], [MOVE, HIT, STEP, MOVE, STEP, STEP, MOVE, ENTER])
+    # Episode 2 from the start: a move to (1,0), then left, right, right, and a move into the target.
+    ep2 = ([F, L, R, R, F], [MOVE, STEP, STEP, STEP, ENTER])
+    actions, rewards, dones, valid = trial(ep1[0] + ep2[0], ep1[1] + ep2[1], [7, 12])
+    targets = route_targets(actions, rewards, dones, valid, cell_moves=True)[:, 0]
+    assert targets[:8].sum() == 0
+    assert targets[8:13].tolist() == [
+        [1, 0, 0],  # (0,0) facing +x: the route's next cell, (1,0), ahead
+        [0, 0, 1],  # (1,0) facing +x: the next, (1,-1), on the right
+        [0, 1, 1],  # facing +y: behind, either turn
+        [0, 0, 1],  # facing +x: right
+        [1, 0, 0],  # facing -y: forward into the target
+    ]

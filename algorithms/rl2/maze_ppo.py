@@ -236,11 +236,11 @@ class MazePPOTrainer(MazeTrainer):
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
             raise UserError(f"route_coef and route_bonus need a 90-degree cell (-turn90), not {self.cell.name}: "
                             "their routes are read from dead reckoning on four headings")
-        reckons = ((self.cfg.novelty_coef and self.cfg.novelty_kind != "view") or self.cfg.route_coef
-                   or self.cfg.route_bonus or (self.cfg.explore_eps and self.cfg.explore_at == "centres"))
-        if self.cell.cell_moves and reckons:
-            raise UserError(f"{self.cell.name} moves a cell per forward action, and dead reckoning counts strides: "
-                            "use novelty_kind=view, and no route or centre exploration, on -move cells")
+        reckons = ((self.cfg.novelty_coef and self.cfg.novelty_kind != "view")
+                   or (self.cfg.explore_eps and self.cfg.explore_at == "centres"))
+        if self.cell.cell_moves and reckons:  # route recall reckons in cells there (maze_route.py)
+            raise UserError(f"{self.cell.name} moves a cell per forward action, and their dead reckoning counts "
+                            "strides: use novelty_kind=view, and no centre exploration, on -move cells")
 
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)
@@ -293,7 +293,7 @@ class MazePPOTrainer(MazeTrainer):
         routes, route_fields, followed = None, {}, None
         if cfg.route_coef or cfg.route_bonus:  # the routes its own successes took (maze_route.py)
             routes = route_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
-                                   batch.valid.cpu(), self.cell.turn).to(self.device)
+                                   batch.valid.cpu(), self.cell.turn, self.cell.cell_moves).to(self.device)
             share, agreed = route_agreement(batch.actions, routes, mask)
             route_fields = {"route_share": share, "route_agreed": agreed}
             if cfg.route_bonus:
@@ -305,7 +305,7 @@ class MazePPOTrainer(MazeTrainer):
         targets = None
         if cfg.aux_coef:  # the agent's own dead reckoning (maze_aux.py)
             targets = position_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
-                                       batch.valid.cpu(), self.cell.turn).to(self.device)
+                                       batch.valid.cpu(), self.cell.turn, self.cell.cell_moves).to(self.device)
         step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets,
                         routes if cfg.route_coef else None)
         t_total = time.perf_counter() - start

@@ -27,7 +27,9 @@ the goal while the player may still stand in the doorway: a target towards the i
 and cost 5 of 132 steered episodes 2 in the probe, which all succeed without it.
 
 Only on 90-degree cells (``-turn90``): four headings, one turn per quarter. The route kept is the shortest
-(in cells) of the trial's successful episodes so far.
+(in cells) of the trial's successful episodes so far. On cell moves (``-turn90-move``) a forward action
+walks a whole cell and a bump moves nothing, so dead reckoning is exact: every pose is a cell's centre, and
+each target is the forward that leaves towards the route's next cell or the turn that faces it.
 """
 
 from __future__ import annotations
@@ -92,13 +94,15 @@ def route_step(here: Point, facing: int, cell: Point, nxt: Point) -> tuple[int, 
 
 
 def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                  turn_degrees: float = ROUTE_TURN_DEGREES) -> torch.Tensor:
+                  turn_degrees: float = ROUTE_TURN_DEGREES, cell_moves: bool = False) -> torch.Tensor:
     """(steps, trials, N_ACTIONS) float, 1 for each action that goes on along the route of the trial's
     shortest successful earlier episode from the pose before step t (module docstring); all 0 where there
-    is no such route yet, the agent stands off it, or the walls contradicted a target earlier in the episode."""
+    is no such route yet, the agent stands off it, or the walls contradicted a target earlier in the episode.
+    ``cell_moves``: the trial was played on a ``-move`` cell (``odometry_poses``)."""
     if turn_degrees != ROUTE_TURN_DEGREES:
         raise ValueError(f"route targets need 90-degree turns, not {turn_degrees:g}")
-    after, headings = odometry_poses(actions, rewards, dones, valid, turn_degrees, snap_on_hit=True)
+    after, headings = odometry_poses(actions, rewards, dones, valid, turn_degrees, snap_on_hit=True,
+                                     cell_moves=cell_moves)
     points, facing = before_actions(after, dones), before_actions(headings, dones) % 4
     cells = cell_of(points)
     a, done, live = actions.numpy(), dones.numpy() > 0, valid.numpy() > 0

@@ -90,7 +90,8 @@ def wall_hits(rewards: np.ndarray) -> np.ndarray:
 
 
 def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                   turn_degrees: float, snap_on_hit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   turn_degrees: float, snap_on_hit: bool = False,
+                   cell_moves: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The pose each action leaves the agent in, by dead reckoning from its actions and rewards (module
     docstring): (steps, trials, 2) int points (in strides, start pose's frame) and (steps, trials) int
     headings (in turns counted anticlockwise from the start's); an episode's end puts it back at the start.
@@ -100,10 +101,14 @@ def odometry_poses(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Te
     the cell's edge, and the next one hits the wall there; so a hit puts the agent at the nearest point
     ``STRIDES_PER_CELL * k + 1`` (facing +) or ``- 1`` (facing -) along that axis. Without it, the engine's
     braking pushes the player back after a blocked stride by up to ~0.6 stride, the next stride from there
-    can count as a move, and the estimate drifts by a stride per such pair."""
+    can count as a move, and the estimate drifts by a stride per such pair.
+
+    ``cell_moves`` (a ``-move`` cell): a forward action that hit no wall walked a whole cell,
+    ``STRIDES_PER_CELL`` strides, from a centre to the next; a bump leaves the agent where it stood. The
+    estimate is then exact (the horizon may cut a move short, but that ends the episode), so nothing snaps."""
     a, r = actions.numpy(), rewards.numpy()
     steps, trials = a.shape
-    odometer = Odometer(trials, turn_degrees, snap_on_hit)
+    odometer = Odometer(trials, turn_degrees, snap_on_hit and not cell_moves, cell_moves)
     points = np.zeros((steps, trials, 2), dtype=np.int64)
     headings = np.zeros((steps, trials), dtype=np.int64)
     hit = wall_hits(r)
@@ -117,10 +122,12 @@ class Odometer:
     """Dead reckoning of a batch of trials, one action at a time (``odometry_poses`` reads a whole batch
     with it; a rollout can read the pose before each action): a turn turns ``turn_degrees``, a forward
     action that hit no wall moves one stride along the heading, an episode's end puts it back at the
-    start (0, 0) facing heading 0."""
+    start (0, 0) facing heading 0. With ``cell_moves`` a forward action moves a cell (``STRIDES_PER_CELL``
+    strides) instead."""
 
-    def __init__(self, trials: int, turn_degrees: float, snap_on_hit: bool = False):
+    def __init__(self, trials: int, turn_degrees: float, snap_on_hit: bool = False, cell_moves: bool = False):
         self.turn_degrees, self.snap_on_hit = turn_degrees, snap_on_hit
+        self.stride = STRIDES_PER_CELL if cell_moves else 1
         self.heading = np.zeros(trials, dtype=np.int64)
         self.x, self.y = np.zeros(trials), np.zeros(trials)
 
@@ -132,7 +139,7 @@ class Odometer:
         """Apply one action per trial (``hit``: its reward says it hit a wall; ``done``: it ended the
         episode); the point and heading it left the agent at, before any restart."""
         self.heading += (actions == LEFT).astype(np.int64) - (actions == RIGHT)
-        moves = (actions == FORWARD) & ~hit
+        moves = self.stride * ((actions == FORWARD) & ~hit)
         step_rad = np.deg2rad(self.turn_degrees)
         self.x += moves * np.cos(self.heading * step_rad)
         self.y += moves * np.sin(self.heading * step_rad)
