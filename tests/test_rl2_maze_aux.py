@@ -114,3 +114,14 @@ def test_a_run_with_the_head_starts_from_one_without_it(tmp_path, vizdoom_requir
     assert plain.net.aux is None and plain.initialized_from["aux_outputs_from"] == AUX_OUTPUTS
     for key, value in plain.net.state_dict().items():
         assert torch.equal(value, child.net.state_dict()[key]), key
+
+
+def test_on_cell_moves_a_forward_reaches_the_next_cell_centre():
+    # forward (a cell: 4 strides), a bump (nothing), left, forward; positions before each action
+    actions = torch.tensor([0, 0, 1, 0, 0])[:, None]
+    rewards = torch.tensor([-0.16, -0.041, -0.04, -0.16, -0.16])[:, None]
+    dones, valid = torch.zeros(5, 1), torch.ones(5, 1)
+    moves = position_targets(actions, rewards, dones, valid, 90.0, cell_moves=True)[:, 0, :2].tolist()
+    assert moves == [[0, 0], [4, 0], [4, 0], [4, 0], [4, 4]]
+    strides = position_targets(actions, rewards, dones, valid, 90.0)[:, 0, :2].tolist()
+    assert strides[4] == [1, 1]

@@ -245,3 +245,63 @@ def test_on_cell_moves_a_forward_is_a_cell_and_the_route_is_exact():
         [0, 0, 1],  # facing +x: right
         [1, 0, 0],  # facing -y: forward into the target
     ]
+
+
+def test_a_route_head_takes_the_route_loss_off_the_policy():
+    from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
+    from rl2bench.algorithms.rl2.maze_ppo import Extras, ppo_losses
+    from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
+
+    net = ConvPolicy(3, hidden=8, activation="relu", aux_outputs=3)  # the route head alone
+    with torch.no_grad():  # the head says uniform; the policy is sure of action 0
+        net.aux.weight.zero_()
+        net.aux.bias.zero_()
+        net.pi.weight.zero_()
+        net.pi.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    width = net.encode(torch.zeros(1, *net.obs_shape)).shape[1]
+    batch = MazeBatch(obs=torch.rand(2, 1, width, generator=torch.Generator().manual_seed(0)),
+                      actions=torch.tensor([[0], [1]]), rewards=torch.zeros(2, 1), dones=torch.zeros(2, 1),
+                      valid=torch.ones(2, 1), logits=torch.zeros(2, 1, 3), metrics={})
+    routes = torch.tensor([[[0.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]]])  # one step with a target: left
+    prev = batch.prev_inputs(net.no_action)
+    zero = torch.zeros(2, 1)
+
+    def route_loss_of(head: bool) -> torch.Tensor:
+        net.zero_grad()
+        loss = ppo_losses(net, batch, prev, zero, zero, torch.tensor(1.0), 0.2, slice(None), True,
+                          Extras(routes=routes, route_head=head)).route
+        loss.backward()
+        return loss
+
+    assert float(route_loss_of(True)) == pytest.approx(math.log(3))  # uniform head: -log(1/3)
+    assert net.pi.weight.grad is None or float(net.pi.weight.grad.abs().sum()) == 0.0
+    assert float(net.aux.weight.grad.abs().sum()) > 0
+    with torch.no_grad():
+        net.aux.weight.normal_(generator=torch.Generator().manual_seed(1))  # a head that reads the GRU
+    route_loss_of(True)
+    assert float(net.gru.weight_ih_l0.grad.abs().sum()) > 0  # the loss reaches the memory through it
+    assert net.pi.weight.grad is None or float(net.pi.weight.grad.abs().sum()) == 0.0
+    policy_p_left = 1.0 / (math.exp(5.0) + 2.0)
+    assert float(route_loss_of(False)) == pytest.approx(-math.log(policy_p_left), rel=1e-5)
+    assert float(net.pi.bias.grad.abs().sum()) > 0
+
+
+def test_a_run_on_cell_moves_trains_a_route_head_beside_the_position_task(tmp_path, vizdoom_required):
+    from rl2bench.algorithms.rl2.config import apply_overrides
+    from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+    from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer
+    from rl2bench.errors import UserError
+
+    cfg = dict(hidden=16, batch_steps=96, workers=1, games_per_worker=4, pool=8, iters=2, checkpoint_every=1,
+               update="ppo", freeze_encoder=True, encoder_frames=200, encoder_epochs=1, ppo_minibatch_trials=2)
+    with pytest.raises(UserError, match="set route_coef > 0 too"):
+        MazePPOTrainer("g2-e3-t24-turn90-move", "maze-ppo", 0, tmp_path / "a", MazeTrainConfig(**cfg, route_head=True))
+    with pytest.raises(UserError, match="use one of them"):
+        MazePPOTrainer("g2-e3-t24-turn90-move", "maze-ppo", 0, tmp_path / "b", MazeTrainConfig(
+            **cfg, route_head=True, route_coef=0.5, route_tilt=1.0))
+    ppo = apply_overrides(MazeTrainConfig(**cfg), ["route_coef=0.5", "route_head=true", "aux_coef=0.1"])
+    trainer = MazePPOTrainer("g2-e3-t24-turn90-move", "maze-ppo", 0, tmp_path / "c", ppo)
+    assert trainer.net.aux is not None and trainer.net.aux.out_features == 6  # position 3, then route 3
+    trainer.run(progress=False)
+    assert all(math.isfinite(r["route_loss"]) and math.isfinite(r["aux_loss"]) for r in trainer.curve)
+    assert any(r["route_share"] > 0 for r in trainer.curve)

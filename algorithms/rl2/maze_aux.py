@@ -21,6 +21,8 @@ always "been here". The loss is the squared error of the position, both sides di
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch.nn import functional
@@ -28,13 +30,21 @@ from torch.nn import functional
 from .novelty import before_actions, first_occurrences, odometry_points, point_keys
 
 AUX_OUTPUTS = 3  # x, y, logit of "been here"
+ROUTE_OUTPUTS = 3  # route recall's action logits, after them when ``route_head`` (maze_route.py): N_ACTIONS
 POSITION_SCALE = 10.0  # strides; small mazes span about +-12 of them from the start
 
 
+def head_outputs(cfg: Any) -> int:
+    """The auxiliary head's width: the position task's outputs when ``aux_coef``, then route recall's
+    action logits when ``route_head``."""
+    return AUX_OUTPUTS * bool(cfg.aux_coef) + ROUTE_OUTPUTS * bool(cfg.route_head)
+
+
 def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                     turn_degrees: float) -> torch.Tensor:
-    """(steps, trials, 3) float: the position before each action and whether it was reached before."""
-    after = odometry_points(actions, rewards, dones, valid, turn_degrees)  # where each action left it
+                     turn_degrees: float, cell_moves: bool = False) -> torch.Tensor:
+    """(steps, trials, 3) float: the position before each action and whether it was reached before
+    (``cell_moves``: played on a ``-move`` cell, a forward action walking a cell)."""
+    after = odometry_points(actions, rewards, dones, valid, turn_degrees, cell_moves)  # where each action left it
     before = before_actions(after, dones)  # an episode's end puts it back at the start
     ended = dones.numpy()[:-1] > 0
     # Every point reached, in order: where the previous episode ended (its last point is never a

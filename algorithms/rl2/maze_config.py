@@ -80,6 +80,10 @@ class MazeTrainConfig:
     # 0: route_coef weighs a plain cross-entropy to the targets; > 0: a KL to the behaviour policy with the
     # target actions' odds multiplied by e^route_tilt (maze_route.route_loss)
     route_tilt: float = 0.0
+    # route_coef weighs the loss on a head of its own (the auxiliary head's last N_ACTIONS outputs), trained
+    # only and never acting, instead of the policy's: the GRU learns to carry the route, the policy head is
+    # left to the returns (maze_route.py)
+    route_head: bool = False
     # PPO on -turn90 cells only: a training-only reward for each action that follows that route's target
     # (maze_route.py); below the step cost (0.04), so turning back and forth on the route never pays.
     route_bonus: float = 0.0
@@ -97,7 +101,7 @@ class MazeTrainConfig:
 # What ``--resume --set`` cannot change: the network's shape, the pool and its grouping into engine slots
 # (iteration i plays groups fixed by them), the update's kind and the encoder's pretraining.
 FIXED_ON_RESUME = ("hidden", "gru_activation", "pool", "workers", "games_per_worker", "update", "freeze_encoder",
-                   "encoder_frames", "encoder_epochs", "encoder_lr", "aux_coef")
+                   "encoder_frames", "encoder_epochs", "encoder_lr", "aux_coef", "route_head")
 
 
 def preset_config(preset: str) -> MazeTrainConfig:

@@ -35,7 +35,7 @@ from rl2bench.errors import UserError
 
 from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
 from .devices import torch_generator
-from .maze_aux import aux_loss, position_targets
+from .maze_aux import AUX_OUTPUTS, ROUTE_OUTPUTS, aux_loss, position_targets
 from .maze_explore import Deviations, deviation_loss
 from .maze_noise import perturb_logits
 from .maze_rollout import MazeBatch, collect_maze
@@ -114,6 +114,7 @@ class Extras:
     explore_update: str = "imitate"
     explore_eps: float = 0.0
     head_noise: float = 0.0  # the scale of the batch's head perturbations (maze_noise.py)
+    route_head: bool = False  # the route loss on the auxiliary head's last outputs, not on the policy's
 
 
 @dataclass
@@ -153,10 +154,14 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
         logits = perturb_logits(logits, out, batch.head_noise[trials], extras.head_noise)
     aux = torch.zeros(())
     if extras.aux_targets is not None and net.aux is not None:
-        aux = aux_loss(net.aux(out), extras.aux_targets[:, trials], m)
+        aux = aux_loss(net.aux(out)[..., :AUX_OUTPUTS], extras.aux_targets[:, trials], m)
     route = torch.zeros(())
     if extras.routes is not None:
-        route = route_loss(logits, extras.routes[:, trials], m, batch.logits[:, trials], extras.route_tilt)
+        route_logits = logits
+        if extras.route_head:
+            assert net.aux is not None
+            route_logits = net.aux(out)[..., -ROUTE_OUTPUTS:]
+        route = route_loss(route_logits, extras.routes[:, trials], m, batch.logits[:, trials], extras.route_tilt)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = adv[:, trials]
@@ -180,7 +185,8 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     policy, surrogate gain, value loss (and the auxiliary and route losses)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
-    extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps, cfg.head_noise)
+    extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps, cfg.head_noise,
+                    cfg.route_head)
     params = [p for p in net.parameters() if p.requires_grad]
     n_trials = mask.shape[1]
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
@@ -233,6 +239,11 @@ class MazePPOTrainer(MazeTrainer):
                             "cell centres are read from dead reckoning on four headings")
         if self.cfg.route_tilt and not self.cfg.route_coef:
             raise UserError("route_tilt shapes the route_coef loss: set route_coef > 0 too")
+        if self.cfg.route_head and not self.cfg.route_coef:
+            raise UserError("route_head puts the route_coef loss on a head of its own: set route_coef > 0 too")
+        if self.cfg.route_head and self.cfg.route_tilt:
+            raise UserError("route_tilt tilts the policy's own odds, and route_head keeps the route loss off the "
+                            "policy: use one of them")
         if (self.cfg.route_coef or self.cfg.route_bonus) and self.cell.turn != ROUTE_TURN_DEGREES:
             raise UserError(f"route_coef and route_bonus need a 90-degree cell (-turn90), not {self.cell.name}: "
                             "their routes are read from dead reckoning on four headings")

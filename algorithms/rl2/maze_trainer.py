@@ -41,7 +41,7 @@ from .conv_policy import ConvPolicy
 from .devices import device_label, on_cpu, torch_generator, training_device
 from .gae import discounted_returns, gae
 from .loop import training_loop
-from .maze_aux import AUX_OUTPUTS
+from .maze_aux import head_outputs
 from .maze_config import ALIASES, FIXED_ON_RESUME, POLICY_FORMAT, MazeTrainConfig, preset_config, stored_config
 from .maze_rollout import MazeBatch, collect_maze
 from .novelty import training_bonus
@@ -70,7 +70,7 @@ class MazeTrainer:
         init = seeding.generator(seed, "init", "maze", name, "rl2")
         self.net = ConvPolicy(self.spec.n_actions, self.cfg.hidden, self.spec.obs_shape,
                               generator=torch_generator(init), activation=self.cfg.gru_activation,
-                              aux_outputs=AUX_OUTPUTS if self.cfg.aux_coef else 0)
+                              aux_outputs=head_outputs(self.cfg))
         self.net.to(self.device)
         self.act_gen = torch_generator(seeding.agent_rng(seed, "train", "maze", name, "rl2"))
         self.fvp_gen = torch_generator(seeding.generator(seed, "fvp", "maze", name, "rl2"))
@@ -296,7 +296,7 @@ class MazeTrainer:
                             f"run a {self.cfg.gru_activation} GRU {self.cfg.hidden}; add --set hidden="
                             f"{source.hidden} --set gru_activation={source.gru_activation} (or a larger hidden, "
                             "which grows the GRU) to start from it")
-        aux_weight = state["net"].get("aux.weight")  # the head as stored, whatever AUX_OUTPUTS is now
+        aux_weight = state["net"].get("aux.weight")  # the head as stored, whatever its outputs are now
         source_aux = 0 if aux_weight is None else int(aux_weight.shape[0])
         try:
             if source.hidden == self.cfg.hidden and source_aux == self.net.aux_outputs:

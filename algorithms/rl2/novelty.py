@@ -165,9 +165,9 @@ def snap_to_wall(x: np.ndarray, y: np.ndarray, degrees: np.ndarray, hit: np.ndar
 
 
 def odometry_points(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
-                    turn_degrees: float) -> np.ndarray:
+                    turn_degrees: float, cell_moves: bool = False) -> np.ndarray:
     """(steps, trials, 2) int: the point each action leaves the agent at (``odometry_poses``)."""
-    return odometry_poses(actions, rewards, dones, valid, turn_degrees)[0]
+    return odometry_poses(actions, rewards, dones, valid, turn_degrees, cell_moves=cell_moves)[0]
 
 
 def before_actions(after: np.ndarray, dones: torch.Tensor) -> np.ndarray:
