@@ -27,10 +27,12 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from rl2bench.tasks.maze.engine import N_ACTIONS
+
 from .novelty import before_actions, first_occurrences, odometry_points, point_keys
 
 AUX_OUTPUTS = 3  # x, y, logit of "been here"
-ROUTE_OUTPUTS = 3  # route recall's action logits, after them when ``route_head`` (maze_route.py): N_ACTIONS
+ROUTE_OUTPUTS = N_ACTIONS  # route recall's action logits, after them when ``route_head`` (maze_route.py)
 POSITION_SCALE = 10.0  # strides; small mazes span about +-12 of them from the start
 
 
