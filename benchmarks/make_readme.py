@@ -66,7 +66,12 @@ def rl2_maze() -> str:
     for key, r in records.items():
         all_in = r.get("all_in_steps_per_second") or r["env_steps"] / r["iterations"] / r["seconds_per_iteration"]
         engines = r.get("engine_only_steps_per_second")
-        parts.append(f"{key} on {r['cell']}: {all_in:,.0f} env steps/s all in, rollout alone "
+        low_level = r.get("all_in_low_level_actions_per_second")
+        if low_level and low_level != all_in:  # a -move cell: decisions, and the strides they walked
+            all_in_text = f"{all_in:,.0f} decisions/s ({low_level:,.0f} low-level actions/s) all in"
+        else:
+            all_in_text = f"{all_in:,.0f} env steps/s all in"
+        parts.append(f"{key} on {r['cell']}: {all_in_text}, rollout alone "
                      f"{r['rollout_steps_per_second']:,.0f}" + (f", engines alone {engines:,.0f}" if engines else "")
                      + f" ({r['time'][:10]}, load {r['load_average']:.1f})")
     return "; ".join(parts)

@@ -7,7 +7,9 @@ the projected wall time of the paper's budget (Appendix A.3: up to 5000 iteratio
 Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up and a recipe's
 one-off encoder pretraining excluded from the timings), prints a table beside the engines' own rate
 (``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset, and per GRU width
-given by ``--set hidden=H``). The update's cost
+given by ``--set hidden=H``; another recipe or cell is another record). On a ``-move`` cell the trainer's
+steps are decisions, a forward one walking up to 4 strides: ``all_in_low_level_actions_per_second`` counts
+the strides, the environment's own steps. The update's cost
 grows with the steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
 both per environment step. Timings depend on the machine's load: note what else ran when you record them.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from rl2bench.algorithms.rl2 import maze_ppo, maze_trainer
 from rl2bench.algorithms.rl2.config import apply_overrides
 from rl2bench.algorithms.rl2.maze_config import preset_config
 from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, maze_trainer_class
@@ -39,6 +42,21 @@ def engine_rate(cell: str) -> float | None:
         return None
     rows = [r for r in json.loads(path.read_text())["rows"] if cell.startswith(r["cell"]) and r["workers"] == 2]
     return rows[0]["steps_per_s"] if rows else None
+
+
+def count_low_level_actions() -> list[int]:
+    """The trainer counts decisions; on a ``-move`` cell a forward decision is up to 4 strides, the
+    environment's own steps. Wraps the trainers' rollout to add up each batch's episode lengths (strides)."""
+    counts: list[int] = []
+    original = maze_trainer.collect_maze
+
+    def counting(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        counts.append(int(sum(v.sum() for name, v in batch.metrics.items() if name.startswith("len_ep"))))
+        return batch
+
+    maze_trainer.collect_maze = maze_ppo.collect_maze = counting
+    return counts
 
 
 def main() -> None:
@@ -57,6 +75,7 @@ def main() -> None:
         if isinstance(trainer, MazePPOTrainer):
             trainer.prepare_encoder()  # once per run, before the first iteration
         steps_before = trainer.env_steps
+        low_level = count_low_level_actions()
         try:
             with subnormals_flushed():  # as the trainer's run() trains
                 rows = [trainer.iterate() for _ in range(args.iters)]
@@ -71,6 +90,8 @@ def main() -> None:
         "env_steps": steps, "engine_startup_seconds": round(startup, 2),
         "seconds_per_iteration": round((rollout + update) / args.iters, 2),
         "all_in_steps_per_second": round(steps / (rollout + update), 1),
+        "low_level_actions": sum(low_level),
+        "all_in_low_level_actions_per_second": round(sum(low_level) / (rollout + update), 1),
         "rollout_steps_per_second": round(steps / rollout, 1),
         "engine_only_steps_per_second": engine_rate(args.cell),
         "update_seconds_per_1000_steps": round(1000 * update / steps, 2),
@@ -86,8 +107,10 @@ def main() -> None:
     records = json.loads(out.read_text()) if out.exists() else {}
     if "preset" in records:  # the single record written before one was kept per preset
         records = {records["preset"]: records}
-    network = [o for o in args.set if o.startswith("hidden=")]  # another network is another record
-    records[" ".join([args.preset, *network])] = result
+    # another network, recipe or cell is another record; the encoder's shortened pretraining is not
+    recipe = [o for o in args.set if not o.startswith(("encoder_frames=", "encoder_epochs="))]
+    cell = [] if args.cell == parser.get_default("cell") else [args.cell]
+    records[" ".join([args.preset, *recipe, *cell])] = result
     out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {out}")
 
