@@ -9,7 +9,7 @@ one-off encoder pretraining excluded from the timings), prints a table beside th
 (``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset, and per GRU width
 given by ``--set hidden=H``; another recipe or cell is another record). On a ``-move`` cell the trainer's
 steps are decisions, a forward one walking up to 4 strides: ``all_in_low_level_actions_per_second`` counts
-the strides, the environment's own steps. The update's cost
+the strides, the environment's own steps (the curve's ``low_level_steps``). The update's cost
 grows with the steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
 both per environment step. Timings depend on the machine's load: note what else ran when you record them.
 """
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from rl2bench.algorithms.rl2 import maze_ppo, maze_trainer
 from rl2bench.algorithms.rl2.config import apply_overrides
 from rl2bench.algorithms.rl2.maze_config import preset_config
 from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer, maze_trainer_class
@@ -42,21 +41,6 @@ def engine_rate(cell: str) -> float | None:
         return None
     rows = [r for r in json.loads(path.read_text())["rows"] if cell.startswith(r["cell"]) and r["workers"] == 2]
     return rows[0]["steps_per_s"] if rows else None
-
-
-def count_low_level_actions() -> list[int]:
-    """The trainer counts decisions; on a ``-move`` cell a forward decision is up to 4 strides, the
-    environment's own steps. Wraps the trainers' rollout to add up each batch's episode lengths (strides)."""
-    counts: list[int] = []
-    original = maze_trainer.collect_maze
-
-    def counting(*args, **kwargs):
-        batch = original(*args, **kwargs)
-        counts.append(int(sum(v.sum() for name, v in batch.metrics.items() if name.startswith("len_ep"))))
-        return batch
-
-    maze_trainer.collect_maze = maze_ppo.collect_maze = counting
-    return counts
 
 
 def main() -> None:
@@ -75,13 +59,13 @@ def main() -> None:
         if isinstance(trainer, MazePPOTrainer):
             trainer.prepare_encoder()  # once per run, before the first iteration
         steps_before = trainer.env_steps
-        low_level = count_low_level_actions()
         try:
             with subnormals_flushed():  # as the trainer's run() trains
                 rows = [trainer.iterate() for _ in range(args.iters)]
         finally:
             trainer.close()
     steps = rows[-1]["env_steps"] - steps_before
+    low_level = sum(r.get("low_level_steps", 0) for r in rows) or steps  # strides: one per step off -move cells
     rollout = sum(r["rollout_seconds"] for r in rows)
     update = sum(r["seconds"] - r["rollout_seconds"] for r in rows)
     per_step = (rollout + update) / steps
@@ -90,8 +74,8 @@ def main() -> None:
         "env_steps": steps, "engine_startup_seconds": round(startup, 2),
         "seconds_per_iteration": round((rollout + update) / args.iters, 2),
         "all_in_steps_per_second": round(steps / (rollout + update), 1),
-        "low_level_actions": sum(low_level),
-        "all_in_low_level_actions_per_second": round(sum(low_level) / (rollout + update), 1),
+        "low_level_actions": low_level,
+        "all_in_low_level_actions_per_second": round(low_level / (rollout + update), 1),
         "rollout_steps_per_second": round(steps / rollout, 1),
         "engine_only_steps_per_second": engine_rate(args.cell),
         "update_seconds_per_1000_steps": round(1000 * update / steps, 2),

@@ -305,3 +305,8 @@ def test_a_run_on_cell_moves_trains_a_route_head_beside_the_position_task(tmp_pa
     trainer.run(progress=False)
     assert all(math.isfinite(r["route_loss"]) and math.isfinite(r["aux_loss"]) for r in trainer.curve)
     assert any(r["route_share"] > 0 for r in trainer.curve)
+    # a step here is a decision, each at least one stride; a forward one that moved walked 3 or 4 (the
+    # first row's env_steps also count the encoder's random walk, so the second iteration is compared)
+    decisions = np.diff([r["env_steps"] for r in trainer.curve])
+    strides = np.array([r["low_level_steps"] for r in trainer.curve[1:]])
+    assert (strides > decisions).all()

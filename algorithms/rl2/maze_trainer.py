@@ -164,7 +164,8 @@ class MazeTrainer:
     def record(self, batch: MazeBatch, fields: dict[str, float], t_rollout: float, t_policy: float,
                t_total: float) -> dict[str, float]:
         """Count one iteration and append its curve row: the run's counters, the trials' success and
-        lengths per episode, the update's own ``fields``, then the timings."""
+        lengths per episode, the update's own ``fields``, then the timings. On a ``-move`` cell a step is a
+        decision, a forward one walking up to 4 strides: ``low_level_steps`` counts the strides too."""
         self.iteration += 1
         self.wall_seconds += t_total
         self.env_steps += batch.steps
@@ -174,6 +175,8 @@ class MazeTrainer:
             "trials": int(batch.valid.shape[1]), "mean_return": float(batch.rewards.sum(0).mean()),
             **{f"success_ep{e + 1}": float(m[f"success_ep{e + 1}"].mean()) for e in range(n_episodes)},
             **{f"len_ep{e + 1}": float(m[f"len_ep{e + 1}"].mean()) for e in range(n_episodes)},
+            **({"low_level_steps": int(sum(m[f"len_ep{e + 1}"].sum() for e in range(n_episodes)))}
+               if self.cell.cell_moves else {}),
             **fields, **({"novelty_return": self.novelty_return} if self.cfg.novelty_coef else {}),
             "seconds": t_total, "rollout_seconds": t_rollout, "policy_seconds": t_policy,
             "steps_per_second": batch.steps / t_rollout, "all_in_steps_per_second": batch.steps / t_total,
