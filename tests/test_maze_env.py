@@ -283,6 +283,34 @@ def test_batches_larger_than_the_engine_pool():
 
 
 @pytest.mark.heavy
+def test_games_acting_on_threads_give_the_same_trials():
+    """A worker acts its games on threads (engine.THREADS_PER_WORKER): the frames, rewards, poses and
+    metrics of a random walk, episode restarts and a second group included, are those of one thread."""
+    c = FAMILY.parse_cell("small-e2-t40-turn90-move")
+    lay = FAMILY.sample_instances(c, 3, "eval", 12)
+    runs = []
+    for threads in (1, 4):
+        rng = np.random.default_rng(0)
+        env = MazeVecEnv(FAMILY.spec(c), lay, workers=1, games_per_worker=6, turn_degrees=90, cell_moves=True,
+                         engine_threads=threads)
+        record = []
+        try:
+            for _ in env.batches():
+                record.append(env.reset())
+                while True:
+                    step = env.step(rng.choice(3, size=env.batch_size, p=[0.6, 0.2, 0.2]))
+                    record += [step.obs, step.reward, step.info["x"], step.info["y"], step.episode_done]
+                    if step.trial_done.all():
+                        break
+                record += list(env.trial_metrics().values())
+        finally:
+            env.close()
+        runs.append(record)
+    assert len(runs[0]) == len(runs[1]) > 40
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.heavy
 def test_no_engine_survives_close_crash_or_interrupt():
     lay = FAMILY.sample_instances(FAMILY.parse_cell("small"), 0, "eval", 4)
     env = make_env(lay, "small-e1", workers=2, games_per_worker=2)

@@ -32,7 +32,17 @@ from rl2bench.registry import register_family
 
 from ..base import Cell, EnvSpec, StepResult, TaskFamily, VecEnv
 from . import layout
-from .engine import GEOMETRY, N_ACTIONS, OBS_SHAPE, STRIDE, TURN_CHOICES, TURN_DEGREES, import_vizdoom, kill_engines
+from .engine import (
+    GEOMETRY,
+    N_ACTIONS,
+    OBS_SHAPE,
+    STRIDE,
+    THREADS_PER_WORKER,
+    TURN_CHOICES,
+    TURN_DEGREES,
+    import_vizdoom,
+    kill_engines,
+)
 
 NAMED_SIZES = {"small": 5, "large": 9}
 DEFAULT_EPISODES = 5  # evaluation: Table 3 reports episodes 1..5; RL^2 trains on small-e2
@@ -133,11 +143,12 @@ class MazeVecEnv(VecEnv):
 
     def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
                  games_per_worker: int = GAMES_PER_WORKER, turn_degrees: float = TURN_DEGREES,
-                 cell_moves: bool = False):
+                 cell_moves: bool = False, engine_threads: int = THREADS_PER_WORKER):
         import_vizdoom()  # fail early, in the parent, with the install hint
         self.spec = spec
         self.turn_degrees = turn_degrees
         self.cell_moves = cell_moves
+        self.engine_threads = engine_threads
         self.layouts = layouts
         self.n_total = len(layouts["target"])
         workers = workers or max(1, min(os.cpu_count() or 1, 2))
@@ -178,7 +189,7 @@ class MazeVecEnv(VecEnv):
         conn = Connection(ours.detach())
         self._procs.append(proc)
         self._conns.append(conn)
-        conn.send((self._share(w), self.games, self.turn_degrees, self.cell_moves))
+        conn.send((self._share(w), self.games, self.turn_degrees, self.cell_moves, self.engine_threads))
 
     def _share(self, w: int) -> dict[str, np.ndarray]:
         """Worker w plays positions [w*G, (w+1)*G) of every group: instance k*group_size + w*G + g is
