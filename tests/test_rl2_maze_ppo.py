@@ -59,6 +59,55 @@ def test_the_losses_on_a_hand_checked_batch():
     assert float(kl) == pytest.approx(kl_first / 3, rel=1e-5)
 
 
+
+def _padded(batch: MazeBatch, rows: int) -> MazeBatch:
+    """The same trials with ``rows`` more steps of padding (garbage that the mask must hide)."""
+    def grow(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, torch.full_like(x[:1], 7).expand(rows, *x.shape[1:])])
+    return MazeBatch(obs=grow(batch.obs), actions=grow(batch.actions), rewards=grow(batch.rewards),
+                     dones=grow(batch.dones), valid=torch.cat([batch.valid, torch.zeros(rows, batch.valid.shape[1])]),
+                     logits=grow(batch.logits), metrics={})
+
+
+@pytest.mark.parametrize("trials", [slice(None), torch.tensor([1]), torch.tensor([0, 1])])
+def test_padding_past_the_minibatch_s_longest_trial_changes_nothing(trials):
+    """The update cuts a minibatch to its longest trial: rows of padding after it, with garbage in them,
+    give the same losses and the same gradients, whichever trials the minibatch holds."""
+    net = ConvPolicy(4, hidden=8, activation="relu", generator=torch.Generator().manual_seed(1))
+    batch = _batch(net)
+    adv, returns = torch.tensor([[1.0, -2.0], [3.0, 100.0]]), torch.tensor([[1.5, 0.5], [0.5, 9.0]])
+    results = []
+    for b, extra in ((batch, 0), (_padded(batch, 5), 5)):
+        net.zero_grad()
+        pad = torch.full((extra, 2), 7.0)
+        losses = ppo_losses(net, b, b.prev_inputs(net.no_action), torch.cat([adv, pad]), torch.cat([returns, pad]),
+                            torch.tensor(2.0), 0.2, trials, encoded=True)
+        losses.total(preset_config("maze-ppo")).backward()
+        results.append((losses, [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (short, short_grads), (long, long_grads) = results
+    for name in ("surrogate", "value", "entropy", "kl"):
+        assert torch.allclose(getattr(short, name), getattr(long, name), atol=1e-7), name
+    assert len(short_grads) == len(long_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(short_grads, long_grads, strict=True))
+
+
+def test_the_fused_backward_gives_the_plain_gradients():
+    """The PPO maze update back-propagates through fused_gru on CPU: same loss, same gradients as autograd."""
+    grads = []
+    for fused in (False, True):
+        net = ConvPolicy(4, hidden=8, activation="relu", generator=torch.Generator().manual_seed(2))
+        net.fused_backward = fused
+        batch = _batch(net)
+        adv, returns = torch.tensor([[1.0, -2.0], [3.0, 0.0]]), torch.tensor([[1.5, 0.5], [0.5, 0.0]])
+        loss = ppo_losses(net, batch, batch.prev_inputs(net.no_action), adv, returns, torch.tensor(2.0), 0.2,
+                          slice(None), encoded=True).total(preset_config("maze-ppo"))
+        loss.backward()
+        grads.append((float(loss.detach()), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    (plain_loss, plain), (fused_loss, fused) = grads
+    assert fused_loss == pytest.approx(plain_loss, rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(plain, fused, strict=True))
+
+
 @pytest.mark.heavy
 def test_the_decoder_mirrors_the_encoder_and_pretraining_learns():
     net = ConvPolicy(4, hidden=8, activation="relu", generator=torch.Generator().manual_seed(0))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, gru_sequence
+from .fused_gru import ACTIVATIONS, UNRECORDED_ACTIVATION, fused_gru, gru_sequence
 from .tensors import grown_gru_tensors, gru_tensors
 
 CONV_FILTERS = 16
@@ -97,6 +97,11 @@ class ConvPolicy(nn.Module):
             head.weight[:, old:] = 0.0
             head.bias.copy_(narrow_head.bias)
 
+    #: Back-propagate through the hand-written GRU backward (``fused_gru``) when gradients are on: the same
+    #: outputs, first-order only. The PPO maze update sets it on CPU (its backward pass was half of an
+    #: iteration); TRPO's Fisher-vector products need the plain autograd of ``gru_sequence`` / ``nn.GRU``.
+    fused_backward: bool = False
+
     @property
     def no_action(self) -> int:
         """The previous-action index used at a trial's first step."""
@@ -124,11 +129,13 @@ class ConvPolicy(nn.Module):
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole sequences (steps, trials, ...) -> (GRU outputs (steps, trials, hidden), last hidden)."""
         x = self.features(obs, prev_action, prev_reward, prev_done, encoded)
-        if self.activation == "tanh":
+        fused = self.fused_backward and torch.is_grad_enabled()
+        if self.activation == "tanh" and not fused:
             return self.gru(x, h0)
         g = gru_tensors(self.gru)
         h0 = self.initial_state(x.shape[1]) if h0 is None else h0
-        return gru_sequence(x, h0, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0, self.activation)
+        weights = (g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+        return (fused_gru if fused else gru_sequence)(x, h0, *weights, self.activation)
 
     def forward(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                 prev_done: torch.Tensor, h0: torch.Tensor | None = None, encoded: bool = False

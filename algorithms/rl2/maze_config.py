@@ -56,6 +56,9 @@ class MazeTrainConfig:
     policy_lr: float = 3e-4
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # PPO on CPU: back-propagate through the hand-written GRU backward (fused_gru.py); the same values, the
+    # update ~2x faster (benchmarks/rl2_maze.py, 2026-12-07). 0: plain autograd, as every run before then.
+    fused_backward: bool = True
     # A frozen encoder (PPO only): the convolutions are pretrained as a frame autoencoder on
     # ``encoder_frames`` frames of the agent's own random walk in the training mazes (0: left at their
     # initialisation), then held fixed; rollouts store their features, so updates never touch pixels.

@@ -13,7 +13,10 @@ search, value fit), and the convolutions' backward pass is most of each. This re
 2. **PPO on the shared network** (Schulman et al. 2017): ``ppo_epochs`` passes of Adam over minibatches of
    ``ppo_minibatch_trials`` whole trials, loss = clipped surrogate + ``value_coef`` x the value head's
    squared error (returns scaled by their batch std) - ``ent_coef`` x entropy, gradients clipped to
-   ``max_grad_norm``. Policy and value share the trunk, as in the paper.
+   ``max_grad_norm``. Policy and value share the trunk, as in the paper. Each minibatch runs only to its
+   longest trial (later rows are padding for all of its trials), and on CPU the GRU back-propagates by
+   ``fused_gru`` (``fused_backward``): together the update of a trained cell-move policy took 2.5-3.0 s
+   per iteration instead of 4.1-4.3 s (2026-12-07), with the same losses.
 
 The steps of the random walk count toward the run's ``env_steps`` (and its wall time), so the budget
 compared with other recipes is honest.
@@ -142,36 +145,44 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     ones), the value head's squared error on ``returns / scale``, the policy's entropy, its KL from the
     behaviour policy (the batch's logits), and the optional terms ``extras`` asks for (``Extras``)."""
     extras = extras or Extras()
-    m = batch.valid[:, trials]
+    # The trials' own steps: rows past their longest trial are padding for every one of them, so they are
+    # cut before the network runs (a minibatch of short successful trials costs their length, not the batch's).
+    length = int(batch.valid[:, trials].sum(0).max())
+
+    def part(x: torch.Tensor) -> torch.Tensor:
+        return x[:length, trials]
+
+    m = part(batch.valid)
     n = m.sum().clamp_min(1.0)
-    chosen = m if batch.explored is None else m * (1.0 - batch.explored[:, trials])
-    old_logp_all = torch.log_softmax(batch.logits[:, trials], -1)
-    actions = batch.actions[:, trials].unsqueeze(-1)
-    prev_action, prev_reward, prev_done = (p[:, trials] for p in prev)
-    out, _ = net.trunk(batch.obs[:, trials], prev_action, prev_reward, prev_done, encoded=encoded)
+    chosen = m if batch.explored is None else m * (1.0 - part(batch.explored))
+    old_logits = part(batch.logits)
+    old_logp_all = torch.log_softmax(old_logits, -1)
+    actions = part(batch.actions).unsqueeze(-1)
+    prev_action, prev_reward, prev_done = (part(p) for p in prev)
+    out, _ = net.trunk(part(batch.obs), prev_action, prev_reward, prev_done, encoded=encoded)
     logits, values = net.pi(out), net.v(out).squeeze(-1)
     if batch.head_noise is not None and extras.head_noise:  # the behaviour's own perturbed head
         logits = perturb_logits(logits, out, batch.head_noise[trials], extras.head_noise)
     aux = torch.zeros(())
     if extras.aux_targets is not None and net.aux is not None:
-        aux = aux_loss(net.aux(out)[..., :AUX_OUTPUTS], extras.aux_targets[:, trials], m)
+        aux = aux_loss(net.aux(out)[..., :AUX_OUTPUTS], part(extras.aux_targets), m)
     route = torch.zeros(())
     if extras.routes is not None:
         route_logits = logits
         if extras.route_head:
             assert net.aux is not None
             route_logits = net.aux(out)[..., -ROUTE_OUTPUTS:]
-        route = route_loss(route_logits, extras.routes[:, trials], m, batch.logits[:, trials], extras.route_tilt)
+        route = route_loss(route_logits, part(extras.routes), m, old_logits, extras.route_tilt)
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
-    a = adv[:, trials]
+    a = part(adv)
     surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * chosen).sum() / chosen.sum().clamp_min(1.0)
-    value_loss = ((((values - returns[:, trials]) / scale) ** 2) * m).sum() / n
+    value_loss = ((((values - part(returns)) / scale) ** 2) * m).sum() / n
     entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
     deviation = torch.zeros(())
     if batch.explored is not None:
-        deviation = deviation_loss(logp_all, batch.actions[:, trials], a, batch.explored[:, trials], m,
+        deviation = deviation_loss(logp_all, part(batch.actions), a, part(batch.explored), m,
                                    extras.explore_update, extras.explore_eps)
     return Losses(surr, value_loss, entropy, kl, aux, route, deviation)
 
@@ -225,6 +236,7 @@ class MazePPOTrainer(MazeTrainer):
         self.noise_gen = torch_generator(seeding.generator(self.seed, "head-noise", "maze", name, "rl2"))
         self.encoder_record: dict[str, Any] | None = None  # the pretraining, once done
         self.optimizer = self._optimizer()
+        self.net.fused_backward = self.cfg.fused_backward and self.device.type == "cpu"  # cuDNN's GRU on a GPU
 
     def _optimizer(self) -> torch.optim.Optimizer:
         self.net.conv.requires_grad_(not self.cfg.freeze_encoder)
@@ -256,6 +268,7 @@ class MazePPOTrainer(MazeTrainer):
     def change_config(self, overrides: list[str], by: str = "") -> None:
         super().change_config(overrides, by)
         self.check_settings()
+        self.net.fused_backward = self.cfg.fused_backward and self.device.type == "cpu"
         for group in self.optimizer.param_groups:  # the restored Adam state carries the old rate
             group["lr"] = self.cfg.policy_lr
 
