@@ -5,11 +5,13 @@ the projected wall time of the paper's budget (Appendix A.3: up to 5000 iteratio
         [--set key=value ...]
 
 Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up and a recipe's
-one-off encoder pretraining excluded from the timings), prints a table beside the engines' own rate
+one-off encoder pretraining excluded from the timings), from a fresh network or, with ``--init-from RUN``,
+from a trained one as a recipe that continues it starts. Prints a table beside the engines' own rate
 (``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset, and per GRU width
-given by ``--set hidden=H``; another recipe or cell is another record). On a ``-move`` cell the trainer's
-steps are decisions, a forward one walking up to 4 strides: ``all_in_low_level_actions_per_second`` counts
-the strides, the environment's own steps (the curve's ``low_level_steps``). The update's cost
+given by ``--set hidden=H``; another recipe, cell or starting network is another record). On a ``-move``
+cell the trainer's steps are decisions, a forward one walking up to 4 strides:
+``all_in_low_level_actions_per_second`` counts the strides, the environment's own steps (the curve's
+``low_level_steps``). The update's cost
 grows with the steps in the batch, the rollout's with steps / (engine + network throughput), so the projection scales
 both per environment step. Timings depend on the machine's load: note what else ran when you record them.
 """
@@ -49,10 +51,15 @@ def main() -> None:
     parser.add_argument("--preset", default="maze-fast")
     parser.add_argument("--cell", default="small-e2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe overrides")
+    parser.add_argument("--init-from", type=Path, metavar="RUN",
+                        help="start from this run's network, as a recipe continuing it does (a trained policy plays "
+                             "shorter trials than a fresh one, so the cost per step differs)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = apply_overrides(preset_config(args.preset), args.set)
         trainer = maze_trainer_class(cfg)(args.cell, args.preset, 0, Path(tmp), cfg)
+        if args.init_from:
+            trainer.init_from(args.init_from)
         t0 = time.perf_counter()
         trainer.open_env()
         startup = time.perf_counter() - t0
@@ -70,7 +77,8 @@ def main() -> None:
     update = sum(r["seconds"] - r["rollout_seconds"] for r in rows)
     per_step = (rollout + update) / steps
     result = {
-        "cell": args.cell, "preset": args.preset, "overrides": args.set, "iterations": args.iters,
+        "cell": args.cell, "preset": args.preset, "overrides": args.set,
+        **({"init_from": str(args.init_from)} if args.init_from else {}), "iterations": args.iters,
         "env_steps": steps, "engine_startup_seconds": round(startup, 2),
         "seconds_per_iteration": round((rollout + update) / args.iters, 2),
         "all_in_steps_per_second": round(steps / (rollout + update), 1),
@@ -94,7 +102,8 @@ def main() -> None:
     # another network, recipe or cell is another record; the encoder's shortened pretraining is not
     recipe = [o for o in args.set if not o.startswith(("encoder_frames=", "encoder_epochs="))]
     cell = [] if args.cell == parser.get_default("cell") else [args.cell]
-    records[" ".join([args.preset, *recipe, *cell])] = result
+    start = [f"from {args.init_from}"] if args.init_from else []
+    records[" ".join([args.preset, *recipe, *cell, *start])] = result
     out.write_text(json.dumps(records, indent=2) + "\n")
     print(f"wrote {out}")
 
