@@ -23,6 +23,7 @@ from rl2bench.tasks.maze.engine import (
     LEFT,
     RIGHT,
     STRIDE,
+    child_pids,
     import_vizdoom,
     shortest_actions,
 )
@@ -308,6 +309,25 @@ def test_games_acting_on_threads_give_the_same_trials():
         runs.append(record)
     assert len(runs[0]) == len(runs[1]) > 40
     assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+@pytest.mark.heavy
+def test_workers_that_fill_the_machine_get_a_core_each_with_their_engines(monkeypatch):
+    real = os.sched_getaffinity
+    cores = sorted(real(0))[:2]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cores))  # a machine of these cores
+    c = FAMILY.parse_cell("small-e1")
+    lay = FAMILY.sample_instances(c, 0, "eval", 4)
+    for workers in (2, 1):
+        env = MazeVecEnv(FAMILY.spec(c), lay, workers=workers, games_per_worker=2)
+        try:
+            for w, proc in enumerate(env._procs):
+                engines = child_pids(proc.pid)
+                assert len(engines) == 2
+                expected = {cores[w]} if workers == len(cores) > 1 else set(cores)  # fewer workers: no pin
+                assert real(proc.pid) == expected and all(real(pid) == expected for pid in engines)
+        finally:
+            env.close()
 
 
 @pytest.mark.heavy

@@ -21,7 +21,9 @@ engine's own process (vizdoom's controller sends one message per tic and waits),
 (15 tics) costs ~1 ms and a cell move ~4 ms, and rendering adds ~0.2 ms per observed frame. vizdoom lets go
 of the GIL while it waits, so a worker acts its games on ``THREADS_PER_WORKER`` threads: while one engine
 computes a tic, the others' round trips proceed. A rollout of the cell-move zoo policy then waits ~15% less
-on its engines. Each game's outcome depends on its own actions only, so the numbers are the same.
+on its engines. Each game's outcome depends on its own actions only, so the numbers are the same. Workers
+that fill the machine are pinned to a core each, their engines with them (``MazeVecEnv``), so that a round
+trip never crosses cores: another ~20% off the engines' time.
 """
 
 from __future__ import annotations

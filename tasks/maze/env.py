@@ -158,6 +158,10 @@ class MazeVecEnv(VecEnv):
         self.n_groups = math.ceil(self.n_total / self.group_size)
         self.group = 0
         self.batch_size = self.group_size
+        # Workers that fill the machine get a core each, with their engines: a tic's round trip between a
+        # worker and its engine then stays on one core (measured 2026-12-07: the engines step ~20% faster).
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._cores = allowed if 1 < len(allowed) <= self.n_workers else []
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._engine_pids: list[int] = []
@@ -186,6 +190,8 @@ class MazeVecEnv(VecEnv):
         proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(theirs.fileno(),), start_new_session=True,
                                 stdin=subprocess.DEVNULL)
         theirs.close()
+        if self._cores:  # before the worker starts its engines, which inherit the core
+            os.sched_setaffinity(proc.pid, {self._cores[w % len(self._cores)]})
         conn = Connection(ours.detach())
         self._procs.append(proc)
         self._conns.append(conn)
