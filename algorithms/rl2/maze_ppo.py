@@ -301,15 +301,25 @@ class MazePPOTrainer(MazeTrainer):
 
     def iterate(self) -> dict[str, float]:
         self.prepare_encoder()
-        env = self.open_env()
         start = time.perf_counter()
-        cfg, encoded = self.cfg, self.cfg.freeze_encoder
-        groups = [(self.iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
-        deviations = (Deviations(cfg.explore_eps, self.explore_gen, self.net.n_actions, cfg.explore_at,
-                                 self.cell.turn) if cfg.explore_eps else None)
-        batch = collect_maze(self.net, env, groups, self.act_gen, self.trial_len, encoded, deviations,
-                             cfg.head_noise, self.noise_gen).to(self.device)
+        batch = self.collect(self.net, self.iteration)
         t_rollout = time.perf_counter() - start
+        fields = self.learn(batch)
+        t_total = time.perf_counter() - start
+        return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
+
+    def collect(self, net: ConvPolicy, iteration: int) -> MazeBatch:
+        """Iteration ``iteration``'s trials (its groups of the pool), played by ``net``."""
+        env, cfg = self.open_env(), self.cfg
+        groups = [(iteration * self.groups_per_iter + j) % env.n_groups for j in range(self.groups_per_iter)]
+        deviations = (Deviations(cfg.explore_eps, self.explore_gen, net.n_actions, cfg.explore_at,
+                                 self.cell.turn) if cfg.explore_eps else None)
+        return collect_maze(net, env, groups, self.act_gen, self.trial_len, cfg.freeze_encoder, deviations,
+                            cfg.head_noise, self.noise_gen).to(self.device)
+
+    def learn(self, batch: MazeBatch) -> dict[str, float]:
+        """One update of ``self.net`` on ``batch``; what the curve records of it."""
+        cfg, encoded = self.cfg, self.cfg.freeze_encoder
         prev = batch.prev_inputs(self.net.no_action)
         mask = batch.valid
         with torch.no_grad():
@@ -332,15 +342,13 @@ class MazePPOTrainer(MazeTrainer):
                                        batch.valid.cpu(), self.cell.turn, self.cell.cell_moves).to(self.device)
         step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets,
                         routes if cfg.route_coef else None)
-        t_total = time.perf_counter() - start
-        fields = {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
-                  "value_loss": step["value_loss"], "baseline_ev": ev,
-                  **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {}),
-                  **({"route_loss": step["route_loss"]} if "route_loss" in step else {}), **route_fields,
-                  **({"deviation_loss": step["deviation_loss"],
-                      "explore_share": float((batch.explored * mask).sum() / mask.sum())}
-                     if batch.explored is not None else {})}
-        return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
+        return {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
+                "value_loss": step["value_loss"], "baseline_ev": ev,
+                **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {}),
+                **({"route_loss": step["route_loss"]} if "route_loss" in step else {}), **route_fields,
+                **({"deviation_loss": step["deviation_loss"],
+                    "explore_share": float((batch.explored * mask).sum() / mask.sum())}
+                   if batch.explored is not None else {})}
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "optimizer": self.optimizer.state_dict(),
