@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from rl2bench.algorithms.rl2.config import apply_overrides
 from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
 from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig, preset_config
+from rl2bench.algorithms.rl2.maze_encoder import FrameDecoder, pretrain_encoder, random_walk_frames
 from rl2bench.algorithms.rl2.maze_ppo import (
-    FrameDecoder,
     MazePPOTrainer,
     load_maze_trainer,
     maze_trainer_class,
+    minibatch_trials,
     ppo_losses,
-    pretrain_encoder,
-    random_walk_frames,
 )
 from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
 from rl2bench.errors import UserError
@@ -200,11 +200,31 @@ def test_the_random_walk_keeps_and_counts_only_live_steps():
     assert frames[7:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1]
 
 
+def test_minibatches_of_like_length_cover_each_trial_once_and_do_not_interleave():
+    lengths = torch.tensor([5, 90, 7, 33, 33, 120, 6, 41, 2, 60, 33, 8])
+    random = minibatch_trials(lengths, 4, "random", torch.Generator().manual_seed(0))
+    expected = torch.randperm(12, generator=torch.Generator().manual_seed(0)).chunk(4)  # the stream runs used
+    assert all(torch.equal(a, b) for a, b in zip(random, expected, strict=True))
+    orders = set()
+    for seed in range(6):
+        pieces = minibatch_trials(lengths, 4, "length", torch.Generator().manual_seed(seed))
+        assert sorted(torch.cat(pieces).tolist()) == list(range(12)) and len(pieces) == 4
+        spans = sorted((int(lengths[p].min()), int(lengths[p].max())) for p in pieces)
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(spans[:-1], spans[1:], strict=True))  # no overlap
+        orders.add(tuple(int(lengths[p].max()) for p in pieces))
+    assert len(orders) > 1  # the pieces are played in random order, not shortest first
+
+
 def test_settings_that_cannot_work_are_refused(tmp_path):
     with pytest.raises(UserError, match="update=ppo"):
         maze_trainer_class(MazeTrainConfig(freeze_encoder=True))
     with pytest.raises(UserError, match="ppo_minibatch_trials"):
         MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_trials=0))
+    with pytest.raises(UserError, match="ppo_minibatch_order"):
+        MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_order="sorted"))
+    with pytest.raises(UserError, match="one of random, length"):
+        apply_overrides(preset_config("maze-ppo"), ["ppo_minibatch_order=sorted"])
+    assert apply_overrides(preset_config("maze-ppo"), ["ppo_minibatch_order=length"]).ppo_minibatch_order == "length"
 
 
 def test_resume_set_reaches_the_optimizer(tmp_path):

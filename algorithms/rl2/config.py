@@ -161,9 +161,11 @@ AUX_TARGETS = ("mdp", "posterior")
 NOVELTY_KINDS = ("view", "odometry", "cell")  # maze novelty.py
 EXPLORE_UPDATES = ("imitate", "gradient")  # maze_explore.py
 EXPLORE_AT = ("any", "centres")
+MINIBATCH_ORDERS = ("random", "length")  # maze_ppo.minibatch_trials
 CHOICES: dict[str, tuple[str, ...]] = {"update": UPDATES, "gru_activation": ACTIVATIONS, "network": NETWORKS,
                                        "aux_target": AUX_TARGETS, "novelty_kind": NOVELTY_KINDS,
-                                       "explore_update": EXPLORE_UPDATES, "explore_at": EXPLORE_AT}
+                                       "explore_update": EXPLORE_UPDATES, "explore_at": EXPLORE_AT,
+                                       "ppo_minibatch_order": MINIBATCH_ORDERS}
 # A minibatch count is ignored while the matching trials-per-minibatch setting is > 0.
 SHADOWED_BY = {"ppo_minibatches": "ppo_minibatch_trials", "baseline_minibatches": "baseline_minibatch_trials"}
 # What a running experiment cannot change: what shapes or initialises the networks it has trained.
@@ -203,6 +205,8 @@ def apply_overrides(cfg: Any, overrides: list[str], fixed: tuple[str, ...] = ())
             continue
         low, high, closed = RANGES.get(key, (-math.inf, math.inf, True))
         number = changes[key]
+        if isinstance(number, str):  # a word without a list of choices
+            continue
         if not isinstance(number, bool) and not (low <= number <= high and (closed or number > low)):
             bound = f"{'>=' if closed else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
             raise UserError(f"bad --set {item!r}: {key} must be {bound}")

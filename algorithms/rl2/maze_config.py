@@ -52,6 +52,10 @@ class MazeTrainConfig:
     update: str = "trpo"
     ppo_epochs: int = 4
     ppo_minibatch_trials: int = 8
+    # "random": each epoch deals the trials into minibatches at random; "length": trials of like length share
+    # a minibatch (shuffled, sorted by length, cut, and the minibatches played in random order), so each runs
+    # only a little past its own trials' steps: the update of a trained policy's short trials ~2x cheaper.
+    ppo_minibatch_order: str = "random"
     ppo_clip: float = 0.2
     policy_lr: float = 3e-4
     value_coef: float = 0.5

@@ -4,10 +4,10 @@ Where the time went (``benchmarks/rl2_maze_profile.py``): the paper's TRPO step 
 forward and backward 15-20 times per environment step (gradient, conjugate-gradient Fisher products, line
 search, value fit), and the convolutions' backward pass is most of each. This recipe changes two things:
 
-1. **A frozen encoder, pretrained on the agent's own frames.** Before the first iteration the
-   convolutions are trained as the encoder of a frame autoencoder (``FrameDecoder`` mirrors them) on
-   ``encoder_frames`` frames of a uniform random walk in the training mazes, then held fixed. Only the
-   agent's own experience is used (no map, no target position), so the result is an ``rl2`` recipe. The
+1. **A frozen encoder, pretrained on the agent's own frames** (``maze_encoder.py``). Before the first
+   iteration the convolutions are trained as the encoder of a frame autoencoder on ``encoder_frames``
+   frames of a uniform random walk in the training mazes, then held fixed. Only the agent's own experience
+   is used (no map, no target position), so the result is an ``rl2`` recipe. The
    rollout computes each frame's features once and stores them instead of the frame; no update touches
    pixels again.
 2. **PPO on the shared network** (Schulman et al. 2017): ``ppo_epochs`` passes of Adam over minibatches of
@@ -16,7 +16,8 @@ search, value fit), and the convolutions' backward pass is most of each. This re
    ``max_grad_norm``. Policy and value share the trunk, as in the paper. Each minibatch runs only to its
    longest trial (later rows are padding for all of its trials), and on CPU the GRU back-propagates by
    ``fused_gru`` (``fused_backward``): together the update of a trained cell-move policy took 2.5-3.0 s
-   per iteration instead of 4.1-4.3 s (2026-12-07), with the same losses.
+   per iteration instead of 4.1-4.3 s (2026-12-07), with the same losses. ``ppo_minibatch_order=length``
+   puts trials of like length in a minibatch, so short trials no longer wait on a long one.
 
 The steps of the random walk count toward the run's ``env_steps`` (and its wall time), so the budget
 compared with other recipes is honest.
@@ -29,79 +30,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from rl2bench import seeding
 from rl2bench.errors import UserError
 
-from .conv_policy import CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, ConvPolicy
+from .conv_policy import ConvPolicy
 from .devices import torch_generator
 from .maze_aux import AUX_OUTPUTS, ROUTE_OUTPUTS, aux_loss, position_targets
+from .maze_encoder import pretrain_encoder, random_walk_frames
 from .maze_explore import Deviations, deviation_loss
 from .maze_noise import perturb_logits
 from .maze_rollout import MazeBatch, collect_maze
 from .maze_route import ROUTE_TURN_DEGREES, route_agreement, route_followed, route_loss, route_targets
 from .maze_trainer import MazeTrainer
-
-
-class FrameDecoder(nn.Module):
-    """The convolutions' mirror image: their output (16, 5, 7) back to a frame (3, 30, 40)."""
-
-    def __init__(self, channels: int = 3, generator: torch.Generator | None = None):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.ConvTranspose2d(CONV_FILTERS, CONV_FILTERS, CONV_KERNEL, CONV_STRIDE, output_padding=(0, 1)),
-            nn.ReLU(),
-            nn.ConvTranspose2d(CONV_FILTERS, channels, CONV_KERNEL, CONV_STRIDE, output_padding=(1, 1)))
-        with torch.no_grad():
-            for layer in (self.layers[0], self.layers[2]):
-                assert isinstance(layer, nn.ConvTranspose2d) and layer.bias is not None
-                nn.init.xavier_uniform_(layer.weight, generator=generator)
-                layer.bias.zero_()
-
-    def forward(self, conv_out: torch.Tensor) -> torch.Tensor:
-        return self.layers(conv_out)
-
-
-def random_walk_frames(env: Any, n_frames: int, rng: np.random.Generator) -> torch.Tensor:
-    """``n_frames`` frames (uint8, (n, 3, 30, 40)) of uniformly random actions, group after group of the
-    training pool, each trial played to its end."""
-    frames: list[np.ndarray] = []
-    count, group = 0, 0
-    while count < n_frames:
-        n = env.select_group(group % env.n_groups)
-        obs, live = env.reset(), np.ones(n, bool)
-        while live.any() and count < n_frames:
-            frames.append(np.rint((obs[live] + 1.0) * 127.5).astype(np.uint8))  # a finished trial's frame
-            count += int(live.sum())  # is its last one, repeated: neither kept nor counted
-            result = env.step(rng.integers(env.spec.n_actions, size=n))
-            obs, live = result.obs, ~result.trial_done
-        group += 1
-    return torch.as_tensor(np.concatenate(frames)[:n_frames])
-
-
-def pretrain_encoder(net: ConvPolicy, frames: torch.Tensor, epochs: int, lr: float, gen: torch.Generator,
-                     batch: int = 256) -> list[float]:
-    """Train ``net.conv`` as an autoencoder's encoder on ``frames`` (uint8); the mean squared error of
-    each epoch, in the [-1, 1] pixel scale."""
-    device = next(net.parameters()).device
-    decoder = FrameDecoder(net.obs_shape[0], gen).to(device)
-    optimizer = torch.optim.Adam([*net.conv.parameters(), *decoder.parameters()], lr=lr)
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        order = torch.randperm(len(frames), generator=gen)
-        for idx in order.split(batch):
-            x = frames[idx].to(device).float() * (2.0 / 255.0) - 1.0
-            loss = ((decoder(net.conv(x)) - x) ** 2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        losses.append(total / len(frames))
-    return losses
 
 
 @dataclass
@@ -187,6 +129,18 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     return Losses(surr, value_loss, entropy, kl, aux, route, deviation)
 
 
+def minibatch_trials(lengths: torch.Tensor, minibatches: int, order: str, gen: torch.Generator
+                     ) -> list[torch.Tensor]:
+    """One epoch's minibatches of trial indices: a random deal, or (``order="length"``) trials of like
+    length together: a random permutation sorted stably by length (ties stay random), cut into
+    ``minibatches``, the pieces taken in random order."""
+    perm = torch.randperm(len(lengths), generator=gen)
+    if order == "random":
+        return list(perm.chunk(minibatches))
+    pieces = list(perm[torch.argsort(lengths[perm], stable=True)].chunk(minibatches))
+    return [pieces[int(k)] for k in torch.randperm(len(pieces), generator=gen)]
+
+
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
              returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool,
              aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None) -> dict[str, float]:
@@ -201,8 +155,9 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     params = [p for p in net.parameters() if p.requires_grad]
     n_trials = mask.shape[1]
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
+    lengths = mask.sum(0)
     for _ in range(cfg.ppo_epochs):
-        for idx in torch.randperm(n_trials, generator=gen).chunk(minibatches):
+        for idx in minibatch_trials(lengths, minibatches, cfg.ppo_minibatch_order, gen):
             loss = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, extras).total(cfg)
             if not torch.isfinite(loss):  # never step into NaN weights: the last checkpoint stays good
                 raise UserError(f"the maze PPO update diverged (loss {float(loss.detach())}); nothing after the last "
@@ -253,6 +208,8 @@ class MazePPOTrainer(MazeTrainer):
             raise UserError("route_tilt shapes the route_coef loss: set route_coef > 0 too")
         if self.cfg.route_head and not self.cfg.route_coef:
             raise UserError("route_head puts the route_coef loss on a head of its own: set route_coef > 0 too")
+        if self.cfg.ppo_minibatch_order not in ("random", "length"):
+            raise UserError(f"unknown ppo_minibatch_order {self.cfg.ppo_minibatch_order!r}; valid: random, length")
         if self.cfg.route_head and self.cfg.route_tilt:
             raise UserError("route_tilt tilts the policy's own odds, and route_head keeps the route loss off the "
                             "policy: use one of them")
