@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rl2bench.algorithms.rl2.agent import RL2Maze, load_maze_policy
+from rl2bench.algorithms.rl2.agent import RL2Maze
 from rl2bench.algorithms.rl2.zoo import POLICY_FILE, policy_version
 from rl2bench.protocol import chunks, play_trials
 from rl2bench.registry import get_family
@@ -34,19 +34,12 @@ class RL2MazeFile(RL2Maze):
     name = "rl2-file"
 
     def __init__(self, spec, batch_size, rng, *, path: str, version: str, play: str = "sample"):
-        super(RL2Maze, self).__init__(spec, batch_size, rng)
-        self.net, _ = load_maze_policy(path, version)
+        super(RL2Maze, self).__init__(spec, batch_size, rng)  # not RL2Maze's: no zoo lookup
+        self._load(path, version)
         self.play = play
-        self.h = self.net.initial_state(batch_size)
-        self.prev_action = self._torch.full((batch_size,), self.net.no_action, dtype=self._torch.long)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            logits, _, self.h = self.net.step(torch.as_tensor(np.asarray(obs), dtype=torch.float32),
-                                              self.prev_action, self.prev_reward, self.prev_done, self.h)
-        if self.play == "argmax":
-            return logits.argmax(-1).numpy()
-        return self._sample(logits, self.gen).numpy()
+        return self._logits(obs).argmax(-1).numpy() if self.play == "argmax" else super().act(obs)
 
 
 def summary(metrics: dict[str, np.ndarray], returns: np.ndarray) -> dict[str, Any]:

@@ -255,13 +255,21 @@ class RL2Maze(_RecurrentPolicyAgent):
     def __init__(self, spec, batch_size, rng, *, policy: str, version: str | None = None):
         super().__init__(spec, batch_size, rng)
         path = zoo_dir() / policy / POLICY_FILE
-        self.net, _ = load_maze_policy(str(path), _checked_version(path, version))
-        self.h = self.net.initial_state(batch_size)  # zero at the trial's start, then carried
-        self.prev_action = self._torch.full((batch_size,), self.net.no_action, dtype=self._torch.long)
+        self._load(str(path), _checked_version(path, version))
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def _load(self, path: str, version: str) -> None:
+        """The network of a maze policy file, and a fresh trial's memory for every instance."""
+        self.net, _ = load_maze_policy(path, version)
+        self.h = self.net.initial_state(self.batch_size)  # zero at the trial's start, then carried
+        self.prev_action = self._torch.full((self.batch_size,), self.net.no_action, dtype=self._torch.long)
+
+    def _logits(self, obs: np.ndarray):
+        """One step of the network on this step's frames: the action logits; the memory moves on."""
         torch = self._torch
         with torch.no_grad():
             logits, _, self.h = self.net.step(torch.as_tensor(np.asarray(obs), dtype=torch.float32),
                                               self.prev_action, self.prev_reward, self.prev_done, self.h)
-        return self._sample(logits, self.gen).numpy()
+        return logits
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return self._sample(self._logits(obs), self.gen).numpy()
