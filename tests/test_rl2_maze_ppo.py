@@ -215,6 +215,26 @@ def test_minibatches_of_like_length_cover_each_trial_once_and_do_not_interleave(
     assert len(orders) > 1  # the pieces are played in random order, not shortest first
 
 
+def test_minibatches_of_unlike_sizes_weigh_every_step_alike():
+    """With fixed divisors (``counts``: the batch's steps per minibatch), the epoch's minibatch losses add up
+    to the whole batch's mean times the number of minibatches, however unlike the minibatches' sizes;
+    their own means would weigh the short trial's single step as much as the long trial's two."""
+    net = ConvPolicy(4, hidden=8, activation="relu", generator=torch.Generator().manual_seed(3))
+    batch = _batch(net)  # trial 0: 2 steps, trial 1: 1 step
+    prev = batch.prev_inputs(net.no_action)
+    adv, returns = torch.tensor([[1.0, -2.0], [3.0, 0.0]]), torch.tensor([[1.5, 0.5], [0.5, 0.0]])
+    counts = {"valid": 3 / 2, "chosen": 3 / 2, "route": 3 / 2}
+    with torch.no_grad():
+        whole = ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2, slice(None), encoded=True)
+        parts = [ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2, torch.tensor([k]),
+                            encoded=True, counts=counts) for k in (0, 1)]
+        own = [ppo_losses(net, batch, prev, adv, returns, torch.tensor(2.0), 0.2, torch.tensor([k]), encoded=True)
+               for k in (0, 1)]
+    for name in ("surrogate", "value", "entropy", "kl"):
+        assert float(sum(getattr(p, name) for p in parts)) == pytest.approx(2 * float(getattr(whole, name)))
+    assert float(sum(p.value for p in own)) != pytest.approx(2 * float(whole.value))  # what the divisors fix
+
+
 def test_settings_that_cannot_work_are_refused(tmp_path):
     with pytest.raises(UserError, match="update=ppo"):
         maze_trainer_class(MazeTrainConfig(freeze_encoder=True))
@@ -222,6 +242,8 @@ def test_settings_that_cannot_work_are_refused(tmp_path):
         MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_trials=0))
     with pytest.raises(UserError, match="ppo_minibatch_order"):
         MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_order="sorted"))
+    with pytest.raises(UserError, match="random order with explore_eps"):
+        MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(ppo_minibatch_order="length", explore_eps=0.1))
     with pytest.raises(UserError, match="one of random, length"):
         apply_overrides(preset_config("maze-ppo"), ["ppo_minibatch_order=sorted"])
     assert apply_overrides(preset_config("maze-ppo"), ["ppo_minibatch_order=length"]).ppo_minibatch_order == "length"

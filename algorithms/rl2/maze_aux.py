@@ -63,9 +63,11 @@ def position_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.
     return torch.as_tensor(out) * valid[..., None]
 
 
-def aux_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over valid steps of the position's scaled squared error plus the cross-entropy of "been here"."""
-    n = mask.sum().clamp_min(1.0)
+def aux_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             count: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Mean over valid steps of the position's scaled squared error plus the cross-entropy of "been here"
+    (``count``: the divisor instead of the number of valid steps)."""
+    n = mask.sum().clamp_min(1.0) if count is None else count
     position = ((predicted[..., :2] - targets[..., :2] / POSITION_SCALE) ** 2).sum(-1)
     been_here = functional.binary_cross_entropy_with_logits(predicted[..., 2], targets[..., 2], reduction="none")
     return ((position + been_here) * mask).sum() / n

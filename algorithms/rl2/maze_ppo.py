@@ -82,10 +82,13 @@ class Losses:
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               extras: Extras | None = None) -> Losses:
+               extras: Extras | None = None, counts: dict[str, float] | None = None) -> Losses:
     """On the given trials: the clipped surrogate (over the steps the policy chose: not the ``explored``
     ones), the value head's squared error on ``returns / scale``, the policy's entropy, its KL from the
-    behaviour policy (the batch's logits), and the optional terms ``extras`` asks for (``Extras``)."""
+    behaviour policy (the batch's logits), and the optional terms ``extras`` asks for (``Extras``). Each is
+    a mean over the trials' steps, or with ``counts`` a sum divided by ``counts["valid"]`` (``"chosen"`` for
+    the surrogate, ``"route"`` for route recall): fixed divisors, so that every step weighs alike whatever
+    minibatch it is in."""
     extras = extras or Extras()
     # The trials' own steps: rows past their longest trial are padding for every one of them, so they are
     # cut before the network runs (a minibatch of short successful trials costs their length, not the batch's).
@@ -95,8 +98,9 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
         return x[:length, trials]
 
     m = part(batch.valid)
-    n = m.sum().clamp_min(1.0)
+    n = m.sum().clamp_min(1.0) if counts is None else counts["valid"]
     chosen = m if batch.explored is None else m * (1.0 - part(batch.explored))
+    n_chosen = chosen.sum().clamp_min(1.0) if counts is None else counts["chosen"]
     old_logits = part(batch.logits)
     old_logp_all = torch.log_softmax(old_logits, -1)
     actions = part(batch.actions).unsqueeze(-1)
@@ -107,18 +111,20 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
         logits = perturb_logits(logits, out, batch.head_noise[trials], extras.head_noise)
     aux = torch.zeros(())
     if extras.aux_targets is not None and net.aux is not None:
-        aux = aux_loss(net.aux(out)[..., :AUX_OUTPUTS], part(extras.aux_targets), m)
+        aux = aux_loss(net.aux(out)[..., :AUX_OUTPUTS], part(extras.aux_targets), m,
+                       None if counts is None else counts["valid"])
     route = torch.zeros(())
     if extras.routes is not None:
         route_logits = logits
         if extras.route_head:
             assert net.aux is not None
             route_logits = net.aux(out)[..., -ROUTE_OUTPUTS:]
-        route = route_loss(route_logits, part(extras.routes), m, old_logits, extras.route_tilt)
+        route = route_loss(route_logits, part(extras.routes), m, old_logits, extras.route_tilt,
+                           None if counts is None else counts["route"])
     logp_all = torch.log_softmax(logits, -1)
     ratio = torch.exp(logp_all.gather(-1, actions) - old_logp_all.gather(-1, actions)).squeeze(-1)
     a = part(adv)
-    surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * chosen).sum() / chosen.sum().clamp_min(1.0)
+    surr = (torch.min(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a) * chosen).sum() / n_chosen
     value_loss = ((((values - part(returns)) / scale) ** 2) * m).sum() / n
     entropy = ((-(logp_all.exp() * logp_all).sum(-1)) * m).sum() / n
     kl = ((old_logp_all.exp() * (old_logp_all - logp_all)).sum(-1) * m).sum() / n
@@ -133,7 +139,9 @@ def minibatch_trials(lengths: torch.Tensor, minibatches: int, order: str, gen: t
                      ) -> list[torch.Tensor]:
     """One epoch's minibatches of trial indices: a random deal, or (``order="length"``) trials of like
     length together: a random permutation sorted stably by length (ties stay random), cut into
-    ``minibatches``, the pieces taken in random order."""
+    ``minibatches``, the pieces taken in random order. Such minibatches hold unlike numbers of steps, so
+    ``ppo_step`` then divides each one's sums by the batch's steps per minibatch rather than by its own
+    (a mean over a minibatch of short trials would weigh each of their steps several times more)."""
     perm = torch.randperm(len(lengths), generator=gen)
     if order == "random":
         return list(perm.chunk(minibatches))
@@ -156,9 +164,16 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     n_trials = mask.shape[1]
     minibatches = max(1, round(n_trials / cfg.ppo_minibatch_trials))
     lengths = mask.sum(0)
+    counts = None
+    if cfg.ppo_minibatch_order == "length":  # minibatches of unlike sizes: each step weighs alike (docstring)
+        chosen = mask if batch.explored is None else mask * (1.0 - batch.explored)
+        on_route = mask if routes is None else mask * (routes.sum(-1) > 0)
+        counts = {name: float(x.sum().clamp_min(1.0)) / minibatches
+                  for name, x in (("valid", mask), ("chosen", chosen), ("route", on_route))}
     for _ in range(cfg.ppo_epochs):
         for idx in minibatch_trials(lengths, minibatches, cfg.ppo_minibatch_order, gen):
-            loss = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, extras).total(cfg)
+            loss = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, extras,
+                              counts).total(cfg)
             if not torch.isfinite(loss):  # never step into NaN weights: the last checkpoint stays good
                 raise UserError(f"the maze PPO update diverged (loss {float(loss.detach())}); nothing after the last "
                                 "checkpoint was saved: resume with smaller weights (--resume --set ...)")
@@ -210,6 +225,9 @@ class MazePPOTrainer(MazeTrainer):
             raise UserError("route_head puts the route_coef loss on a head of its own: set route_coef > 0 too")
         if self.cfg.ppo_minibatch_order not in ("random", "length"):
             raise UserError(f"unknown ppo_minibatch_order {self.cfg.ppo_minibatch_order!r}; valid: random, length")
+        if self.cfg.ppo_minibatch_order == "length" and self.cfg.explore_eps:
+            raise UserError("ppo_minibatch_order=length weighs every step alike for the PPO terms only: use the "
+                            "random order with explore_eps")
         if self.cfg.route_head and self.cfg.route_tilt:
             raise UserError("route_tilt tilts the policy's own odds, and route_head keeps the route loss off the "
                             "policy: use one of them")

@@ -131,15 +131,17 @@ def route_targets(actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Ten
 
 
 def route_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-               behaviour: torch.Tensor | None = None, tilt: float = 0.0) -> torch.Tensor:
+               behaviour: torch.Tensor | None = None, tilt: float = 0.0,
+               count: torch.Tensor | float | None = None) -> torch.Tensor:
     """Mean over the valid steps that have a target. ``tilt`` 0: -log (the policy's probability of the
     target's actions), a cross-entropy that accepts either turn where both serve. ``tilt`` > 0: KL(q || policy)
     with q = the ``behaviour`` policy (its logits) with the target's actions' odds multiplied by e^tilt,
     a policy-improvement step with the route as a 0/1 advantage (as MPO's and AWR's weighted targets):
     where the behaviour already follows the route q is as sure as it, so making the policy less sure,
-    the plain cross-entropy's cheapest fall, costs instead of paying."""
+    the plain cross-entropy's cheapest fall, costs instead of paying. ``count``: divide the sum by this
+    instead of the number of those steps (a minibatch's share of the batch's, so every step weighs alike)."""
     on_route = mask * (targets.sum(-1) > 0)
-    n = on_route.sum().clamp_min(1)
+    n = on_route.sum().clamp_min(1) if count is None else count
     if tilt > 0:
         if behaviour is None:
             raise ValueError("a tilted route loss needs the behaviour policy's logits")
