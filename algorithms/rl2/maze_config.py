@@ -54,7 +54,8 @@ class MazeTrainConfig:
     ppo_minibatch_trials: int = 8
     # "random": each epoch deals the trials into minibatches at random; "length": trials of like length share
     # a minibatch (shuffled, sorted by length, cut, and the minibatches played in random order), so each runs
-    # only a little past its own trials' steps: the update of a trained policy's short trials ~2x cheaper.
+    # only a little past its own trials' steps (the update of a trained policy's short trials ~2x cheaper),
+    # every step weighed alike (maze_ppo.minibatch_trials).
     ppo_minibatch_order: str = "random"
     ppo_clip: float = 0.2
     policy_lr: float = 3e-4
