@@ -17,7 +17,8 @@ search, value fit), and the convolutions' backward pass is most of each. This re
    longest trial (later rows are padding for all of its trials), and on CPU the GRU back-propagates by
    ``fused_gru`` (``fused_backward``): together the update of a trained cell-move policy took 2.5-3.0 s
    per iteration instead of 4.1-4.3 s (2026-12-07), with the same losses. ``ppo_minibatch_order=length``
-   puts trials of like length in a minibatch, so short trials no longer wait on a long one.
+   puts trials of like length in a minibatch, so short trials no longer wait on a long one, every step
+   weighed alike (``minibatch_trials``).
 
 The steps of the random walk count toward the run's ``env_steps`` (and its wall time), so the budget
 compared with other recipes is honest.
