@@ -61,6 +61,10 @@ class MazeTrainConfig:
     policy_lr: float = 3e-4
     value_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # PPO on CPU: torch threads of the update, while the engine workers wait. 0: one per core the workers
+    # fill (MazeVecEnv pins them, one core each, when they fill the machine), else 1. The numbers do not
+    # depend on it (tested); give 1 when the machine is shared, as a run niced beside other work is.
+    update_threads: int = 0
     # PPO on CPU: back-propagate through the hand-written GRU backward (fused_gru.py); the same values, the
     # update ~2x faster (benchmarks/rl2_maze.py, 2026-12-07). 0: plain autograd, as every run before then.
     fused_backward: bool = True

@@ -37,7 +37,7 @@ from rl2bench import seeding
 from rl2bench.errors import UserError
 
 from .conv_policy import ConvPolicy
-from .devices import torch_generator
+from .devices import torch_generator, torch_threads
 from .maze_aux import AUX_OUTPUTS, ROUTE_OUTPUTS, aux_loss, position_targets
 from .maze_encoder import pretrain_encoder, random_walk_frames
 from .maze_explore import Deviations, deviation_loss
@@ -280,9 +280,18 @@ class MazePPOTrainer(MazeTrainer):
         start = time.perf_counter()
         batch = self.collect(self.net, self.iteration)
         t_rollout = time.perf_counter() - start
-        fields = self.learn(batch)
+        with torch_threads(self.update_threads()):
+            fields = self.learn(batch)
         t_total = time.perf_counter() - start
         return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
+
+    def update_threads(self) -> int:
+        """``update_threads``, its 0 resolved: the update may use the cores the idle workers fill."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        if self.cfg.update_threads:
+            return self.cfg.update_threads
+        return max(1, len(self.env.pinned_cores)) if self.env is not None else 1
 
     def collect(self, net: ConvPolicy, iteration: int) -> MazeBatch:
         """Iteration ``iteration``'s trials (its groups of the pool), played by ``net``."""

@@ -78,10 +78,13 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
         r_prev, d_prev = torch.zeros(n), torch.zeros(n)
         active = torch.ones(n)
         h = net.initial_state(n)
+        live = torch.arange(n)  # rows whose trial goes on: the network steps only those (see below)
         for t in range(max_len):
-            x = net.encode(obs.to(device)) if encoded else obs.to(device)
-            logits, _, h = net.step(x, a_prev.to(device), r_prev.to(device), d_prev.to(device), h, encoded)
-            logits = logits.cpu()
+            x_live = net.encode(obs[live].to(device)) if encoded else obs[live].to(device)
+            logits_live, _, h_live = net.step(x_live, a_prev[live].to(device), r_prev[live].to(device),
+                                              d_prev[live].to(device), h[:, live], encoded)
+            x, logits = _scatter(x_live, live, n), _scatter(logits_live.cpu(), live, n)
+            h = h.index_copy(1, live.to(device), h_live)
             if head_noise:
                 logits = perturb_logits(logits, h[0].cpu(), noises[-1], head_noise)
             a = sample_actions(logits, act_gen)
@@ -97,6 +100,7 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
             if res.trial_done.all():
                 break
             active = torch.as_tensor(~res.trial_done, dtype=torch.float32)
+            live = _rows_to_step(~res.trial_done)
             obs, a_prev, r_prev, d_prev = torch.as_tensor(res.obs), a, r, d
         parts.append(store)
         metrics.append(env.trial_metrics())
@@ -104,3 +108,24 @@ def collect_maze(net: ConvPolicy, env, groups: list[int], act_gen: torch.Generat
     cat = {name: torch.cat([p[name][:length] for p in parts], dim=1) for name in parts[0]}
     merged = {name: np.concatenate([m[name] for m in metrics]) for name in metrics[0]}
     return MazeBatch(**cat, metrics=merged, head_noise=torch.cat(noises) if noises else None)
+
+
+MIN_ROWS = 8  # below ~4 rows, a matrix product's rows come out of another kernel, a rounding apart
+
+
+def _rows_to_step(going_on: np.ndarray) -> torch.Tensor:
+    """The rows the network steps: those whose trial goes on, and finished ones up to MIN_ROWS, so that
+    every row's numbers are those of the whole batch's product (tested)."""
+    rows = np.flatnonzero(going_on)
+    if len(rows) < MIN_ROWS:
+        rows = np.sort(np.concatenate([rows, np.flatnonzero(~going_on)[: MIN_ROWS - len(rows)]]))
+    return torch.as_tensor(rows)
+
+
+def _scatter(rows: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """``rows`` placed at ``index`` of n rows, zeros elsewhere: a finished trial's steps are masked out of
+    every loss (``valid``), so its rows are not computed. A row's numbers do not depend on the other rows
+    in the batch (tested), so the stream is the same as stepping every row."""
+    if len(index) == n:
+        return rows
+    return rows.new_zeros(n, *rows.shape[1:]).index_copy(0, index.to(rows.device), rows)

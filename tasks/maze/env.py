@@ -181,6 +181,11 @@ class MazeVecEnv(VecEnv):
             self.close()
             raise
 
+    @property
+    def pinned_cores(self) -> list[int]:
+        """The cores the workers are pinned to, one each (none when they do not fill the machine)."""
+        return list(self._cores)
+
     # -- worker plumbing -------------------------------------------------------------------------
     def _start_worker(self, w: int) -> None:
         """A fresh interpreter (no fork of a threaded parent, no re-import of the user's main module)

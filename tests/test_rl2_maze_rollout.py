@@ -1,0 +1,127 @@
+"""The maze rollout's and update's numbers do not depend on how they are computed: the network stepping
+only the trials that go on, or the update on several threads (algorithms/rl2/maze_rollout.py, maze_ppo.py).
+A scripted environment stands in for the engines, so these run without ViZDoom."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from rl2bench.algorithms.rl2 import maze_rollout
+from rl2bench.algorithms.rl2.conv_policy import ConvPolicy
+from rl2bench.algorithms.rl2.devices import torch_threads
+from rl2bench.algorithms.rl2.maze_config import MazeTrainConfig
+from rl2bench.algorithms.rl2.maze_ppo import MazePPOTrainer
+from rl2bench.task import StepResult
+from rl2bench.tasks.maze.engine import OBS_SHAPE
+
+
+class ScriptedEnv:
+    """Trials of two episodes whose lengths are drawn per instance: some end after a few steps, so the
+    rollout runs on with a handful of rows, as failing trials hold a real group to its horizon. Frames
+    are random, and the rewards depend on the actions taken, so a wrong row shows in the batch."""
+
+    def __init__(self, n: int, seed: int, longest: int = 30):
+        rng = np.random.default_rng(seed)
+        self.n, self.n_groups = n, 1
+        self.lengths = rng.integers(1, longest, size=(n, 2))
+        self.frames = rng.integers(0, 256, size=(2 * longest + 1, n, *OBS_SHAPE)).astype(np.float32) / 128 - 1
+
+    def select_group(self, k: int) -> int:
+        return self.n
+
+    def reset(self) -> np.ndarray:
+        self.t = np.zeros(self.n, dtype=np.int64)
+        self.episode = np.zeros(self.n, dtype=np.int64)
+        self.clock = 0
+        self.done = np.zeros(self.n, dtype=bool)
+        return self.frames[0]
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        going = ~self.done
+        self.clock += 1
+        self.t += going
+        ended = going & (self.t >= self.lengths[np.arange(self.n), np.minimum(self.episode, 1)])
+        reward = np.where(going, -0.04 + 0.1 * (actions == 0), 0.0)
+        self.done |= ended & (self.episode == 1)
+        self.episode += ended
+        self.t[ended] = 0
+        return StepResult(self.frames[self.clock], reward, ended, self.done.copy())
+
+    def trial_metrics(self) -> dict[str, np.ndarray]:
+        return {"len_ep1": self.lengths[:, 0].copy(), "len_ep2": self.lengths[:, 1].copy()}
+
+
+def _collect(net: ConvPolicy, n: int, encoded: bool) -> maze_rollout.MazeBatch:
+    env = ScriptedEnv(n, seed=1)
+    return maze_rollout.collect_maze(net, env, [0], torch.Generator().manual_seed(2), 80, encoded=encoded)
+
+
+def _same_valid_steps(a: maze_rollout.MazeBatch, b: maze_rollout.MazeBatch) -> None:
+    assert torch.equal(a.valid, b.valid)
+    on = a.valid.bool()
+    for name in ("actions", "rewards", "dones", "logits", "obs"):
+        assert torch.equal(getattr(a, name)[on], getattr(b, name)[on]), name
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_stepping_only_live_trials_gives_the_batch_of_stepping_all(monkeypatch, encoded):
+    net = ConvPolicy(3, 32, activation="relu", generator=torch.Generator().manual_seed(0))
+    n = 24
+    live_only = _collect(net, n, encoded)
+    monkeypatch.setattr(maze_rollout, "MIN_ROWS", n)  # every row stepped at every step: the reference
+    every_row = _collect(net, n, encoded)
+    assert live_only.valid.sum(1).min() < maze_rollout.MIN_ROWS  # the tail ran on fewer rows than MIN_ROWS
+    _same_valid_steps(live_only, every_row)
+
+
+def test_a_network_row_does_not_depend_on_the_other_rows():
+    """What stepping live rows relies on: from MIN_ROWS rows up, each row's logits and state are those
+    of the whole batch, bit for bit (on this machine's BLAS)."""
+    gen = torch.Generator().manual_seed(0)
+    net = ConvPolicy(3, 64, activation="relu", generator=gen)
+    n = 48
+    obs = torch.rand(n, *OBS_SHAPE, generator=gen) * 2 - 1
+    prev = (torch.randint(0, 3, (n,), generator=gen), torch.rand(n, generator=gen), torch.zeros(n))
+    h = torch.rand(1, n, 64, generator=gen)
+    with torch.no_grad():
+        logits, _, state = net.step(obs, *prev, h)
+        for k in (maze_rollout.MIN_ROWS, maze_rollout.MIN_ROWS + 3, n - 1):
+            rows = torch.randperm(n, generator=gen)[:k].sort().values
+            sub_logits, _, sub_state = net.step(obs[rows], *(p[rows] for p in prev), h[:, rows])
+            assert torch.equal(sub_logits, logits[rows]) and torch.equal(sub_state, state[:, rows])
+
+
+def test_the_update_gives_the_same_network_on_one_or_two_threads(tmp_path):
+    cfg = MazeTrainConfig(hidden=32, batch_steps=96, workers=1, games_per_worker=24, pool=24, update="ppo",
+                          ppo_epochs=2, ppo_minibatch_trials=4, ent_coef=0.01, freeze_encoder=True)
+    trainer = MazePPOTrainer("small-e2", "maze-ppo", 0, tmp_path, cfg)
+    batch = _collect(trainer.net, 24, encoded=True)
+    nets = []
+    for threads in (1, 2):
+        twin = copy.deepcopy(trainer)
+        with torch_threads(threads):
+            twin.learn(batch)
+        nets.append(twin.net.state_dict())
+    changed = False
+    for name, value in nets[0].items():
+        assert torch.equal(value, nets[1][name]), name
+        changed |= not torch.equal(value, trainer.net.state_dict()[name])
+    assert changed
+
+
+def test_update_threads_resolve_to_the_pinned_cores(tmp_path):
+    cfg = MazeTrainConfig(hidden=8, update="ppo", pool=4)
+    trainer = MazePPOTrainer("small-e2", "maze-ppo", 0, tmp_path, cfg)
+    assert trainer.update_threads() == 1  # no engines started: nothing known to be idle
+
+    class Pinned:
+        pinned_cores = [0, 1, 2]
+
+    trainer.env = Pinned()  # type: ignore[assignment]
+    assert trainer.update_threads() == 3
+    trainer.cfg.update_threads = 1
+    assert trainer.update_threads() == 1
