@@ -1,5 +1,6 @@
 """The maze rollout's and update's numbers do not depend on how they are computed: the network stepping
-only the trials that go on, or the update on several threads (algorithms/rl2/maze_rollout.py, maze_ppo.py).
+only the trials that go on, each worker's games stepping on their own, or the update on several threads
+(algorithms/rl2/maze_rollout.py, maze_ppo.py).
 A scripted environment stands in for the engines, so these run without ViZDoom."""
 
 from __future__ import annotations
@@ -55,8 +56,43 @@ class ScriptedEnv:
         return {"len_ep1": self.lengths[:, 0].copy(), "len_ep2": self.lengths[:, 1].copy()}
 
 
-def _collect(net: ConvPolicy, n: int, encoded: bool) -> maze_rollout.MazeBatch:
-    env = ScriptedEnv(n, seed=1)
+class ScriptedWorkers(ScriptedEnv):
+    """The same trials served as two workers that step their rows on their own (``MazeVecEnv``'s
+    ``send_step`` / ``ready`` / ``recv_step``), the last one sent answering first."""
+
+    n_workers = 2
+
+    def worker_rows(self, w: int) -> slice:
+        half = (self.n + 1) // 2
+        return slice(min(w * half, self.n), min((w + 1) * half, self.n))
+
+    def reset(self) -> np.ndarray:
+        self.sent: dict[int, np.ndarray] = {}
+        self.clocks = [0, 0]
+        return super().reset()
+
+    def send_step(self, w: int, actions: np.ndarray) -> None:
+        self.sent[w] = actions
+
+    def ready(self, workers: list[int]) -> list[int]:
+        return [max(w for w in workers if w in self.sent)]
+
+    def recv_step(self, w: int) -> StepResult:
+        rows, actions = self.worker_rows(w), self.sent.pop(w)
+        going = ~self.done[rows]
+        self.clocks[w] += 1
+        t, episode = self.t[rows], self.episode[rows]
+        t += going
+        ended = going & (t >= self.lengths[rows][np.arange(len(t)), np.minimum(episode, 1)])
+        reward = np.where(going, -0.04 + 0.1 * (actions == 0), 0.0)
+        self.done[rows] |= ended & (episode == 1)
+        episode += ended
+        t[ended] = 0
+        return StepResult(self.frames[self.clocks[w]][rows], reward, ended, self.done[rows].copy())
+
+
+def _collect(net: ConvPolicy, n: int, encoded: bool, env_class: type = ScriptedEnv) -> maze_rollout.MazeBatch:
+    env = env_class(n, seed=1)
     return maze_rollout.collect_maze(net, env, [0], torch.Generator().manual_seed(2), 80, encoded=encoded)
 
 
@@ -76,6 +112,16 @@ def test_stepping_only_live_trials_gives_the_batch_of_stepping_all(monkeypatch, 
     every_row = _collect(net, n, encoded)
     assert live_only.valid.sum(1).min() < maze_rollout.MIN_ROWS  # the tail ran on fewer rows than MIN_ROWS
     _same_valid_steps(live_only, every_row)
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_workers_stepping_on_their_own_give_the_batch_of_lockstep(encoded):
+    net = ConvPolicy(3, 32, activation="relu", generator=torch.Generator().manual_seed(0))
+    by_worker = _collect(net, 21, encoded, ScriptedWorkers)
+    lockstep = _collect(net, 21, encoded)
+    assert by_worker.valid.sum() > 0
+    _same_valid_steps(by_worker, lockstep)
+    assert by_worker.valid.shape == lockstep.valid.shape
 
 
 def test_a_network_row_does_not_depend_on_the_other_rows():

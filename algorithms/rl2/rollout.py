@@ -147,9 +147,13 @@ class Batch:
 def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Inverse-CDF sampling from softmax(logits) with an explicit (CPU) generator, for any batch shape;
     the uniforms move to the logits' device."""
+    return inverse_cdf(logits, torch.rand(*logits.shape[:-1], 1, generator=generator))
+
+
+def inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The actions of softmax(logits) at uniforms ``u`` (logits' shape, the last axis of size 1)."""
     cdf = torch.softmax(logits, dim=-1).cumsum(-1)
-    u = torch.rand(*logits.shape[:-1], 1, generator=generator).to(logits.device)
-    return (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
+    return (cdf < u.to(logits.device)).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import weakref
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,8 @@ class MazeVecEnv(VecEnv):
     shared memory and its folder to its janitor (``engine.Janitor``).
     """
 
+    _POSE = ("obs", "x", "y", "angle")  # what a finished instance keeps of its last step
+
     def __init__(self, spec: EnvSpec, layouts: dict[str, np.ndarray], workers: int | None = None,
                  games_per_worker: int = GAMES_PER_WORKER, turn_degrees: float = TURN_DEGREES,
                  cell_moves: bool = False, engine_threads: int = THREADS_PER_WORKER):
@@ -223,15 +225,18 @@ class MazeVecEnv(VecEnv):
             raise RuntimeError(f"maze engine worker failed:\n{message[1]}")
         return message
 
-    def _call(self, command: str, per_worker_args: list[tuple]) -> list[Any]:
+    def _send(self, w: int, command: str, args: tuple) -> None:
         if self._closed:
             raise RuntimeError("environment is closed")
+        try:
+            self._conns[w].send((command, args))
+        except OSError:
+            self.close()
+            raise RuntimeError(f"maze engine worker {w} died") from None
+
+    def _call(self, command: str, per_worker_args: list[tuple]) -> list[Any]:
         for w, args in enumerate(per_worker_args):
-            try:
-                self._conns[w].send((command, args))
-            except OSError:
-                self.close()
-                raise RuntimeError(f"maze engine worker {w} died") from None
+            self._send(w, command, args)
         return [self._recv(w)[1] for w in range(self.n_workers)]
 
     def _split(self, array: np.ndarray, fill) -> list[np.ndarray]:
@@ -280,37 +285,77 @@ class MazeVecEnv(VecEnv):
         return frames.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        active = ~self._trial_done
-        if not active.any():
+        if self._trial_done.all():
             raise RuntimeError("trial is over; call reset()")
-        actions = np.where(active, np.asarray(actions, dtype=np.int64), -1)
-        budget = self.spec.horizon - self._t  # low-level actions left in the episode (a cell move takes several)
-        more = self._episode + 1 < self.spec.n_episodes
-        out = self._gather(self._call("step", list(zip(self._split(actions, -1), self._split(budget, 1),
-                                                       self._split(more, False), strict=True))))
+        actions = np.asarray(actions, dtype=np.int64)
+        for w in range(self.n_workers):
+            self.send_step(w, actions[self.worker_rows(w)])
+        parts = [self.recv_step(w) for w in range(self.n_workers)]
+        info = {key: np.concatenate([p.info[key] for p in parts]) for key in parts[0].info}
+        obs, reward, episode_done, trial_done = (np.concatenate([getattr(p, name) for p in parts])
+                                                 for name in ("obs", "reward", "episode_done", "trial_done"))
+        return StepResult(obs, reward, episode_done, trial_done, info)
+
+    # -- stepping one worker's rows: a rollout may act on one worker's games while another steps its own
+    def worker_rows(self, w: int) -> slice:
+        """The rows of the current group that worker ``w`` plays (``_share``)."""
+        start = min(w * self.games, self.batch_size)
+        return slice(start, min(start + self.games, self.batch_size))
+
+    def send_step(self, w: int, actions: np.ndarray) -> None:
+        """Worker ``w``'s rows act (``actions``: one per row of ``worker_rows(w)``; rows whose trial is over
+        are ignored); ``recv_step(w)`` returns their step."""
+        rows = self.worker_rows(w)
+        active = ~self._trial_done[rows]
+        padded = [np.full(self.games, fill, dtype=dtype) for fill, dtype in ((-1, np.int64), (1, np.int64),
+                                                                               (False, bool))]
+        padded[0][: len(active)] = np.where(active, actions, -1)
+        padded[1][: len(active)] = self.spec.horizon - self._t[rows]  # low-level actions left in the episode
+        padded[2][: len(active)] = self._episode[rows] + 1 < self.spec.n_episodes
+        self._send(w, "step", tuple(padded))
+
+    def ready(self, workers: list[int]) -> list[int]:
+        """Those of ``workers`` whose step has come back, waiting until one has."""
+        by_conn = {self._conns[w]: w for w in workers}
+        while True:
+            done = wait(list(by_conn), timeout=1.0)
+            if done:
+                return sorted(by_conn[c] for c in done)
+            for w in workers:  # a dead worker whose socket is still held open must not hang us
+                if self._procs[w].poll() is not None:
+                    return [w]  # recv_step reports it
+
+    def recv_step(self, w: int) -> StepResult:
+        """The step of worker ``w``'s rows that ``send_step(w, ...)`` started."""
+        rows = self.worker_rows(w)
+        n = rows.stop - rows.start
+        reply = self._recv(w)[1]
+        out = {name: getattr(reply, name)[:n] for name in self._POSE + ("hit", "cost", "reached", "end_x", "end_y")}
+        active = ~self._trial_done[rows]
         reached = out["reached"] & active
         hit = out["hit"] & active
         cost = np.where(active, out["cost"], 0)
         reward = np.where(active, REWARD_STEP * cost + REWARD_WALL * hit + REWARD_TARGET * reached, 0.0)
-        self._wall_hits += hit
-        self._t += cost
-        done = active & (reached | (self._t >= self.spec.horizon))
-        rows = np.flatnonzero(done)
-        self._lengths[rows, self._episode[rows]] = self._t[rows]
-        self._success[rows, self._episode[rows]] = reached[rows]
-        self._trial_done |= done & ~more
-        self._episode += done & more
-        self._t[done] = 0
+        t, episode = self._t[rows], self._episode[rows]  # views: updated in place
+        self._wall_hits[rows] += hit
+        t += cost
+        done = active & (reached | (t >= self.spec.horizon))
+        more = episode + 1 < self.spec.n_episodes
+        ended = np.flatnonzero(done)
+        self._lengths[rows][ended, episode[ended]] = t[ended]
+        self._success[rows][ended, episode[ended]] = reached[ended]
+        self._trial_done[rows] |= done & ~more
+        episode += done & more
+        t[done] = 0
         # Finished instances keep their last pose and frame.
-        keep = ~active
-        for name in ("x", "y", "angle", "obs"):
-            out[name][keep] = self._pose[name][keep]
-        out["end_x"][keep], out["end_y"][keep] = self._pose["x"][keep], self._pose["y"][keep]
-        self._pose = out
+        for name in self._POSE:
+            self._pose[name][rows][active] = out[name][active]
+        end_x = np.where(active, out["end_x"], self._pose["x"][rows])
+        end_y = np.where(active, out["end_y"], self._pose["y"][rows])
         # x, y: where the action left the player, before the restart of an episode that ended (the path's
         # last point: ``tasks/maze/paths.py`` draws the paths from them).
-        return StepResult(self._observation(out["obs"]), reward, done, self._trial_done.copy(),
-                          {"wall_hit": hit, "reached": reached, "x": out["end_x"], "y": out["end_y"]})
+        return StepResult(self._observation(self._pose["obs"][rows]), reward, done, self._trial_done[rows].copy(),
+                          {"wall_hit": hit, "reached": reached, "x": end_x, "y": end_y})
 
     def trial_metrics(self) -> dict[str, np.ndarray]:
         metrics: dict[str, np.ndarray] = {}
