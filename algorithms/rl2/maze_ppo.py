@@ -83,13 +83,13 @@ class Losses:
 
 def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor, returns: torch.Tensor,
                scale: torch.Tensor, clip: float, trials: torch.Tensor | slice, encoded: bool,
-               extras: Extras | None = None, counts: dict[str, float] | None = None) -> Losses:
+               extras: Extras | None = None, counts: dict[str, float] | None = None, threads: int = 1) -> Losses:
     """On the given trials: the clipped surrogate (over the steps the policy chose: not the ``explored``
     ones), the value head's squared error on ``returns / scale``, the policy's entropy, its KL from the
     behaviour policy (the batch's logits), and the optional terms ``extras`` asks for (``Extras``). Each is
     a mean over the trials' steps, or with ``counts`` a sum divided by ``counts["valid"]`` (``"chosen"`` for
     the surrogate, ``"route"`` for route recall): fixed divisors, so that every step weighs alike whatever
-    minibatch it is in."""
+    minibatch it is in. ``threads``: torch threads of the network's pass (``update_threads``)."""
     extras = extras or Extras()
     # The trials' own steps: rows past their longest trial are padding for every one of them, so they are
     # cut before the network runs (a minibatch of short successful trials costs their length, not the batch's).
@@ -106,7 +106,8 @@ def ppo_losses(net: ConvPolicy, batch: MazeBatch, prev: tuple, adv: torch.Tensor
     old_logp_all = torch.log_softmax(old_logits, -1)
     actions = part(batch.actions).unsqueeze(-1)
     prev_action, prev_reward, prev_done = (part(p) for p in prev)
-    out, _ = net.trunk(part(batch.obs), prev_action, prev_reward, prev_done, encoded=encoded)
+    with torch_threads(threads):
+        out, _ = net.trunk(part(batch.obs), prev_action, prev_reward, prev_done, encoded=encoded)
     logits, values = net.pi(out), net.v(out).squeeze(-1)
     if batch.head_noise is not None and extras.head_noise:  # the behaviour's own perturbed head
         logits = perturb_logits(logits, out, batch.head_noise[trials], extras.head_noise)
@@ -152,11 +153,16 @@ def minibatch_trials(lengths: torch.Tensor, minibatches: int, order: str, gen: t
 
 def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch, prev: tuple, adv: torch.Tensor,
              returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool,
-             aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None) -> dict[str, float]:
+             aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, threads: int = 1
+             ) -> dict[str, float]:
     """One PPO update of the shared network on a batch (module docstring), with ``cfg.aux_coef`` x the
     auxiliary loss when ``aux_targets`` are given and ``cfg.route_coef`` x the route-recall loss when
     ``routes`` are; what it did, measured on the whole batch after the epochs: mean KL from the behaviour
-    policy, surrogate gain, value loss (and the auxiliary and route losses)."""
+    policy, surrogate gain, value loss (and the auxiliary and route losses).
+
+    ``threads``: torch threads of the network's passes, forward and backward. Only those: a sum over a
+    whole batch is split between threads, and its rounding with them, so the sums stay on one thread and
+    the numbers do not depend on ``threads`` (tested)."""
     mask = batch.valid
     scale = returns[mask.bool()].std().clamp_min(1e-3)
     extras = Extras(aux_targets, routes, cfg.route_tilt, cfg.explore_update, cfg.explore_eps, cfg.head_noise,
@@ -174,12 +180,13 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
     for _ in range(cfg.ppo_epochs):
         for idx in minibatch_trials(lengths, minibatches, cfg.ppo_minibatch_order, gen):
             loss = ppo_losses(net, batch, prev, adv, returns, scale, cfg.ppo_clip, idx, encoded, extras,
-                              counts).total(cfg)
+                              counts, threads).total(cfg)
             if not torch.isfinite(loss):  # never step into NaN weights: the last checkpoint stays good
                 raise UserError(f"the maze PPO update diverged (loss {float(loss.detach())}); nothing after the last "
                                 "checkpoint was saved: resume with smaller weights (--resume --set ...)")
             optimizer.zero_grad()
-            loss.backward()
+            with torch_threads(threads):
+                loss.backward()
             if math.isfinite(cfg.max_grad_norm):
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -280,8 +287,7 @@ class MazePPOTrainer(MazeTrainer):
         start = time.perf_counter()
         batch = self.collect(self.net, self.iteration)
         t_rollout = time.perf_counter() - start
-        with torch_threads(self.update_threads()):
-            fields = self.learn(batch)
+        fields = self.learn(batch)
         t_total = time.perf_counter() - start
         return self.record(batch, fields, t_rollout, t_total - t_rollout, t_total)
 
@@ -307,8 +313,10 @@ class MazePPOTrainer(MazeTrainer):
         cfg, encoded = self.cfg, self.cfg.freeze_encoder
         prev = batch.prev_inputs(self.net.no_action)
         mask = batch.valid
-        with torch.no_grad():
-            values = self.net(batch.obs, *prev, encoded=encoded)[1] * mask
+        threads = self.update_threads()
+        with torch.no_grad(), torch_threads(threads):
+            values = self.net(batch.obs, *prev, encoded=encoded)[1]
+        values = values * mask
         routes, route_fields, followed = None, {}, None
         if cfg.route_coef or cfg.route_bonus:  # the routes its own successes took (maze_route.py)
             routes = route_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
@@ -326,7 +334,7 @@ class MazePPOTrainer(MazeTrainer):
             targets = position_targets(batch.actions.cpu(), batch.rewards.cpu(), batch.dones.cpu(),
                                        batch.valid.cpu(), self.cell.turn, self.cell.cell_moves).to(self.device)
         step = ppo_step(self.net, self.optimizer, batch, prev, adv, returns, cfg, self.update_gen, encoded, targets,
-                        routes if cfg.route_coef else None)
+                        routes if cfg.route_coef else None, threads)
         return {"entropy": entropy, "kl": step["kl"], "surrogate_gain": step["surrogate_gain"],
                 "value_loss": step["value_loss"], "baseline_ev": ev,
                 **({"aux_loss": step["aux_loss"]} if "aux_loss" in step else {}),
