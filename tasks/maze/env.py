@@ -239,11 +239,6 @@ class MazeVecEnv(VecEnv):
             self._send(w, command, args)
         return [self._recv(w)[1] for w in range(self.n_workers)]
 
-    def _split(self, array: np.ndarray, fill) -> list[np.ndarray]:
-        padded = np.full(self.n_workers * self.games, fill, dtype=array.dtype)
-        padded[: len(array)] = array
-        return list(padded.reshape(self.n_workers, self.games))
-
     def _gather(self, outs: list) -> dict[str, np.ndarray]:
         n = self.batch_size
         return {name: np.concatenate([getattr(o, name) for o in outs])[:n]
