@@ -41,15 +41,20 @@ class ScriptedEnv:
         return self.frames[0]
 
     def step(self, actions: np.ndarray) -> StepResult:
-        going = ~self.done
         self.clock += 1
-        self.t += going
-        ended = going & (self.t >= self.lengths[np.arange(self.n), np.minimum(self.episode, 1)])
+        return self._step_rows(slice(0, self.n), actions, self.clock)
+
+    def _step_rows(self, rows: slice, actions: np.ndarray, clock: int) -> StepResult:
+        """The step of the instances ``rows``, the frames of their ``clock``-th."""
+        going = ~self.done[rows]
+        t, episode = self.t[rows], self.episode[rows]  # views: updated in place
+        t += going
+        ended = going & (t >= self.lengths[rows][np.arange(len(t)), np.minimum(episode, 1)])
         reward = np.where(going, -0.04 + 0.1 * (actions == 0), 0.0)
-        self.done |= ended & (self.episode == 1)
-        self.episode += ended
-        self.t[ended] = 0
-        return StepResult(self.frames[self.clock % 16], reward, ended, self.done.copy())
+        self.done[rows] |= ended & (episode == 1)
+        episode += ended
+        t[ended] = 0
+        return StepResult(self.frames[clock % 16][rows], reward, ended, self.done[rows].copy())
 
     def trial_metrics(self) -> dict[str, np.ndarray]:
         return {"len_ep1": self.lengths[:, 0].copy(), "len_ep2": self.lengths[:, 1].copy()}
@@ -77,17 +82,8 @@ class ScriptedWorkers(ScriptedEnv):
         return [max(w for w in workers if w in self.sent)]
 
     def recv_step(self, w: int) -> StepResult:
-        rows, actions = self.worker_rows(w), self.sent.pop(w)
-        going = ~self.done[rows]
         self.clocks[w] += 1
-        t, episode = self.t[rows], self.episode[rows]
-        t += going
-        ended = going & (t >= self.lengths[rows][np.arange(len(t)), np.minimum(episode, 1)])
-        reward = np.where(going, -0.04 + 0.1 * (actions == 0), 0.0)
-        self.done[rows] |= ended & (episode == 1)
-        episode += ended
-        t[ended] = 0
-        return StepResult(self.frames[self.clocks[w] % 16][rows], reward, ended, self.done[rows].copy())
+        return self._step_rows(self.worker_rows(w), self.sent.pop(w), self.clocks[w])
 
 
 def _collect(net: ConvPolicy, n: int, encoded: bool, env_class: type = ScriptedEnv) -> maze_rollout.MazeBatch:
