@@ -4,8 +4,9 @@ the projected wall time of the paper's budget (Appendix A.3: up to 5000 iteratio
     OMP_NUM_THREADS=1 python benchmarks/rl2_maze.py [--iters 2] [--preset maze-fast] [--cell small-e2]
         [--set key=value ...]
 
-Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up and a recipe's
-one-off encoder pretraining excluded from the timings), from a fresh network or, with ``--init-from RUN``,
+Runs ``--iters`` iterations of the maze trainer in a temporary folder (engine start-up, a recipe's
+one-off encoder pretraining and, with ``update_lag=1``, the first iteration, which has no update beside its
+rollout, excluded from the timings), from a fresh network or, with ``--init-from RUN``,
 from a trained one as a recipe that continues it starts. Prints a table beside the engines' own rate
 (``maze_env.json``) and writes benchmarks/results/rl2_maze.json (one record per preset, and per GRU width
 given by ``--set hidden=H``; another recipe, cell or starting network is another record). On a ``-move``
@@ -65,9 +66,12 @@ def main() -> None:
         startup = time.perf_counter() - t0
         if isinstance(trainer, MazePPOTrainer):
             trainer.prepare_encoder()  # once per run, before the first iteration
-        steps_before = trainer.env_steps
+        # With update_lag=1 a run's first iteration has no update beside its rollout: played, not timed.
+        warmup = 1 if getattr(cfg, "update_lag", 0) else 0
         try:
             with subnormals_flushed():  # as the trainer's run() trains
+                rows = [trainer.iterate() for _ in range(warmup)]
+                steps_before = trainer.env_steps
                 rows = [trainer.iterate() for _ in range(args.iters)]
         finally:
             trainer.close()

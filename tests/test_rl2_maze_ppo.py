@@ -23,6 +23,7 @@ from rl2bench.algorithms.rl2.maze_ppo import (
 )
 from rl2bench.algorithms.rl2.maze_rollout import MazeBatch
 from rl2bench.errors import UserError
+from rl2bench.results import DamagedRun
 
 
 def _batch(net: ConvPolicy) -> MazeBatch:
@@ -137,8 +138,9 @@ def _config(**kw) -> MazeTrainConfig:
 
 @pytest.mark.heavy
 @pytest.mark.maze
-def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_path, vizdoom_required):
-    full = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "a", _config())
+@pytest.mark.parametrize("lag", [0, 1])
+def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_path, vizdoom_required, lag):
+    full = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "a", _config(update_lag=lag))
     full.prepare_encoder()
     assert full.encoder_record is not None and full.env_steps == 200  # the walk counts toward the budget
     pretrained = [p.detach().clone() for p in full.net.conv.parameters()]
@@ -147,12 +149,14 @@ def test_a_run_keeps_its_encoder_frozen_stores_features_and_resumes_exactly(tmp_
     assert all(torch.equal(a, b) for a, b in zip(pretrained, full.net.conv.parameters(), strict=True))
     assert not torch.equal(trunk, full.net.fc.weight)
     assert full.curve[-1]["all_in_steps_per_second"] > 0
-    half = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "b", _config())
+    half = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "b", _config(update_lag=lag))
     half.run(iters=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "b").glob("pending-*.pt")) == (["pending-1.pt"] if lag else [])
     resumed = load_maze_trainer(tmp_path / "b")
     assert isinstance(resumed, MazePPOTrainer) and resumed.encoder_record == half.encoder_record
     resumed.run(progress=False)
     assert [r["mean_return"] for r in resumed.curve] == [r["mean_return"] for r in full.curve]
+    assert [r["kl"] for r in resumed.curve] == pytest.approx([r["kl"] for r in full.curve], nan_ok=True, abs=0)
     for p, q in zip(full.net.parameters(), resumed.net.parameters(), strict=True):
         assert torch.equal(p, q)
     child = MazePPOTrainer(CELL, "maze-ppo", 1, tmp_path / "child", _config())
@@ -254,3 +258,64 @@ def test_resume_set_reaches_the_optimizer(tmp_path):
     trainer.change_config(["policy_lr=1e-05"])
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-05]
     assert trainer.config_changes[-1]["set"] == ["policy_lr=1e-05"]
+
+
+def _marked_batch(iteration: int) -> MazeBatch:
+    """A one-step batch whose reward names the iteration that played it."""
+    return MazeBatch(obs=torch.zeros(1, 2, 4), actions=torch.zeros(1, 2, dtype=torch.long),
+                     rewards=torch.full((1, 2), float(iteration)), dones=torch.zeros(1, 2), valid=torch.ones(1, 2),
+                     logits=torch.zeros(1, 2, 4),
+                     metrics={f"{name}_ep{e}": np.ones(2) for name in ("success", "len") for e in (1, 2)})
+
+
+def test_the_update_beside_the_rollout_learns_each_batch_one_iteration_later(tmp_path):
+    """update_lag=1: iteration i plays the weights from before the update on batch i-1, run beside it."""
+    import threading
+
+    trainer = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "run", _config(update_lag=1))
+    weight = trainer.net.fc.bias
+    played, learnt, updated = [], [], threading.Event()
+
+    def collect(net, iteration):
+        if iteration:  # read the weights only once the update beside us has moved the network's
+            assert updated.wait(10)
+            updated.clear()
+        played.append(float(net.fc.bias[0].detach()))
+        return _marked_batch(iteration)
+
+    def learn(batch):
+        learnt.append(int(batch.rewards[0, 0]))
+        with torch.no_grad():
+            weight.add_(1.0)
+        updated.set()
+        return {"kl": 0.5}
+
+    trainer.collect, trainer.learn, trainer.prepare_encoder = collect, learn, lambda: None
+    start = float(weight[0].detach())
+    rows = [trainer.iterate() for _ in range(3)]
+    trainer.close()
+    assert learnt == [0, 1]  # nothing beside the first rollout, then each batch one iteration later
+    assert played == [start, start, start + 1]
+    assert math.isnan(rows[0]["kl"]) and [r["kl"] for r in rows[1:]] == [0.5, 0.5]
+    assert trainer.pending is not None and int(trainer.pending.rewards[0, 0]) == 2
+
+
+def test_the_batch_waiting_for_its_update_is_saved_and_read_back(tmp_path):
+    trainer = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "run", _config(update_lag=1))
+    trainer.pending = _marked_batch(4)
+    trainer.iteration = 5
+    trainer.save(finished=False)
+    trainer.iteration = 6
+    trainer.save(finished=False)  # the older batch goes once the checkpoint naming the newer one is written
+    assert sorted(p.name for p in (tmp_path / "run").glob("pending-*")) == ["pending-6.pt", "pending-6.pt.sha256"]
+    back = load_maze_trainer(tmp_path / "run")
+    assert isinstance(back, MazePPOTrainer) and back.pending is not None
+    assert torch.equal(back.pending.rewards, trainer.pending.rewards)
+    (tmp_path / "run" / "pending-6.pt").unlink()
+    with pytest.raises(DamagedRun, match="pending-6.pt is missing"):
+        load_maze_trainer(tmp_path / "run")
+    trainer.pending = None
+    trainer.save(finished=True)  # nothing waits: nothing is left behind
+    assert not list((tmp_path / "run").glob("pending-*"))
+    with pytest.raises(UserError, match="update_lag must be one of 0, 1"):
+        MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(update_lag=2))

@@ -65,6 +65,10 @@ class MazeTrainConfig:
     # fill (MazeVecEnv pins them, one core each, when they fill the machine), else 1. The numbers do not
     # depend on it (tested); give 1 when the machine is shared, as a run niced beside other work is.
     update_threads: int = 0
+    # PPO: 1 runs the update of the previous batch beside the rollout (maze_lag.py): the rollout plays the
+    # weights from before it, so each batch is learnt one iteration later; an iteration then costs about its
+    # rollout. 0: the update before the next rollout, as every run before 2026-12-07 (evening).
+    update_lag: int = 0
     # PPO on CPU: back-propagate through the hand-written GRU backward (fused_gru.py); the same values, the
     # update ~2x faster (benchmarks/rl2_maze.py, 2026-12-07). 0: plain autograd, as every run before then.
     fused_backward: bool = True
