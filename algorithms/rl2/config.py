@@ -154,7 +154,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "novelty_episodes": (0, math.inf, True), "route_coef": (0, math.inf, True), "route_tilt": (0, math.inf, True),
     "route_bonus": (0, 0.04, True),  # following a route must not earn more than a step costs (maze_route.py)
     "explore_eps": (0, 1, True), "explore_coef": (0, math.inf, True), "head_noise": (0, math.inf, True),
-    "update_threads": (0, math.inf, True),
+    "update_threads": (0, math.inf, True), "update_lag": (0, 1, True),
 }
 # Fields that take one of a few words.
 NETWORKS = ("gru", "posterior")
