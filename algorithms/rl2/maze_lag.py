@@ -15,8 +15,9 @@ unbroken one. The curve's row i holds batch i's returns and the fields of the up
 rollout (batch i-1's: empty on a first row).
 
 Why a thread: torch leaves Python's lock while an operation computes, so the update's arithmetic and the
-rollout's run side by side; the update keeps one intra-op thread (the setting is the process's: the
-rollout's steps keep theirs) and flushes subnormals as the trainer's thread does (the flag is per thread).
+rollout's run side by side; the update keeps the process's intra-op threads (the setting is the process's:
+changed by the update, it would change the rollout's too) and flushes subnormals as the trainer's thread
+does (the flag is per thread).
 The numbers do not depend on the timing: the rollout plays a copy of the weights, and the update alone
 writes the training network, its optimizer and its generator.
 """

@@ -183,12 +183,11 @@ class MazePPOTrainer(MazeTrainer):
         drop_pending(self.out, self.iteration if self.pending is not None else None)
 
     def update_threads(self) -> int:
-        """``update_threads``, its 0 resolved: the update may use the cores the idle workers fill (none
-        when it runs beside the rollout)."""
-        if self.device.type != "cpu":
+        """``update_threads``, its 0 resolved: the update may use the cores the idle workers fill. Beside
+        the rollout (``update_lag``) it keeps the process's own: the setting is the process's, and changing it
+        during the rollout's steps would change how they round."""
+        if self.device.type != "cpu" or self.cfg.update_lag:
             return torch.get_num_threads()
-        if self.cfg.update_lag:
-            return 1
         if self.cfg.update_threads:
             return self.cfg.update_threads
         return max(1, len(self.env.pinned_cores)) if self.env is not None else 1

@@ -129,7 +129,7 @@ def ppo_step(net: ConvPolicy, optimizer: torch.optim.Optimizer, batch: MazeBatch
              returns: torch.Tensor, cfg: Any, gen: torch.Generator, encoded: bool,
              aux_targets: torch.Tensor | None = None, routes: torch.Tensor | None = None, threads: int = 1
              ) -> dict[str, float]:
-    """One PPO update of the shared network on a batch (module docstring), with ``cfg.aux_coef`` x the
+    """One PPO update of the shared network on a batch (``maze_ppo``'s module docstring), with ``cfg.aux_coef`` x the
     auxiliary loss when ``aux_targets`` are given and ``cfg.route_coef`` x the route-recall loss when
     ``routes`` are; what it did, measured on the whole batch after the epochs: mean KL from the behaviour
     policy, surrogate gain, value loss (and the auxiliary and route losses).
