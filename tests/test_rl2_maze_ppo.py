@@ -319,3 +319,18 @@ def test_the_batch_waiting_for_its_update_is_saved_and_read_back(tmp_path):
     assert not list((tmp_path / "run").glob("pending-*"))
     with pytest.raises(UserError, match="update_lag must be one of 0, 1"):
         MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "x", _config(update_lag=2))
+
+
+def test_a_resume_that_sets_the_lag_off_learns_the_waiting_batch_first(tmp_path):
+    trainer = MazePPOTrainer(CELL, "maze-ppo", 0, tmp_path / "run", _config(update_lag=0))
+    trainer.pending = _marked_batch(7)  # left by a run that trained with update_lag=1
+    learnt = []
+
+    def learn(batch):
+        learnt.append(int(batch.rewards[0, 0]))
+        return {"kl": 0.5}
+
+    trainer.collect = lambda net, iteration: _marked_batch(iteration)
+    trainer.learn, trainer.prepare_encoder = learn, lambda: None
+    trainer.iterate()
+    assert learnt == [7, 0] and trainer.pending is None
